@@ -1,0 +1,74 @@
+//! This node's map of user actors and presence sessions; the broker's `Sink`.
+//!
+//! Owned by the node and passed through app data, never a global, so several
+//! nodes can run in one process.
+
+use actix::{Addr, Recipient};
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use super::Push;
+use super::user::UserActor;
+use crate::broker::Sink;
+use crate::domain::{Frame, SessionId, UserId};
+
+#[derive(Default)]
+pub struct Registry {
+    users: Mutex<HashMap<UserId, Addr<UserActor>>>,
+    /// Sessions that receive `update_user`; reached directly, not through user actors,
+    /// because a presence change fans out to everyone.
+    presence: RwLock<HashMap<SessionId, Recipient<Push>>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The user's live actor, or a new one from `start`.
+    pub fn get_or_start(&self, user: &UserId, start: impl FnOnce() -> Addr<UserActor>) -> Addr<UserActor> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = users.get(user).filter(|a| a.connected()) {
+            return a.clone();
+        }
+        let a = start();
+        users.insert(user.clone(), a.clone());
+        a
+    }
+
+    /// Forgets `addr` if it is still the user's actor (a newer one may have replaced it).
+    pub fn remove(&self, user: &UserId, addr: &Addr<UserActor>) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if users.get(user) == Some(addr) {
+            users.remove(user);
+        }
+    }
+
+    pub fn add_presence(&self, id: SessionId, to: Recipient<Push>) {
+        self.presence.write().unwrap_or_else(|p| p.into_inner()).insert(id, to);
+    }
+
+    pub fn remove_presence(&self, id: &SessionId) {
+        self.presence.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn user_actors(&self) -> usize {
+        self.users.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Sink for Registry {
+    fn to_user(&self, user: &UserId, frame: Frame) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = users.get(user) {
+            a.do_send(Push(frame));
+        }
+    }
+
+    fn to_all(&self, frame: Frame) {
+        let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
+        for to in presence.values() {
+            to.do_send(Push(frame.clone()));
+        }
+    }
+}

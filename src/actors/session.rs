@@ -1,0 +1,223 @@
+//! WebSocket sessions: the handshake, the hello frame, heartbeat, delivery of
+//! events, and commands sent over the socket.
+//!
+//! This is the only file that knows `actix-web-actors` (deprecated upstream in
+//! favour of `actix-ws`), so a later move touches one file.
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tracing::Span;
+
+use super::Push;
+use super::user::{Attach, Detach, Execute, ask};
+use crate::auth::Caller;
+use crate::broker::Replay;
+use crate::domain::event::{Hello, ResyncData, now_us};
+use crate::domain::{Event, EventId, Frame, SessionId};
+use crate::error::Error;
+use crate::node::Node;
+use crate::service::{Command, Opened};
+
+/// Heartbeats a session may miss before it counts as gone.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// How a session was asked for: `/ws?since=<id>&presence=false`.
+pub struct Options {
+    pub since: Option<EventId>,
+    pub presence: bool,
+}
+
+/// Upgrades the request to a session of `caller`.
+pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
+    let frame_size = node.settings.limits.max_body_bytes;
+    let session = WsSession::new(node, caller, opts);
+    ws::WsResponseBuilder::new(session, req, stream).frame_size(frame_size).start()
+}
+
+pub struct WsSession {
+    id: SessionId,
+    caller: Caller,
+    node: Node,
+    opts: Options,
+    heartbeat: Duration,
+    last_seen: Instant,
+    /// The newest logged event written to the socket; replay and live overlap is dropped by it.
+    last_id: Option<EventId>,
+    attached: bool,
+    span: Span,
+}
+
+impl WsSession {
+    fn new(node: Node, caller: Caller, opts: Options) -> Self {
+        let id = SessionId::new();
+        let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
+        let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
+        Self { id, caller, node, opts, heartbeat, last_seen: Instant::now(), last_id: None, attached: false, span }
+    }
+
+    fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(id) = frame.id {
+            if self.last_id.is_some_and(|last| id <= last) {
+                return;
+            }
+            self.last_id = Some(id);
+        }
+        ctx.text(&*frame.json);
+        self.node.metrics.delivered(frame.action, frame.accepted_us);
+    }
+
+    fn on_open(&mut self, opened: Opened, ctx: &mut ws::WebsocketContext<Self>) {
+        self.attached = true;
+        let hello = Event::Hello(Hello {
+            session_id: self.id.to_string(),
+            user_id: self.caller.user.to_string(),
+            node_id: self.node.id.to_string(),
+            heartbeat_s: self.heartbeat.as_secs(),
+            last_id: opened.last_id.to_string(),
+        });
+        self.write(&Frame::from_event(None, &hello, now_us()), ctx);
+        match opened.replay {
+            None => {}
+            Some(Replay::Events(frames)) => {
+                for f in &frames {
+                    self.write(f, ctx);
+                }
+            }
+            Some(Replay::Gone { last_id }) => {
+                let ev = Event::Resync(ResyncData { last_id: last_id.to_string() });
+                self.write(&Frame::from_event(None, &ev, now_us()), ctx);
+            }
+        }
+    }
+
+    fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
+        ctx.text(v.to_string());
+    }
+
+    fn error(&self, ctx: &mut ws::WebsocketContext<Self>, ack: &Value, e: &Error) {
+        self.reply(ctx, json!({"cmd": "error", "ack": ack, "error": e.body()}));
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let mut fields = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            _ => return self.error(ctx, &Value::Null, &Error::BadRequest("a command is a JSON object".into())),
+        };
+        let ack = fields.remove("ack").unwrap_or(Value::Null);
+        let name = match fields.remove("cmd") {
+            Some(Value::String(s)) => s,
+            _ => return self.error(ctx, &ack, &Error::BadRequest("a command needs a string \"cmd\"".into())),
+        };
+        if name == "ping" {
+            return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "ping", "result": {}}));
+        }
+        if let Err(e) = self.node.check_rate(&self.caller.user) {
+            return self.error(ctx, &ack, &e);
+        }
+        let cmd = match Command::parse(&name, Value::Object(fields)) {
+            Ok(c) => c,
+            Err(e) => return self.error(ctx, &ack, &e),
+        };
+        let span = tracing::info_span!(parent: &self.span, "command", cmd = %name, user_id = %self.caller.user, room_id = tracing::field::Empty);
+        let (node, user) = (self.node.clone(), self.caller.user.clone());
+        ctx.spawn(
+            async move { ask(&node, &user, Execute { cmd, span }).await.and_then(|r| r) }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(reply) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": name, "result": reply.body()})),
+                    Err(e) => act.error(ctx, &ack, &e),
+                }),
+        );
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let _e = self.span.clone().entered();
+        tracing::debug!("session opened");
+        self.node.metrics.sessions_open.inc();
+        ctx.run_interval(self.heartbeat, |act, ctx| {
+            if act.last_seen.elapsed() > act.heartbeat * MISSED_HEARTBEATS {
+                tracing::info!(parent: &act.span, "session silent too long; closing");
+                ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("heartbeat timeout".into()) }));
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+        });
+        if self.opts.presence {
+            self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
+        }
+        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
+        let (node, user) = (self.node.clone(), self.caller.user.clone());
+        // Wait: nothing else is written before hello, and pushes queue until then.
+        ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
+            Ok(opened) => act.on_open(opened, ctx),
+            Err(e) => {
+                tracing::warn!(parent: &act.span, error = %e, "session could not open");
+                act.error(ctx, &Value::Null, &e);
+                ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Again, description: Some(e.to_string()) }));
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let _e = self.span.clone().entered();
+        tracing::debug!("session closed");
+        self.node.metrics.sessions_open.dec();
+        if self.opts.presence {
+            self.node.registry.remove_presence(&self.id);
+        }
+        if self.attached {
+            let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
+            actix::spawn(async move {
+                let _ = ask(&node, &user, Detach { session }).await;
+            });
+        }
+    }
+}
+
+impl Handler<Push> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        self.write(&msg.0, ctx);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => {
+                let _e = self.span.clone().entered();
+                self.on_text(&text, ctx);
+            }
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Binary(_)) => {
+                self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
+            Err(e) => {
+                tracing::info!(parent: &self.span, error = %e, "protocol error; closing");
+                let code = match e {
+                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    _ => ws::CloseCode::Protocol,
+                };
+                ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
+                ctx.stop();
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The embedded single-node broker: a bounded ring per user, delivered in-process.
+//!
+//! Append and hand-off happen under one lock, so ids and delivery order agree.
+
+use async_trait::async_trait;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::{Broker, LogBounds, Replay, Sink};
+use crate::domain::{Event, EventId, Frame, UserId};
+use crate::error::Result;
+
+#[derive(Default)]
+struct Log {
+    events: VecDeque<Frame>,
+    /// The newest id ever issued, even if its event has been trimmed.
+    last: EventId,
+    /// The newest id trimmed away; `since` before it means events were lost.
+    trimmed: Option<EventId>,
+}
+
+impl Log {
+    fn trim(&mut self, bounds: LogBounds, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(bounds.keep_s * 1000);
+        while let Some(f) = self.events.front() {
+            let id = f.id.expect("logged frames have ids");
+            if self.events.len() > bounds.keep_max || id.ms < cutoff {
+                self.trimmed = Some(id);
+                self.events.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+pub struct MemoryBroker {
+    sink: Arc<dyn Sink>,
+    bounds: LogBounds,
+    logs: Mutex<HashMap<UserId, Log>>,
+}
+
+impl MemoryBroker {
+    pub fn new(sink: Arc<dyn Sink>, bounds: LogBounds) -> Self {
+        Self { sink, bounds, logs: Mutex::new(HashMap::new()) }
+    }
+
+    fn now_ms() -> u64 {
+        chrono::Utc::now().timestamp_millis() as u64
+    }
+
+    /// Drops logs whose every event has expired, so idle users cost nothing.
+    pub fn sweep(&self) {
+        let now = Self::now_ms();
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.retain(|_, log| {
+            log.trim(self.bounds, now);
+            !log.events.is_empty() || now.saturating_sub(log.last.ms) < self.bounds.keep_s * 1000
+        });
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, user: &UserId, event: &Event, accepted_us: i64) -> Result<EventId> {
+        let now = Self::now_ms();
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let log = logs.entry(user.clone()).or_default();
+        let id = EventId::next(log.last, now);
+        log.last = id;
+        let frame = Frame::from_event(Some(id), event, accepted_us);
+        log.events.push_back(frame.clone());
+        log.trim(self.bounds, now);
+        // Under the lock: the sink only enqueues, and order must match ids.
+        self.sink.to_user(user, frame);
+        Ok(id)
+    }
+
+    async fn broadcast(&self, event: &Event, accepted_us: i64) -> Result<()> {
+        self.sink.to_all(Frame::from_event(None, event, accepted_us));
+        Ok(())
+    }
+
+    async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
+        let now = Self::now_ms();
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(log) = logs.get_mut(user) else {
+            return Ok(if since == EventId::START {
+                Replay::Events(vec![])
+            } else {
+                Replay::Gone { last_id: EventId::START }
+            });
+        };
+        log.trim(self.bounds, now);
+        if since > log.last || log.trimmed.is_some_and(|t| since < t) {
+            return Ok(Replay::Gone { last_id: log.last });
+        }
+        Ok(Replay::Events(log.events.iter().filter(|f| f.id > Some(since)).cloned().collect()))
+    }
+
+    async fn last_id(&self, user: &UserId) -> Result<EventId> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(logs.get(user).map(|l| l.last).unwrap_or(EventId::START))
+    }
+
+    async fn subscribe(&self, _user: &UserId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _user: &UserId) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::ResyncData;
+
+    #[derive(Default)]
+    struct Nowhere;
+    impl Sink for Nowhere {
+        fn to_user(&self, _: &UserId, _: Frame) {}
+        fn to_all(&self, _: Frame) {}
+    }
+
+    fn ev() -> Event {
+        Event::Resync(ResyncData { last_id: String::new() })
+    }
+
+    #[actix_web::test]
+    async fn replays_after_since_and_detects_gaps() {
+        let b = MemoryBroker::new(Arc::new(Nowhere), LogBounds { keep_s: 60, keep_max: 3 });
+        let u = UserId::parse("u").unwrap();
+        let mut ids = vec![];
+        for _ in 0..5 {
+            ids.push(b.publish(&u, &ev(), 0).await.unwrap());
+        }
+        assert_eq!(b.last_id(&u).await.unwrap(), ids[4]);
+        match b.replay(&u, ids[2]).await.unwrap() {
+            Replay::Events(fs) => assert_eq!(fs.iter().map(|f| f.id.unwrap()).collect::<Vec<_>>(), ids[3..].to_vec()),
+            Replay::Gone { .. } => panic!("nothing was lost after ids[2]"),
+        }
+        assert!(matches!(b.replay(&u, ids[0]).await.unwrap(), Replay::Gone { .. }));
+        assert!(matches!(b.replay(&u, EventId { ms: u64::MAX, seq: 0 }).await.unwrap(), Replay::Gone { .. }));
+        let other = UserId::parse("v").unwrap();
+        assert!(matches!(b.replay(&other, EventId::START).await.unwrap(), Replay::Events(v) if v.is_empty()));
+    }
+}

@@ -1,0 +1,336 @@
+//! Configuration: defaults, then the TOML file named by `CAMSIG_CONFIG`, then
+//! `CAMSIG__SECTION__KEY` environment variables. Checked once at start; a bad
+//! value stops the server with one line naming the key. Secrets never print.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// A refused configuration: the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}: {why}"))
+}
+
+/// The shortest HS256 secret accepted; shorter ones are guessable.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub node: NodeSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub presence: PresenceSettings,
+    pub ice: IceSettings,
+    pub limits: LimitSettings,
+    pub events: EventSettings,
+    pub connections: ConnectionSettings,
+    pub ws: WsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { bind: "0.0.0.0:8080".into(), workers: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Unset: host name plus a random suffix.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Unset: the embedded single-node broker. A secret, since it may hold a password.
+    pub url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Unset: dev mode (random per-process secret and `POST /dev/token`).
+    pub jwt_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    pub ttl_s: u64,
+    pub grace_s: u64,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self { ttl_s: 30, grace_s: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceSettings {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    pub turn_secret: Option<SecretString>,
+    pub turn_ttl_s: u64,
+}
+
+impl Default for IceSettings {
+    fn default() -> Self {
+        Self { stun_urls: vec![], turn_urls: vec![], turn_secret: None, turn_ttl_s: 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_body_bytes: usize,
+    /// Calls per second per user, with a burst of the same size.
+    pub rate_per_s: u32,
+    pub max_viewers: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    pub keep_s: u64,
+    pub keep_max: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self { keep_s: 120, keep_max: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// A room still negotiating (`requested`/`offered`) with no signaling for this long is closed.
+    pub idle_ttl_s: u64,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self { idle_ttl_s: 120 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsSettings {
+    pub heartbeat_s: u64,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self { heartbeat_s: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+const LIST_KEYS: [&str; 2] = ["ice.stun_urls", "ice.turn_urls"];
+
+impl Settings {
+    /// Loads from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::var("CAMSIG_CONFIG").ok(), std::env::vars())
+    }
+
+    /// Loads from an optional file and the given environment (tests pass their own).
+    pub fn load_from(
+        file: Option<String>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env.into_iter().collect();
+        let mut env_source = config::Environment::with_prefix("CAMSIG")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(env));
+        for key in LIST_KEYS {
+            env_source = env_source.with_list_parse_key(key);
+        }
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
+        }
+        let settings: Settings = builder
+            .add_source(env_source)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges, formats, and keys that need each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.bind.parse::<SocketAddr>().map_err(|e| bad("server.bind", e))?;
+        if let Some(id) = &self.node.id
+            && (id.is_empty() || id.chars().any(char::is_whitespace))
+        {
+            return Err(bad("node.id", "must be a non-empty word"));
+        }
+        if let Some(url) = &self.redis.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return Err(bad("redis.url", "must be a redis:// URL"));
+            }
+        }
+        if let Some(s) = &self.auth.jwt_secret
+            && s.expose_secret().len() < MIN_JWT_SECRET_BYTES
+        {
+            return Err(bad("auth.jwt_secret", format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")));
+        }
+        if self.presence.ttl_s == 0 {
+            return Err(bad("presence.ttl_s", "must be at least 1"));
+        }
+        for u in &self.ice.stun_urls {
+            if !u.starts_with("stun:") && !u.starts_with("stuns:") {
+                return Err(bad("ice.stun_urls", format!("{u:?} is not a stun: URL")));
+            }
+        }
+        for u in &self.ice.turn_urls {
+            if !u.starts_with("turn:") && !u.starts_with("turns:") {
+                return Err(bad("ice.turn_urls", format!("{u:?} is not a turn: URL")));
+            }
+        }
+        if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_none() {
+            return Err(bad("ice.turn_secret", "is required when ice.turn_urls is set"));
+        }
+        if self.ice.turn_ttl_s == 0 {
+            return Err(bad("ice.turn_ttl_s", "must be at least 1"));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(bad("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if self.limits.rate_per_s == 0 {
+            return Err(bad("limits.rate_per_s", "must be at least 1"));
+        }
+        if self.limits.max_viewers == 0 {
+            return Err(bad("limits.max_viewers", "must be at least 1"));
+        }
+        if self.events.keep_s == 0 || self.events.keep_max == 0 {
+            return Err(bad("events.keep_s", "events.keep_s and events.keep_max must be at least 1"));
+        }
+        if self.connections.idle_ttl_s == 0 {
+            return Err(bad("connections.idle_ttl_s", "must be at least 1"));
+        }
+        if self.ws.heartbeat_s == 0 {
+            return Err(bad("ws.heartbeat_s", "must be at least 1"));
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return Err(bad("log.level", "is not a tracing filter"));
+        }
+        Ok(())
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node.id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "camsig".into());
+            let suffix: u32 = rand::random();
+            format!("{host}-{:06x}", suffix & 0xff_ffff)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.bind, "0.0.0.0:8080");
+        assert_eq!((s.presence.ttl_s, s.presence.grace_s), (30, 10));
+        assert_eq!((s.limits.max_body_bytes, s.limits.rate_per_s, s.limits.max_viewers), (65536, 20, 50));
+        assert_eq!(s.ice.turn_ttl_s, 3600);
+        assert!(s.redis.url.is_none() && s.auth.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_with_lists_and_numbers() {
+        let s = Settings::load_from(None, env(&[
+            ("CAMSIG__PRESENCE__GRACE_S", "3"),
+            ("CAMSIG__ICE__STUN_URLS", "stun:a:3478,stun:b:3478"),
+            ("CAMSIG__REDIS__URL", "redis://127.0.0.1:1/"),
+        ])).unwrap();
+        assert_eq!(s.presence.grace_s, 3);
+        assert_eq!(s.ice.stun_urls, vec!["stun:a:3478", "stun:b:3478"]);
+        assert!(s.redis.url.is_some());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("CAMSIG__PRESENCE__TTL_S", "soon", "ttl_s"),
+            ("CAMSIG__AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
+            ("CAMSIG__SERVER__BIND", "nowhere", "server.bind"),
+            ("CAMSIG__LIMITS__NOPE", "1", "nope"),
+        ];
+        for (k, v, key) in cases {
+            let e = Settings::load_from(None, env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(key), "{e} should name {key}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::load_from(None, env(&[("CAMSIG__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret")])).unwrap();
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+}

@@ -1,0 +1,225 @@
+//! A connection (room): one viewer of one camera, and its signaling state machine.
+//!
+//! `requested` → `offered` → `answered` → `closed`; a new offer in `answered`
+//! goes back to `offered`. Checks run in the contract's order: who you are
+//! (403), then state (409), then the content of the SDP or candidate (422).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ids::{RoomId, UserId};
+use super::sdp::{IceCandidate, SdpKind, SessionDescription};
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnState {
+    Requested,
+    Offered,
+    Answered,
+    Closed,
+}
+
+/// Which side of a room a user is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The user whose camera is shown.
+    Owner,
+    /// The viewer.
+    Abonent,
+}
+
+impl Role {
+    pub fn other(self) -> Role {
+        match self {
+            Role::Owner => Role::Abonent,
+            Role::Abonent => Role::Owner,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Connection {
+    #[schema(value_type = String, example = "01JD3Z5T8Q9W2E4R6T8Y0U2I4O")]
+    pub room_id: RoomId,
+    #[schema(value_type = String, example = "42")]
+    pub owner: UserId,
+    #[schema(value_type = String, example = "7")]
+    pub abonent: UserId,
+    pub state: ConnState,
+    #[serde(with = "super::ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    /// Last signaling activity; a room idle in `requested` or `offered` is closed.
+    #[serde(with = "super::ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<SessionDescription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<SessionDescription>,
+    /// Why the room was closed, once it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Connection {
+    pub fn new(owner: UserId, abonent: UserId, now: DateTime<Utc>) -> Self {
+        Self {
+            room_id: RoomId::new(),
+            owner,
+            abonent,
+            state: ConnState::Requested,
+            created_at: now,
+            updated_at: now,
+            offer: None,
+            answer: None,
+            reason: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state != ConnState::Closed
+    }
+
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        if *user == self.owner {
+            Some(Role::Owner)
+        } else if *user == self.abonent {
+            Some(Role::Abonent)
+        } else {
+            None
+        }
+    }
+
+    pub fn user(&self, role: Role) -> &UserId {
+        match role {
+            Role::Owner => &self.owner,
+            Role::Abonent => &self.abonent,
+        }
+    }
+
+    fn participant(&self, caller: &UserId) -> Result<Role, Error> {
+        self.role_of(caller)
+            .ok_or_else(|| Error::Forbidden("you are not a participant of this room".into()))
+    }
+
+    fn require(&self, caller: &UserId, role: Role, what: &str) -> Result<(), Error> {
+        if self.participant(caller)? != role {
+            return Err(Error::Forbidden(format!("only the {role:?} of the room sends {what}").to_lowercase()));
+        }
+        Ok(())
+    }
+
+    fn require_open(&self) -> Result<(), Error> {
+        if self.is_open() { Ok(()) } else { Err(Error::RoomClosed) }
+    }
+
+    /// The owner (re)offers: from any open state to `offered`.
+    pub fn offer(&mut self, caller: &UserId, desc: SessionDescription, now: DateTime<Utc>) -> Result<(), Error> {
+        self.require(caller, Role::Owner, "an offer")?;
+        self.require_open()?;
+        desc.validate(SdpKind::Offer)?;
+        self.state = ConnState::Offered;
+        self.offer = Some(desc);
+        self.answer = None;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The abonent answers the pending offer.
+    pub fn answer(&mut self, caller: &UserId, desc: SessionDescription, now: DateTime<Utc>) -> Result<(), Error> {
+        self.require(caller, Role::Abonent, "an answer")?;
+        self.require_open()?;
+        if self.state != ConnState::Offered {
+            return Err(Error::NoOffer);
+        }
+        desc.validate(SdpKind::Answer)?;
+        self.state = ConnState::Answered;
+        self.answer = Some(desc);
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// A candidate from either side, in any open state. Returns the side it goes to.
+    pub fn ice(&mut self, caller: &UserId, dest: Option<Role>, cand: &IceCandidate, now: DateTime<Utc>) -> Result<Role, Error> {
+        let from = self.participant(caller)?;
+        if dest == Some(from) {
+            return Err(Error::Forbidden("dest must be the other side of the room".into()));
+        }
+        self.require_open()?;
+        cand.validate()?;
+        self.updated_at = now;
+        Ok(from.other())
+    }
+
+    /// Either side ends the room. Returns the side to tell.
+    pub fn hangup(&mut self, caller: &UserId, reason: &str, now: DateTime<Utc>) -> Result<Role, Error> {
+        let from = self.participant(caller)?;
+        self.require_open()?;
+        self.close(reason, now);
+        Ok(from.other())
+    }
+
+    pub fn close(&mut self, reason: &str, now: DateTime<Utc>) {
+        self.state = ConnState::Closed;
+        self.reason = Some(reason.to_owned());
+        self.updated_at = now;
+    }
+
+    /// Negotiation that never completed holds a viewer slot; it is closed after the idle TTL.
+    pub fn is_idle(&self, cutoff: DateTime<Utc>) -> bool {
+        matches!(self.state, ConnState::Requested | ConnState::Offered) && self.updated_at < cutoff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sdp::tests::OFFER;
+
+    fn ids() -> (UserId, UserId, UserId) {
+        (UserId::parse("o").unwrap(), UserId::parse("a").unwrap(), UserId::parse("x").unwrap())
+    }
+
+    fn sd(kind: &str) -> SessionDescription {
+        SessionDescription { kind: kind.into(), sdp: OFFER.into() }
+    }
+
+    #[test]
+    fn full_negotiation_and_renegotiation() {
+        let (o, a, _) = ids();
+        let now = Utc::now();
+        let mut c = Connection::new(o.clone(), a.clone(), now);
+        assert!(matches!(c.answer(&a, sd("answer"), now), Err(Error::NoOffer)));
+        c.offer(&o, sd("offer"), now).unwrap();
+        assert_eq!(c.state, ConnState::Offered);
+        c.answer(&a, sd("answer"), now).unwrap();
+        assert_eq!(c.state, ConnState::Answered);
+        assert!(matches!(c.answer(&a, sd("answer"), now), Err(Error::NoOffer)));
+        c.offer(&o, sd("offer"), now).unwrap();
+        assert_eq!(c.state, ConnState::Offered);
+        assert!(c.answer.is_none());
+        assert_eq!(c.hangup(&a, "bye", now).unwrap(), Role::Owner);
+        assert!(matches!(c.offer(&o, sd("offer"), now), Err(Error::RoomClosed)));
+        assert!(matches!(c.hangup(&o, "bye", now), Err(Error::RoomClosed)));
+    }
+
+    #[test]
+    fn roles_are_checked_before_state_and_content() {
+        let (o, a, x) = ids();
+        let now = Utc::now();
+        let mut c = Connection::new(o.clone(), a.clone(), now);
+        assert!(matches!(c.offer(&a, sd("offer"), now), Err(Error::Forbidden(_))));
+        assert!(matches!(c.answer(&o, sd("answer"), now), Err(Error::Forbidden(_))));
+        assert!(matches!(c.hangup(&x, "", now), Err(Error::Forbidden(_))));
+        assert!(matches!(c.offer(&o, sd("answer"), now), Err(Error::InvalidSdp(_))));
+        assert_eq!(c.state, ConnState::Requested, "a refused call changes nothing");
+        let cand = IceCandidate { candidate: String::new(), sdp_mid: None, sdp_m_line_index: None, username_fragment: None };
+        assert_eq!(c.ice(&o, None, &cand, now).unwrap(), Role::Abonent);
+        assert_eq!(c.ice(&a, Some(Role::Owner), &cand, now).unwrap(), Role::Owner);
+        assert!(matches!(c.ice(&a, Some(Role::Abonent), &cand, now), Err(Error::Forbidden(_))));
+    }
+}

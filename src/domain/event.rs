@@ -1,0 +1,230 @@
+//! Events pushed to WebSocket sessions, their ids, and the ready-to-send frame.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+use super::connection::Connection;
+use super::ids::{RoomId, UserId};
+use super::sdp::{IceCandidate, SessionDescription};
+use super::user::UserState;
+
+/// The position of an event in a user's log, `"<ms>-<seq>"` like a Redis stream id.
+/// `0-0` is the start: before any event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    pub const START: EventId = EventId { ms: 0, seq: 0 };
+
+    /// The id after `last` at time `now_ms`, never going backwards.
+    pub fn next(last: EventId, now_ms: u64) -> EventId {
+        if now_ms > last.ms {
+            EventId { ms: now_ms, seq: 0 }
+        } else {
+            EventId { ms: last.ms, seq: last.seq + 1 }
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Ok(EventId { ms: ms.parse().map_err(|_| ())?, seq: seq.parse().map_err(|_| ())? })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Hello {
+    pub session_id: String,
+    pub user_id: String,
+    pub node_id: String,
+    pub heartbeat_s: u64,
+    /// The newest event id in the user's log: what to pass as `since` on a reconnect.
+    pub last_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserEventData {
+    pub user: UserState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShowCamData {
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+    /// The viewer who asked.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PutOfferData {
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+    /// The owner.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub offer: SessionDescription,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PutAnswerData {
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+    /// The abonent.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub answer: SessionDescription,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PutIceData {
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+    /// The sender.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub candidate: IceCandidate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HangupData {
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+    /// Who ended it; for `camera_off`, `timeout` and `gone` that is the owner or the user who left.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResyncData {
+    /// Events after `since` are gone; reload state through REST and resume from here.
+    pub last_id: String,
+}
+
+/// Everything the server pushes. Serialized as `{"action": "server-action:<name>", "data": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "action", content = "data")]
+pub enum Event {
+    #[serde(rename = "server-action:hello")]
+    Hello(Hello),
+    #[serde(rename = "server-action:update_user")]
+    UpdateUser(UserEventData),
+    #[serde(rename = "server-action:show_cam")]
+    ShowCam(ShowCamData),
+    #[serde(rename = "server-action:put_offer")]
+    PutOffer(PutOfferData),
+    #[serde(rename = "server-action:put_answer")]
+    PutAnswer(PutAnswerData),
+    #[serde(rename = "server-action:put_ice")]
+    PutIce(PutIceData),
+    #[serde(rename = "server-action:hangup")]
+    Hangup(HangupData),
+    #[serde(rename = "server-action:resync")]
+    Resync(ResyncData),
+}
+
+impl Event {
+    /// The short name, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Hello(_) => "hello",
+            Event::UpdateUser(_) => "update_user",
+            Event::ShowCam(_) => "show_cam",
+            Event::PutOffer(_) => "put_offer",
+            Event::PutAnswer(_) => "put_answer",
+            Event::PutIce(_) => "put_ice",
+            Event::Hangup(_) => "hangup",
+            Event::Resync(_) => "resync",
+        }
+    }
+
+    pub fn user(user: UserState) -> Self {
+        Event::UpdateUser(UserEventData { user })
+    }
+
+    pub fn hangup(conn: &Connection, by: &UserId, reason: &str) -> Self {
+        Event::Hangup(HangupData { room_id: conn.room_id.clone(), user_id: by.clone(), reason: reason.into() })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events always serialize")
+    }
+}
+
+/// An event ready for the socket: serialized once, shared by every session it goes to.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Set on events from a user's log; `update_user` and `hello` have none.
+    pub id: Option<EventId>,
+    pub action: &'static str,
+    pub json: Arc<str>,
+    /// Wall clock (µs since the epoch) when the call that caused it was accepted.
+    pub accepted_us: i64,
+}
+
+impl Frame {
+    /// Builds the envelope from an event's JSON, adding `"id"` when it has one.
+    pub fn new(id: Option<EventId>, action: &'static str, event_json: &str, accepted_us: i64) -> Self {
+        let json: Arc<str> = match id {
+            Some(id) => format!("{{\"id\":\"{id}\",{}", &event_json[1..]).into(),
+            None => event_json.into(),
+        };
+        Frame { id, action, json, accepted_us }
+    }
+
+    pub fn from_event(id: Option<EventId>, event: &Event, accepted_us: i64) -> Self {
+        Frame::new(id, event.name(), &event.to_json(), accepted_us)
+    }
+}
+
+/// Wall clock in µs since the epoch.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Maps a short action name back to its static str (events read back from a store).
+pub fn action_name(s: &str) -> &'static str {
+    const NAMES: [&str; 8] = ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync"];
+    NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_order_and_round_trip() {
+        let a = EventId::next(EventId::START, 5);
+        let b = EventId::next(a, 5);
+        let c = EventId::next(b, 3);
+        assert!(a < b && b < c);
+        assert_eq!("5-1".parse::<EventId>(), Ok(b));
+        assert_eq!(c.to_string().parse::<EventId>(), Ok(c));
+        assert!("x".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn frame_envelope_has_action_id_and_data() {
+        let ev = Event::Resync(ResyncData { last_id: "1-0".into() });
+        let f = Frame::from_event(Some(EventId { ms: 9, seq: 2 }), &ev, 0);
+        let v: serde_json::Value = serde_json::from_str(&f.json).unwrap();
+        assert_eq!(v["action"], "server-action:resync");
+        assert_eq!(v["id"], "9-2");
+        assert_eq!(v["data"]["last_id"], "1-0");
+    }
+}

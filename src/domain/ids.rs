@@ -1,0 +1,119 @@
+//! Identifier newtypes, parsed once at the edge so the rest never sees a raw string.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::Error;
+
+/// Longest user id accepted; ids are keys in Redis and appear in every event.
+const MAX_USER_ID_LEN: usize = 128;
+
+/// A user id: the JWT `sub`. Numeric ids travel as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        if s.is_empty() || s.len() > MAX_USER_ID_LEN {
+            return Err(Error::BadRequest(format!(
+                "a user id is 1 to {MAX_USER_ID_LEN} bytes"
+            )));
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::BadRequest("a user id has no spaces or control characters".into()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A room (one viewer of one camera): a ULID, so rooms sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RoomId(String);
+
+impl RoomId {
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new().to_string())
+    }
+
+    /// An id that is not a ULID cannot name a room: 404, not 400, so that
+    /// probing for rooms learns nothing from the shape.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        ulid::Ulid::from_string(s).map_err(|_| Error::RoomNotFound)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RoomId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One WebSocket session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids() {
+        assert!(UserId::parse("42").is_ok());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse("a b").is_err());
+        assert!(UserId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn room_ids() {
+        let r = RoomId::new();
+        assert_eq!(RoomId::parse(r.as_str()).unwrap(), r);
+        assert!(matches!(RoomId::parse("nope"), Err(Error::RoomNotFound)));
+    }
+}

@@ -1,0 +1,130 @@
+//! SDP descriptions and ICE candidates, checked with Mozilla's `webrtc-sdp` parser.
+//!
+//! Bodies arrive in two steps: serde checks their shape (400), then `validate`
+//! checks their content (422) once the room's state allows the call.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use webrtc_sdp::attribute_type::SdpAttribute;
+
+use crate::error::Error;
+
+/// Which half of the offer/answer exchange a description is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+/// An `RTCSessionDescriptionInit`: `{"type": "offer"|"answer", "sdp": "v=0..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionDescription {
+    /// `offer` or `answer`; must match the call it is sent with.
+    #[serde(rename = "type")]
+    #[schema(example = "offer")]
+    pub kind: String,
+    #[schema(example = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n...")]
+    pub sdp: String,
+}
+
+impl SessionDescription {
+    /// Checks that this is a parseable SDP of the expected kind.
+    pub fn validate(&self, expected: SdpKind) -> Result<(), Error> {
+        let want = match expected {
+            SdpKind::Offer => "offer",
+            SdpKind::Answer => "answer",
+        };
+        if self.kind != want {
+            return Err(Error::InvalidSdp(format!(
+                "expected a description of type \"{want}\", got \"{}\"",
+                self.kind
+            )));
+        }
+        let session = webrtc_sdp::parse_sdp(&self.sdp, false)
+            .map_err(|e| Error::InvalidSdp(format!("the {want} SDP does not parse: {e}")))?;
+        if session.media.is_empty() {
+            return Err(Error::InvalidSdp(format!("the {want} SDP has no media section")));
+        }
+        Ok(())
+    }
+}
+
+/// An `RTCIceCandidateInit`. An empty `candidate` means end of candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IceCandidate {
+    #[schema(example = "candidate:1 1 udp 2113937151 192.0.2.1 54400 typ host")]
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default)]
+    #[schema(example = "0")]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex", default)]
+    #[schema(example = 0)]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+impl IceCandidate {
+    pub fn is_end_of_candidates(&self) -> bool {
+        self.candidate.is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.is_end_of_candidates() {
+            return Ok(());
+        }
+        if self.sdp_mid.is_none() && self.sdp_m_line_index.is_none() {
+            return Err(Error::InvalidCandidate(
+                "a candidate needs sdpMid or sdpMLineIndex".into(),
+            ));
+        }
+        let line = self.candidate.strip_prefix("a=").unwrap_or(&self.candidate);
+        if !line.starts_with("candidate:") {
+            return Err(Error::InvalidCandidate("a candidate starts with \"candidate:\"".into()));
+        }
+        match line.parse::<SdpAttribute>() {
+            Ok(SdpAttribute::Candidate(_)) => Ok(()),
+            Ok(_) => Err(Error::InvalidCandidate("not a candidate attribute".into())),
+            Err(e) => Err(Error::InvalidCandidate(format!("the candidate does not parse: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
+
+    fn desc(kind: &str, sdp: &str) -> SessionDescription {
+        SessionDescription { kind: kind.into(), sdp: sdp.into() }
+    }
+
+    #[test]
+    fn sdp_must_parse_and_match_the_call() {
+        assert!(desc("offer", OFFER).validate(SdpKind::Offer).is_ok());
+        assert!(matches!(desc("answer", OFFER).validate(SdpKind::Offer), Err(Error::InvalidSdp(_))));
+        assert!(matches!(desc("offer", "hello").validate(SdpKind::Offer), Err(Error::InvalidSdp(_))));
+    }
+
+    fn cand(c: &str, mid: Option<&str>) -> IceCandidate {
+        IceCandidate {
+            candidate: c.into(),
+            sdp_mid: mid.map(Into::into),
+            sdp_m_line_index: None,
+            username_fragment: None,
+        }
+    }
+
+    #[test]
+    fn candidates() {
+        let good = "candidate:842163049 1 udp 1677729535 192.0.2.7 46154 typ srflx raddr 10.0.0.1 rport 46154 generation 0 ufrag abcd network-cost 999";
+        assert!(cand(good, Some("0")).validate().is_ok());
+        assert!(cand(&format!("a={good}"), Some("0")).validate().is_ok());
+        assert!(cand("", None).validate().is_ok());
+        assert!(cand(good, None).validate().is_err());
+        assert!(cand("candidate:garbage", Some("0")).validate().is_err());
+        assert!(cand("ice-ufrag:abcd", Some("0")).validate().is_err());
+    }
+}

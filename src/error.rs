@@ -1,0 +1,165 @@
+//! The one error type of the service and its mapping to the contract's JSON.
+//!
+//! Every failure a caller can see is a variant here; `ResponseError` turns it
+//! into `{"error": {"code", "message"}}` with the contract's status, in one place.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("you cannot show your own camera")]
+    CannotShowSelf,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no such user")]
+    UserNotFound,
+    #[error("no such room")]
+    RoomNotFound,
+    #[error("the camera is off")]
+    CameraOff,
+    #[error("the room is closed")]
+    RoomClosed,
+    #[error("there is no offer to answer")]
+    NoOffer,
+    #[error("this camera already has the most viewers it allows")]
+    TooManyViewers,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    InvalidSdp(String),
+    #[error("{0}")]
+    InvalidCandidate(String),
+    #[error("too many requests; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("the shared store is unreachable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("not found")]
+    NotFound,
+    /// A bug or an invariant broken; the cause goes to the log, never to the client.
+    #[error("internal error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The stable machine-readable codes of the contract's error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    CannotShowSelf,
+    Unauthorized,
+    Forbidden,
+    UserNotFound,
+    RoomNotFound,
+    CameraOff,
+    RoomClosed,
+    NoOffer,
+    TooManyViewers,
+    PayloadTooLarge,
+    InvalidSdp,
+    InvalidCandidate,
+    RateLimited,
+    Unavailable,
+    NotFound,
+    Internal,
+}
+
+/// `{"code", "message"}`: the inside of every error answer, REST or WebSocket.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// `{"error": {...}}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+/// Seconds a client should wait after `unavailable`.
+const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        use Error::*;
+        match self {
+            BadRequest(_) => ErrorCode::BadRequest,
+            CannotShowSelf => ErrorCode::CannotShowSelf,
+            Unauthorized(_) => ErrorCode::Unauthorized,
+            Forbidden(_) => ErrorCode::Forbidden,
+            UserNotFound => ErrorCode::UserNotFound,
+            RoomNotFound => ErrorCode::RoomNotFound,
+            CameraOff => ErrorCode::CameraOff,
+            RoomClosed => ErrorCode::RoomClosed,
+            NoOffer => ErrorCode::NoOffer,
+            TooManyViewers => ErrorCode::TooManyViewers,
+            PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            InvalidSdp(_) => ErrorCode::InvalidSdp,
+            InvalidCandidate(_) => ErrorCode::InvalidCandidate,
+            RateLimited { .. } => ErrorCode::RateLimited,
+            Unavailable(_) => ErrorCode::Unavailable,
+            NotFound => ErrorCode::NotFound,
+            Unexpected(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { code: self.code(), message: self.to_string() }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_s } => Some(*retry_after_s),
+            Error::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for a store that could not be reached.
+    pub fn unavailable(e: impl Into<anyhow::Error>) -> Self {
+        Error::Unavailable(e.into())
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        use ErrorCode::*;
+        match self.code() {
+            BadRequest | CannotShowSelf => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            UserNotFound | RoomNotFound | NotFound => StatusCode::NOT_FOUND,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            InvalidSdp | InvalidCandidate => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Error::Unexpected(e) => tracing::error!(error = ?e, "unexpected error"),
+            Error::Unavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            _ => {}
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(s) = self.retry_after() {
+            res.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if matches!(self, Error::Unauthorized(_)) {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(ErrorResponse { error: self.body() })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

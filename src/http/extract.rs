@@ -1,0 +1,67 @@
+//! Extractors that run the contract's checks in order: the caller's token (401)
+//! and rate (429) first, then the body's size (413) and shape (400).
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use futures_util::StreamExt;
+use futures_util::future::{LocalBoxFuture, Ready, ready};
+use serde::de::DeserializeOwned;
+use tracing_actix_web::RootSpan;
+
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::node::Node;
+
+fn node(req: &HttpRequest) -> Node {
+    req.app_data::<web::Data<Node>>().expect("the node is in app data").get_ref().clone()
+}
+
+impl FromRequest for Caller {
+    type Error = Error;
+    type Future = Ready<Result<Caller, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let node = node(req);
+        ready(node.auth.authenticate(req, false).and_then(|caller| {
+            if let Some(span) = req.extensions().get::<RootSpan>() {
+                span.record("user_id", caller.user.as_str());
+            }
+            node.check_rate(&caller.user)?;
+            Ok(caller)
+        }))
+    }
+}
+
+/// A JSON body of at most `limits.max_body_bytes`; an empty body reads as `{}`.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Body<T>, Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = node(req).settings.limits.max_body_bytes;
+        let too_large = move || Error::PayloadTooLarge(format!("the body is over {limit} bytes"));
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > limit) {
+                return Err(too_large());
+            }
+            let mut buf = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let bytes: &[u8] = if buf.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &buf };
+            serde_json::from_slice(bytes).map(Body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+        })
+    }
+}

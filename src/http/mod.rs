@@ -1,0 +1,126 @@
+//! The HTTP surface: thin handlers over `Service`, extractors that run the
+//! contract's checks in order (401, 429, 413/400), request metrics and spans,
+//! and the OpenAPI document derived from the handlers.
+
+pub mod extract;
+pub mod ops;
+pub mod webrtc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{App, Error as ActixError, HttpResponse, web};
+use futures_util::FutureExt;
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::{AppExt, UtoipaApp, scope};
+
+use crate::error::Error;
+use crate::node::Node;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "camsig",
+        description = "Camera presence and WebRTC signaling. Act through these endpoints; hear events on the WebSocket `/ws`.",
+    ),
+    components(schemas(crate::error::ErrorResponse, crate::error::ErrorCode, crate::domain::Event)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "camera", description = "Turning a camera on and off, and asking to see one"),
+        (name = "signaling", description = "SDP offer/answer and ICE candidates between the two sides of a room"),
+        (name = "directory", description = "Who is online, who has a camera on, rooms and ICE servers"),
+        (name = "ops", description = "Health, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Adds every route that goes into the spec.
+fn routes<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
+where
+    T: actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Error = ActixError, InitError = ()>,
+{
+    app.openapi(ApiDoc::openapi())
+        .service(
+            scope::scope("/webrtc")
+                .service(webrtc::camera_on)
+                .service(webrtc::camera_off)
+                .service(webrtc::camera_show)
+                .service(webrtc::offer)
+                .service(webrtc::answer)
+                .service(webrtc::ice)
+                .service(webrtc::hangup)
+                .service(webrtc::users)
+                .service(webrtc::user)
+                .service(webrtc::connection)
+                .service(webrtc::ice_servers),
+        )
+        .service(ops::healthz)
+        .service(ops::readyz)
+}
+
+/// The OpenAPI document, as the code declares it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(App::new().into_utoipa_app()).split_for_parts().1
+}
+
+/// The whole application of one node.
+pub fn app(
+    node: Node,
+) -> App<impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = ActixError, InitError = ()>> {
+    let dev = node.auth.is_dev();
+    let (app, api) = routes(App::new().into_utoipa_app()).split_for_parts();
+    let api = web::Data::new(api);
+    let metrics_node = node.clone();
+    let mut app = app
+        .app_data(web::Data::new(node))
+        .app_data(api)
+        .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
+        .service(ops::metrics)
+        .service(ops::openapi_json)
+        .service(ops::demo)
+        .service(web::resource("/ws").route(web::get().to(ops::websocket)));
+    if dev {
+        app = app.service(ops::dev_token);
+    }
+    app.default_service(web::to(|| async { HttpResponse::from_error(Error::NotFound) }))
+        .wrap_fn(move |req, srv| {
+            let node = metrics_node.clone();
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            actix_web::dev::Service::call(srv, req).map(move |res| {
+                let status = match &res {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => e.as_response_error().status_code().as_u16(),
+                };
+                node.metrics.http_requests.with_label_values(&[&route, &status.to_string()]).inc();
+                res
+            })
+        })
+        .wrap(TracingLogger::<Spans>::new())
+}
+
+/// Request spans with `user_id` and `room_id`, filled in once known.
+pub struct Spans;
+
+impl RootSpanBuilder for Spans {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        tracing_actix_web::root_span!(request, user_id = tracing::field::Empty, room_id = tracing::field::Empty)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, ActixError>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

@@ -1,0 +1,274 @@
+//! `/webrtc` handlers: each checks nothing itself, calls the service, and
+//! turns the reply into its REST status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::Body;
+use crate::auth::Caller;
+use crate::domain::{Camera, Connection, UserId, UserState};
+use crate::error::{Error, ErrorResponse, Result};
+use crate::node::Node;
+use crate::service::{
+    AnswerBody, CameraOffBody, CameraOnBody, Command, ConnectionReply, HangupBody, IceBody, IceReply, IceServers, OfferBody, Reply,
+    ShowBody, ShowReply, UserReply,
+};
+use crate::store::UserQuery;
+
+/// Most users one page of `GET users` returns.
+pub const MAX_PAGE: usize = 200;
+const DEFAULT_PAGE: usize = 50;
+
+fn respond(reply: Reply) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(reply.status()).expect("valid status")).json(reply.body())
+}
+
+async fn run(node: &Node, caller: &Caller, cmd: Command) -> Result<HttpResponse> {
+    Ok(respond(node.execute(&caller.user, cmd).await?))
+}
+
+/// Turn my camera on.
+///
+/// Everyone hears `update_user`. With no WebSocket open, the presence grace
+/// period starts: open one within `presence.grace_s` or the camera goes off again.
+#[utoipa::path(
+    operation_id = "cameraOn", tag = "camera", security(("bearer" = [])),
+    request_body(content = Option<CameraOnBody>, description = "Optional `meta`, a JSON object of at most 1 KiB"),
+    responses(
+        (status = 200, description = "The camera is on", body = UserReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/cameraOn")]
+pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraOnBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraOn(body.0)).await
+}
+
+/// Turn my camera off.
+///
+/// Everyone hears `update_user`; every open room I own closes and its viewer hears `hangup` (reason `camera_off`).
+#[utoipa::path(
+    operation_id = "cameraOff", tag = "camera", security(("bearer" = [])),
+    request_body(content = Option<CameraOffBody>, description = "Empty"),
+    responses(
+        (status = 200, description = "The camera is off", body = UserReply),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/cameraOff")]
+pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<CameraOffBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraOff).await
+}
+
+/// Ask to see a user's camera.
+///
+/// Opens a room (201) and the owner hears `show_cam`; the owner then sends an
+/// offer. If a room between the two is already open it is returned (200) and
+/// nothing is sent again.
+#[utoipa::path(
+    operation_id = "cameraShow", tag = "camera", security(("bearer" = [])),
+    request_body = ShowBody,
+    responses(
+        (status = 201, description = "A new room", body = ShowReply),
+        (status = 200, description = "The room already open between the two", body = ShowReply),
+        (status = 400, description = "bad_request, cannot_show_self", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 404, description = "user_not_found", body = ErrorResponse),
+        (status = 409, description = "camera_off, too_many_viewers", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/cameraShow")]
+pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraShow(body.0)).await
+}
+
+/// Send an SDP offer to the viewer (owner of the room only).
+///
+/// Allowed in any open state; in `answered` it renegotiates. The abonent hears `put_offer`.
+#[utoipa::path(
+    operation_id = "offer", tag = "signaling", security(("bearer" = [])),
+    request_body = OfferBody,
+    responses(
+        (status = 202, description = "Accepted; the abonent hears put_offer", body = ConnectionReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden", body = ErrorResponse),
+        (status = 404, description = "room_not_found", body = ErrorResponse),
+        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "invalid_sdp", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/offer")]
+pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Offer(body.0)).await
+}
+
+/// Answer the pending offer (abonent of the room only). The owner hears `put_answer`.
+#[utoipa::path(
+    operation_id = "answer", tag = "signaling", security(("bearer" = [])),
+    request_body = AnswerBody,
+    responses(
+        (status = 202, description = "Accepted; the owner hears put_answer", body = ConnectionReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden", body = ErrorResponse),
+        (status = 404, description = "room_not_found", body = ErrorResponse),
+        (status = 409, description = "room_closed, no_offer", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "invalid_sdp", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/answer")]
+pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Answer(body.0)).await
+}
+
+/// Send an ICE candidate to the other side; an empty `candidate` means end of candidates.
+#[utoipa::path(
+    operation_id = "ice", tag = "signaling", security(("bearer" = [])),
+    request_body = IceBody,
+    responses(
+        (status = 202, description = "Accepted; the other side hears put_ice", body = IceReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden", body = ErrorResponse),
+        (status = 404, description = "room_not_found", body = ErrorResponse),
+        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "invalid_candidate", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/ice")]
+pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Ice(body.0)).await
+}
+
+/// End a room (either side). The other side hears `hangup`.
+#[utoipa::path(
+    operation_id = "hangup", tag = "signaling", security(("bearer" = [])),
+    request_body = HangupBody,
+    responses(
+        (status = 200, description = "The room is closed", body = ConnectionReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden", body = ErrorResponse),
+        (status = 404, description = "room_not_found", body = ErrorResponse),
+        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/hangup")]
+pub async fn hangup(node: web::Data<Node>, caller: Caller, body: Body<HangupBody>) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Hangup(body.0)).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersParams {
+    /// `on`: cameras on. `off`: online with the camera off. Absent: online or camera on.
+    pub camera: Option<Camera>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsersPage {
+    pub users: Vec<UserState>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List who is online or has a camera on, ordered by user id.
+#[utoipa::path(
+    operation_id = "listUsers", tag = "directory", security(("bearer" = [])),
+    params(UsersParams),
+    responses(
+        (status = 200, description = "One page of users", body = UsersPage),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[get("/users")]
+pub async fn users(node: web::Data<Node>, _caller: Caller, q: web::Query<UsersParams>) -> Result<HttpResponse> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::BadRequest(format!("limit is 1 to {MAX_PAGE}")));
+    }
+    let after = q.cursor.map(|c| UserId::parse(&c).map_err(|_| Error::BadRequest("invalid cursor".into()))).transpose()?;
+    let page = node.service.users(&UserQuery { camera: q.camera, limit, after }).await?;
+    Ok(HttpResponse::Ok().json(UsersPage { users: page.users, next_cursor: page.next_cursor }))
+}
+
+/// One user's state.
+#[utoipa::path(
+    operation_id = "getUser", tag = "directory", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserState),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 404, description = "user_not_found", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[get("/users/{user_id}")]
+pub async fn user(node: web::Data<Node>, _caller: Caller, path: web::Path<String>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.service.user(&path).await?))
+}
+
+/// One room, with its offer and answer once set (its two users only).
+#[utoipa::path(
+    operation_id = "getConnection", tag = "directory", security(("bearer" = [])),
+    params(("room_id" = String, Path, description = "The room's id")),
+    responses(
+        (status = 200, description = "The room", body = Connection),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden", body = ErrorResponse),
+        (status = 404, description = "room_not_found", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[get("/connections/{room_id}")]
+pub async fn connection(node: web::Data<Node>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.service.room(&caller.user, &path).await?))
+}
+
+/// STUN and TURN servers for `RTCPeerConnection`, with TURN REST API credentials.
+#[utoipa::path(
+    operation_id = "getIceServers", tag = "directory", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "ICE servers", body = IceServers),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+    )
+)]
+#[get("/iceServers")]
+pub async fn ice_servers(node: web::Data<Node>, caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(node.service.ice_servers(&caller.user))
+}

@@ -1,0 +1,56 @@
+//! Prometheus metrics of one node. Each node owns its registry (no globals),
+//! so several nodes can live in one test process.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub sessions_open: IntGauge,
+    pub events_delivered: IntCounterVec,
+    /// From accepting the call that caused an event to writing it on a socket.
+    pub delivery_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(node_id: &str) -> Self {
+        let registry = Registry::new_custom(Some("camsig".into()), Some([("node".to_string(), node_id.to_string())].into()))
+            .expect("valid registry labels");
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .unwrap();
+        let sessions_open = IntGauge::new("ws_sessions_open", "Open WebSocket sessions").unwrap();
+        let events_delivered = IntCounterVec::new(
+            Opts::new("events_delivered_total", "Events written to WebSocket sessions, by action"),
+            &["action"],
+        )
+        .unwrap();
+        let delivery_seconds = Histogram::with_opts(
+            HistogramOpts::new("event_delivery_seconds", "Time from accepting a call to writing its event on a socket")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )
+        .unwrap();
+        registry.register(Box::new(http_requests.clone())).unwrap();
+        registry.register(Box::new(sessions_open.clone())).unwrap();
+        registry.register(Box::new(events_delivered.clone())).unwrap();
+        registry.register(Box::new(delivery_seconds.clone())).unwrap();
+        Self { registry, http_requests, sessions_open, events_delivered, delivery_seconds }
+    }
+
+    /// Counts one event written to a socket and how long it took to get there.
+    pub fn delivered(&self, action: &str, accepted_us: i64) {
+        self.events_delivered.with_label_values(&[action]).inc();
+        let waited = crate::domain::event::now_us() - accepted_us;
+        if waited >= 0 {
+            self.delivery_seconds.observe(waited as f64 / 1e6);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,117 @@
+//! One camsig node: its id, configuration, service, actor registry, auth,
+//! rate limiter and metrics. Cloned into app data; several can live in one process.
+//!
+//! `Node::build` is the one factory that picks the implementations: the
+//! embedded memory store and broker when `redis.url` is unset.
+
+use actix::{Actor, Addr};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::registry::Registry;
+use crate::actors::user::{Execute, UserActor, ask};
+use crate::auth::Auth;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, LogBounds};
+use crate::config::Settings;
+use crate::domain::UserId;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::service::{Command, Reply, Service};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+
+/// How often housekeeping runs: idle rooms, rate-limiter keys, expired logs.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+pub struct NodeInner {
+    pub id: Arc<str>,
+    pub settings: Arc<Settings>,
+    pub service: Service,
+    pub registry: Arc<Registry>,
+    pub auth: Auth,
+    pub metrics: Metrics,
+    limiter: DefaultKeyedRateLimiter<UserId>,
+    memory_broker: Option<Arc<MemoryBroker>>,
+}
+
+#[derive(Clone)]
+pub struct Node(Arc<NodeInner>);
+
+impl Deref for Node {
+    type Target = NodeInner;
+    fn deref(&self) -> &NodeInner {
+        &self.0
+    }
+}
+
+impl Node {
+    pub async fn build(settings: Settings) -> anyhow::Result<Node> {
+        let settings = Arc::new(settings);
+        let id: Arc<str> = settings.node_id().into();
+        let registry = Arc::new(Registry::new());
+        let bounds = LogBounds { keep_s: settings.events.keep_s, keep_max: settings.events.keep_max };
+        let (store, broker, memory_broker): (Arc<dyn Store>, Arc<dyn Broker>, _) = match &settings.redis.url {
+            Some(_) => anyhow::bail!("redis.url: the Redis store is not built yet; unset it to run one node"),
+            None => {
+                let b = Arc::new(MemoryBroker::new(registry.clone(), bounds));
+                (Arc::new(MemoryStore::new()), b.clone(), Some(b))
+            }
+        };
+        let rate = NonZeroU32::new(settings.limits.rate_per_s).expect("validated at load");
+        let inner = NodeInner {
+            service: Service::new(store, broker, settings.clone(), id.clone()),
+            auth: Auth::new(&settings.auth),
+            metrics: Metrics::new(&id),
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            id,
+            settings,
+            registry,
+            memory_broker,
+        };
+        tracing::info!(node_id = %inner.id, broker = if inner.memory_broker.is_some() { "memory" } else { "redis" }, "node ready");
+        Ok(Node(Arc::new(inner)))
+    }
+
+    /// 429 when `user` is over `limits.rate_per_s`.
+    pub fn check_rate(&self, user: &UserId) -> Result<()> {
+        self.limiter.check_key(user).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Error::RateLimited { retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        })
+    }
+
+    /// The user's actor on this node, started if needed.
+    pub fn user_actor(&self, user: &UserId) -> Addr<UserActor> {
+        self.registry.get_or_start(user, || UserActor::new(user.clone(), self.clone()).start())
+    }
+
+    /// Runs a command as `caller`, serialized with the caller's other operations.
+    pub async fn execute(&self, caller: &UserId, cmd: Command) -> Result<Reply> {
+        ask(self, caller, Execute { cmd, span: tracing::Span::current() }).await?
+    }
+
+    /// Starts housekeeping on the current runtime; it ends with the returned handle.
+    pub fn spawn_sweeper(&self) -> actix_web::rt::task::JoinHandle<()> {
+        let node = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                match node.service.close_idle().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rooms = n, "closed idle rooms"),
+                    Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
+                }
+                node.limiter.retain_recent();
+                if let Some(b) = &node.memory_broker {
+                    b.sweep();
+                }
+            }
+        })
+    }
+}
