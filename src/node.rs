@@ -25,8 +25,9 @@ use crate::service::{Command, Reply, Service};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 
-/// How often housekeeping runs: idle rooms, rate-limiter keys, expired logs.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often housekeeping runs: grace expiries, idle rooms, rate-limiter keys,
+/// expired logs. It bounds how late a grace period may end.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 pub struct NodeInner {
     pub id: Arc<str>,
@@ -102,6 +103,9 @@ impl Node {
             let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
             loop {
                 tick.tick().await;
+                if let Err(e) = node.service.expire_due().await {
+                    tracing::warn!(error = %e, "presence expiry failed");
+                }
                 match node.service.close_idle().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(rooms = n, "closed idle rooms"),

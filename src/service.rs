@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::broker::{Broker, Replay};
 use crate::config::Settings;
 use crate::domain::event::{self, HangupData, PutAnswerData, PutIceData, PutOfferData, ShowCamData};
-use crate::domain::{Camera, Connection, Event, EventId, IceCandidate, Role, RoomId, SessionDescription, SessionId, UserId, UserState};
+use crate::domain::{Connection, Event, EventId, IceCandidate, Role, RoomId, SessionDescription, SessionId, UserId, UserState};
 use crate::error::{Error, Result};
 use crate::store::{Change, Show, Store, UserPage, UserQuery};
 
@@ -187,11 +187,6 @@ impl Reply {
         };
         v.expect("replies always serialize")
     }
-
-    /// The caller's camera is on but they have no session: the grace period starts.
-    pub fn camera_on_without_session(&self) -> bool {
-        matches!(self, Reply::User(r) if r.user.camera == Camera::On && !r.user.online)
-    }
 }
 
 /// What a new session needs before it goes live.
@@ -247,7 +242,8 @@ impl Service {
                 return Err(Error::PayloadTooLarge(format!("meta is over {MAX_META_BYTES} bytes")));
             }
         }
-        let user = self.store.camera_on(caller, b.meta, Utc::now()).await?;
+        let now = Utc::now();
+        let user = self.store.camera_on(caller, b.meta, now, now + self.grace()).await?;
         self.broker.broadcast(&Event::user(user.clone()), accepted).await?;
         Ok(Reply::User(UserReply { user }))
     }
@@ -405,18 +401,28 @@ impl Service {
         Ok(Opened { last_id, replay })
     }
 
-    /// A session ends. Returns true when the user has no session left anywhere.
-    pub async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<bool> {
-        if let Some(u) = self.store.session_closed(user, session, Utc::now()).await? {
-            self.broker.broadcast(&Event::user(u), event::now_us()).await?;
-        }
-        Ok(!self.store.has_sessions(user).await?)
+    fn grace(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.settings.presence.grace_s as i64)
     }
 
-    /// The grace period of a user with no session ran out.
-    pub async fn expire(&self, user: &UserId) -> Result<()> {
-        let change = self.store.expire(user, Utc::now()).await?;
-        self.emit(change, user, event::now_us()).await
+    /// A session ends; if it was the user's last, they go offline and their grace period starts.
+    pub async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<()> {
+        let now = Utc::now();
+        if let Some(u) = self.store.session_closed(user, session, now, now + self.grace()).await? {
+            self.broker.broadcast(&Event::user(u), event::now_us()).await?;
+        }
+        Ok(())
+    }
+
+    /// Expires every user whose grace period has ended: with no session back,
+    /// their camera goes off with every effect of cameraOff. Returns how many.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let due = self.store.claim_expired(Utc::now()).await?;
+        for user in &due {
+            let change = self.store.expire(user, Utc::now()).await?;
+            self.emit(change, user, event::now_us()).await?;
+        }
+        Ok(due.len())
     }
 
     /// Closes rooms stuck negotiating; both sides hear `hangup` with reason `timeout`.

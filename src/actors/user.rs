@@ -1,6 +1,5 @@
 //! The per-user actor on one node: runs that user's operations one at a time,
-//! knows their local sessions, fans their events out to them, and runs the
-//! presence grace timer when their last session ends.
+//! knows their local sessions, and fans their events out to them.
 
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -44,44 +43,16 @@ pub struct UserActor {
     user: UserId,
     node: Node,
     sessions: HashMap<SessionId, Recipient<Push>>,
-    grace: Option<SpawnHandle>,
     idle: Option<SpawnHandle>,
 }
 
 impl UserActor {
     pub fn new(user: UserId, node: Node) -> Self {
-        Self { user, node, sessions: HashMap::new(), grace: None, idle: None }
+        Self { user, node, sessions: HashMap::new(), idle: None }
     }
 
     fn span(&self) -> Span {
         tracing::info_span!("user", user_id = %self.user, node_id = %self.node.id)
-    }
-
-    fn start_grace(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.grace.take() {
-            ctx.cancel_future(h);
-        }
-        let grace = Duration::from_secs(self.node.settings.presence.grace_s);
-        self.grace = Some(ctx.run_later(grace, |act, ctx| {
-            act.grace = None;
-            let (service, user, span) = (act.node.service.clone(), act.user.clone(), act.span());
-            ctx.wait(
-                async move {
-                    if let Err(e) = service.expire(&user).await {
-                        tracing::warn!(error = %e, "presence expiry failed");
-                    }
-                }
-                .instrument(span)
-                .into_actor(act)
-                .map(|_, act, ctx| act.settle(ctx)),
-            );
-        }));
-    }
-
-    fn cancel_grace(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.grace.take() {
-            ctx.cancel_future(h);
-        }
     }
 
     /// Stops the actor later if it has nothing left to do.
@@ -89,9 +60,9 @@ impl UserActor {
         if let Some(h) = self.idle.take() {
             ctx.cancel_future(h);
         }
-        if self.sessions.is_empty() && self.grace.is_none() {
+        if self.sessions.is_empty() {
             self.idle = Some(ctx.run_later(IDLE_STOP_AFTER, |act, ctx| {
-                if act.sessions.is_empty() && act.grace.is_none() {
+                if act.sessions.is_empty() {
                     ctx.stop();
                 }
             }));
@@ -121,12 +92,6 @@ impl Handler<Execute> for UserActor {
                 .instrument(msg.span)
                 .into_actor(self)
                 .map(|res, act, ctx| {
-                    if let Ok(reply) = &res
-                        && reply.camera_on_without_session()
-                        && act.sessions.is_empty()
-                    {
-                        act.start_grace(ctx);
-                    }
                     act.settle(ctx);
                     res
                 }),
@@ -137,12 +102,11 @@ impl Handler<Execute> for UserActor {
 impl Handler<Attach> for UserActor {
     type Result = AtomicResponse<Self, Result<Opened>>;
 
-    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) -> Self::Result {
         // Live first: events published from now on reach the session, and the
         // session drops by id whatever the replay below also carries.
         let first = self.sessions.is_empty();
         self.sessions.insert(msg.session.clone(), msg.to);
-        self.cancel_grace(ctx);
         let (service, user, session) = (self.node.service.clone(), self.user.clone(), msg.session.clone());
         AtomicResponse::new(Box::pin(
             async move {
@@ -175,22 +139,13 @@ impl Handler<Detach> for UserActor {
                 if last_here && let Err(e) = service.broker().unsubscribe(&user).await {
                     tracing::warn!(error = %e, "unsubscribe failed");
                 }
-                match service.close_session(&user, &msg.session).await {
-                    Ok(none_left) => none_left,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not record the end of a session");
-                        false
-                    }
+                if let Err(e) = service.close_session(&user, &msg.session).await {
+                    tracing::warn!(error = %e, "could not record the end of a session");
                 }
             }
             .instrument(self.span())
             .into_actor(self)
-            .map(|none_left, act, ctx| {
-                if none_left && act.sessions.is_empty() {
-                    act.start_grace(ctx);
-                }
-                act.settle(ctx);
-            }),
+            .map(|_, act, ctx| act.settle(ctx)),
         ))
     }
 }

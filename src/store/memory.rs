@@ -24,6 +24,8 @@ struct Inner {
     /// Open rooms by participant (owner or abonent).
     open: HashMap<UserId, BTreeSet<RoomId>>,
     sessions: HashMap<UserId, HashSet<SessionId>>,
+    /// Users in their grace period, and when it ends.
+    expiries: HashMap<UserId, DateTime<Utc>>,
 }
 
 impl Inner {
@@ -117,8 +119,11 @@ impl Store for MemoryStore {
         Ok(self.lock().rooms.get(id).cloned())
     }
 
-    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>) -> Result<UserState> {
+    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState> {
         let mut inner = self.lock();
+        if !inner.sessions.contains_key(id) {
+            inner.expiries.insert(id.clone(), expire_at);
+        }
         let u = inner.user_mut(id, now);
         u.camera_on(meta, now);
         Ok(u.clone())
@@ -179,23 +184,30 @@ impl Store for MemoryStore {
     async fn session_opened(&self, user: &UserId, session: &SessionId, _node: &str, now: DateTime<Utc>) -> Result<Option<UserState>> {
         let mut inner = self.lock();
         inner.sessions.entry(user.clone()).or_default().insert(session.clone());
+        inner.expiries.remove(user);
         let u = inner.user_mut(user, now);
         Ok(u.set_online(true, now).then(|| u.clone()))
     }
 
-    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>) -> Result<Option<UserState>> {
+    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>> {
         let mut inner = self.lock();
         let Some(set) = inner.sessions.get_mut(user) else { return Ok(None) };
         if !set.remove(session) || !set.is_empty() {
             return Ok(None);
         }
         inner.sessions.remove(user);
+        inner.expiries.insert(user.clone(), expire_at);
         let u = inner.user_mut(user, now);
         Ok(u.set_online(false, now).then(|| u.clone()))
     }
 
-    async fn has_sessions(&self, user: &UserId) -> Result<bool> {
-        Ok(self.lock().sessions.contains_key(user))
+    async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+        let mut inner = self.lock();
+        let due: Vec<UserId> = inner.expiries.iter().filter(|(_, at)| **at <= now).map(|(u, _)| u.clone()).collect();
+        for u in &due {
+            inner.expiries.remove(u);
+        }
+        Ok(due)
     }
 
     async fn expire(&self, user: &UserId, now: DateTime<Utc>) -> Result<Change> {

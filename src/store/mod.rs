@@ -62,7 +62,8 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, id: &RoomId) -> Result<Option<Connection>>;
 
     /// Camera on, creating the user if new; `meta` replaces the old one when given.
-    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>) -> Result<UserState>;
+    /// With no session open anywhere, the grace period starts (expiry at `expire_at`).
+    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState>;
 
     /// Camera off, and every open room the user owns closed with reason `camera_off`.
     /// `user` is None when the camera was already off.
@@ -78,11 +79,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records a live session. Returns the new state when the user just came online.
     async fn session_opened(&self, user: &UserId, session: &SessionId, node: &str, now: DateTime<Utc>) -> Result<Option<UserState>>;
 
-    /// Forgets a session. Returns the new state when that was the user's last one.
-    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>) -> Result<Option<UserState>>;
+    /// Forgets a session. When it was the user's last one, the user goes offline
+    /// (the new state is returned) and their expiry is due at `expire_at`.
+    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>>;
 
-    /// Whether any session of the user is open anywhere.
-    async fn has_sessions(&self, user: &UserId) -> Result<bool>;
+    /// Takes the users whose grace period ended by `now`; each is handed to one caller only.
+    async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
 
     /// The grace period ran out: if the user still has no session, the camera goes
     /// off (owned rooms close with `camera_off`) and rooms they watch close with `gone`.
