@@ -16,6 +16,7 @@ use crate::actors::registry::Registry;
 use crate::actors::user::{Execute, UserActor, ask};
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, LogBounds};
 use crate::config::Settings;
 use crate::domain::UserId;
@@ -24,6 +25,10 @@ use crate::metrics::Metrics;
 use crate::service::{Command, Reply, Service};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{OP_TIMEOUT, RedisStore};
+
+/// Pooled Redis connections per node; pub/sub has its own, outside the pool.
+const REDIS_POOL_SIZE: usize = 32;
 
 /// How often housekeeping runs: grace expiries, idle rooms, rate-limiter keys,
 /// expired logs. It bounds how late a grace period may end.
@@ -38,6 +43,7 @@ pub struct NodeInner {
     pub metrics: Metrics,
     limiter: DefaultKeyedRateLimiter<UserId>,
     memory_broker: Option<Arc<MemoryBroker>>,
+    redis_broker: Option<Arc<RedisBroker>>,
 }
 
 #[derive(Clone)]
@@ -56,11 +62,21 @@ impl Node {
         let id: Arc<str> = settings.node_id().into();
         let registry = Arc::new(Registry::new());
         let bounds = LogBounds { keep_s: settings.events.keep_s, keep_max: settings.events.keep_max };
-        let (store, broker, memory_broker): (Arc<dyn Store>, Arc<dyn Broker>, _) = match &settings.redis.url {
-            Some(_) => anyhow::bail!("redis.url: the Redis store is not built yet; unset it to run one node"),
+        let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
+            Some(url) => {
+                let url = secrecy::ExposeSecret::expose_secret(url);
+                let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+                let mut cfg = deadpool_redis::Config::from_url(url);
+                let mut pool_cfg = deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE);
+                pool_cfg.timeouts = deadpool_redis::Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
+                cfg.pool = Some(pool_cfg);
+                let pool = cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1)).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+                let b = Arc::new(RedisBroker::start(client, pool.clone(), registry.clone(), bounds));
+                (Arc::new(RedisStore::new(pool)), b.clone(), None, Some(b))
+            }
             None => {
                 let b = Arc::new(MemoryBroker::new(registry.clone(), bounds));
-                (Arc::new(MemoryStore::new()), b.clone(), Some(b))
+                (Arc::new(MemoryStore::new()), b.clone(), Some(b), None)
             }
         };
         let rate = NonZeroU32::new(settings.limits.rate_per_s).expect("validated at load");
@@ -73,6 +89,7 @@ impl Node {
             settings,
             registry,
             memory_broker,
+            redis_broker,
         };
         tracing::info!(node_id = %inner.id, broker = if inner.memory_broker.is_some() { "memory" } else { "redis" }, "node ready");
         Ok(Node(Arc::new(inner)))
@@ -101,8 +118,31 @@ impl Node {
         let node = self.clone();
         actix_web::rt::spawn(async move {
             let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
+            let mut reconnects = node.redis_broker.as_ref().map(|b| b.reconnects());
+            let ttl = Duration::from_secs(node.settings.presence.ttl_s);
+            let mut renewed: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
+                if renewed.is_none_or(|t| t.elapsed() >= ttl / 3) {
+                    let until = chrono::Utc::now() + ttl;
+                    match node.service.store().renew_lease(&node.id, until).await {
+                        Ok(()) => renewed = Some(std::time::Instant::now()),
+                        Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
+                    }
+                }
+                if let Some(rx) = &mut reconnects
+                    && rx.has_changed().unwrap_or(false)
+                {
+                    rx.mark_unchanged();
+                    renewed = None;
+                    if let Err(e) = node.service.reconcile(&node.registry.local_sessions()).await {
+                        tracing::warn!(error = %e, "could not re-register sessions");
+                        rx.mark_changed();
+                    }
+                }
+                if let Err(e) = node.service.reap_dead_nodes(|| node.registry.local_sessions()).await {
+                    tracing::warn!(error = %e, "dead-node sweep failed");
+                }
                 if let Err(e) = node.service.expire_due().await {
                     tracing::warn!(error = %e, "presence expiry failed");
                 }

@@ -425,6 +425,45 @@ impl Service {
         Ok(due.len())
     }
 
+    /// Closes the sessions of nodes whose lease ran out; their users' grace
+    /// periods count from when the lease ended. A node that finds itself
+    /// declared dead (it stalled) re-registers instead.
+    pub async fn reap_dead_nodes(&self, local: impl Fn() -> Vec<(UserId, SessionId)>) -> Result<()> {
+        for (node, lease_end) in self.store.claim_dead_nodes(Utc::now()).await? {
+            if *node == *self.node_id {
+                self.reconcile(&local()).await?;
+                continue;
+            }
+            let sessions = self.store.take_node_sessions(&node).await?;
+            tracing::warn!(dead_node = %node, sessions = sessions.len(), "node lease ended; closing its sessions");
+            for (user, session) in sessions {
+                if let Some(u) = self.store.session_closed(&user, &session, Utc::now(), lease_end + self.grace()).await? {
+                    self.broker.broadcast(&Event::user(u), event::now_us()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the store's list of this node's sessions equal to `local`: after
+    /// Redis comes back (maybe empty) or after ends it could not record.
+    pub async fn reconcile(&self, local: &[(UserId, SessionId)]) -> Result<()> {
+        let known = self.store.take_node_sessions(&self.node_id).await?;
+        let now = Utc::now();
+        for (user, session) in known.iter().filter(|k| !local.contains(k)) {
+            if let Some(u) = self.store.session_closed(user, session, now, now + self.grace()).await? {
+                self.broker.broadcast(&Event::user(u), event::now_us()).await?;
+            }
+        }
+        for (user, session) in local {
+            if let Some(u) = self.store.session_opened(user, session, &self.node_id, now).await? {
+                self.broker.broadcast(&Event::user(u), event::now_us()).await?;
+            }
+        }
+        tracing::info!(sessions = local.len(), stale = known.iter().filter(|k| !local.contains(k)).count(), "sessions re-registered");
+        Ok(())
+    }
+
     /// Closes rooms stuck negotiating; both sides hear `hangup` with reason `timeout`.
     pub async fn close_idle(&self) -> Result<usize> {
         let now = Utc::now();

@@ -18,6 +18,8 @@ pub struct Registry {
     /// Sessions that receive `update_user`; reached directly, not through user actors,
     /// because a presence change fans out to everyone.
     presence: RwLock<HashMap<SessionId, Recipient<Push>>>,
+    /// Every open session on this node, to re-register after Redis loses them.
+    sessions: Mutex<HashMap<SessionId, UserId>>,
 }
 
 impl Registry {
@@ -50,6 +52,19 @@ impl Registry {
 
     pub fn remove_presence(&self, id: &SessionId) {
         self.presence.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn add_session(&self, id: SessionId, user: UserId) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id, user);
+    }
+
+    pub fn remove_session(&self, id: &SessionId) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn local_sessions(&self) -> Vec<(UserId, SessionId)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().map(|(s, u)| (u.clone(), s.clone())).collect()
     }
 
     pub fn user_actors(&self) -> usize {

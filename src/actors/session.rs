@@ -153,6 +153,7 @@ impl Actor for WsSession {
         if self.opts.presence {
             self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
         }
+        self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
         let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
@@ -174,6 +175,7 @@ impl Actor for WsSession {
         if self.opts.presence {
             self.node.registry.remove_presence(&self.id);
         }
+        self.node.registry.remove_session(&self.id);
         if self.attached {
             let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
             actix::spawn(async move {

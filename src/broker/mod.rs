@@ -6,6 +6,7 @@
 //! which knows the local sessions.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 

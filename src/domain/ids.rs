@@ -81,6 +81,11 @@ impl SessionId {
         Self(ulid::Ulid::new().to_string())
     }
 
+    /// A session id read back from a store.
+    pub fn from_string(s: String) -> Self {
+        Self(s)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -6,6 +6,7 @@
 //! only makes them atomic and durable.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -95,4 +96,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ok when the store can serve.
     async fn ping(&self) -> Result<()>;
+
+    /// Renews this node's lease until `until`; a node whose lease ends is dead.
+    /// The memory store serves one node, which never outlives itself.
+    async fn renew_lease(&self, _node: &str, _until: DateTime<Utc>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Takes the nodes whose lease ended by `now`, with when it ended; each
+    /// dead node is handed to one caller only.
+    async fn claim_dead_nodes(&self, _now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Ok(vec![])
+    }
+
+    /// The sessions a node had open, forgotten from its list as they are returned.
+    async fn take_node_sessions(&self, _node: &str) -> Result<Vec<(UserId, SessionId)>> {
+        Ok(vec![])
+    }
 }
