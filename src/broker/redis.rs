@@ -72,7 +72,7 @@ struct Shared {
     /// Users this node wants events for; resubscribed after every reconnect.
     subs: Mutex<HashSet<UserId>>,
     /// The live connection's command half; None while Redis is unreachable.
-    pubsub: Mutex<Option<PubSubSink>>,
+    pubsub: watch::Sender<Option<PubSubSink>>,
     reconnects: watch::Sender<u64>,
 }
 
@@ -90,7 +90,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             sink,
             subs: Mutex::new(HashSet::new()),
-            pubsub: Mutex::new(None),
+            pubsub: watch::channel(None).0,
             reconnects: watch::channel(0).0,
         });
         actix_web::rt::spawn(listen(client, shared.clone()));
@@ -193,14 +193,23 @@ impl Broker for RedisBroker {
 
     async fn subscribe(&self, user: &UserId) -> Result<()> {
         self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).insert(user.clone());
-        let sink = self.shared.pubsub.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut sink = sink.ok_or_else(|| Error::unavailable(anyhow::anyhow!("no pub/sub connection to Redis")))?;
-        self.bounded(async { sink.subscribe(channel(user)).await.map_err(redis_error) }).await
+        // Waits for the connection while it is (re)established, e.g. right after start.
+        let mut rx = self.shared.pubsub.subscribe();
+        self.bounded(async {
+            let mut sink = rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(Error::unavailable)?
+                .clone()
+                .expect("waited for Some");
+            sink.subscribe(channel(user)).await.map_err(redis_error)
+        })
+        .await
     }
 
     async fn unsubscribe(&self, user: &UserId) -> Result<()> {
         self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
-        let sink = self.shared.pubsub.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sink = self.shared.pubsub.borrow().clone();
         if let Some(mut sink) = sink {
             self.bounded(async { sink.unsubscribe(channel(user)).await.map_err(redis_error) }).await?;
         }
@@ -221,7 +230,7 @@ async fn listen(client: redis::Client, shared: Arc<Shared>) {
         };
         let (mut sink, mut stream) = conn.split();
         // Publish the sink first so no subscribe() falls between snapshot and resubscribe.
-        *shared.pubsub.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
+        shared.pubsub.send_replace(Some(sink.clone()));
         let mut channels = vec![PRESENCE.to_owned()];
         channels.extend(shared.subs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(channel));
         let mut ok = true;
@@ -242,7 +251,7 @@ async fn listen(client: redis::Client, shared: Arc<Shared>) {
             }
         }
         tracing::warn!("pub/sub connection to Redis lost; reconnecting");
-        *shared.pubsub.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        shared.pubsub.send_replace(None);
         lost = true;
     }
 }

@@ -1,0 +1,99 @@
+//! The contract across nodes: REST on any node, events on every node.
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn camera_flow_with_rest_round_robin_over_three_nodes() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("owner"), token("viewer"));
+    let mut ows = nodes[0].ws(&owner).await;
+    let mut vws = nodes[1].ws(&viewer).await;
+    let mut rr = (0..).map(|i| &nodes[i % 3]);
+
+    let r = rr.next().unwrap().camera_on(&owner).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = vws.wait_user("owner", |u| u["camera"] == "on").await;
+    assert_eq!(seen["online"], true);
+
+    let room = rr.next().unwrap().show(&viewer, "owner").await;
+    let ev = ows.next_event().await;
+    assert_eq!(ev["action"], "server-action:show_cam");
+    assert_eq!(ev["data"], json!({"room_id": room, "user_id": "viewer"}));
+
+    let r = rr.next().unwrap().post("offer", &owner, json!({"room_id": room, "offer": sdp("offer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let ev = vws.next_event().await;
+    assert_eq!(ev["action"], "server-action:put_offer");
+    assert_eq!(ev["data"]["offer"], sdp("offer"));
+
+    let r = rr.next().unwrap().post("answer", &viewer, json!({"room_id": room, "answer": sdp("answer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(ows.next_event().await["action"], "server-action:put_answer");
+
+    for (i, (from, to)) in [(&owner, &mut vws), (&viewer, &mut ows)].into_iter().enumerate() {
+        let r = rr.next().unwrap().post("ice", from, json!({"room_id": room, "candidate": candidate(5000 + i as u16)})).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let ev = to.next_event().await;
+        assert_eq!(ev["action"], "server-action:put_ice");
+        assert_eq!(ev["data"]["candidate"], candidate(5000 + i as u16));
+    }
+
+    let r = rr.next().unwrap().post("hangup", &viewer, json!({"room_id": room})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ev = ows.next_event().await;
+    assert_eq!(ev["action"], "server-action:hangup");
+    assert_eq!(ev["data"]["user_id"], "viewer");
+
+    let r = rr.next().unwrap().get(&format!("/webrtc/connections/{room}"), Some(&owner)).await;
+    assert_eq!(r.body["state"], "closed");
+
+    let r = rr.next().unwrap().post("cameraOff", &owner, json!({})).await;
+    assert_eq!(r.status, 200);
+    vws.wait_user("owner", |u| u["camera"] == "off").await;
+}
+
+#[actix_web::test]
+async fn two_devices_of_one_user_on_two_nodes_both_hear_events() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("ann"), token("bob"));
+    let mut phone = nodes[0].ws(&owner).await;
+    let mut laptop = nodes[1].ws(&owner).await;
+    assert_eq!(nodes[2].camera_on(&owner).await.status, 200);
+    let room = nodes[2].show(&viewer, "ann").await;
+    for dev in [&mut phone, &mut laptop] {
+        let ev = dev.next_event().await;
+        assert_eq!(ev["action"], "server-action:show_cam");
+        assert_eq!(ev["data"]["room_id"], room);
+    }
+    // Closing one device keeps the user online: the other is still open.
+    phone.close().await;
+    let r = nodes[2].get("/webrtc/users/ann", Some(&viewer)).await;
+    assert_eq!(r.body["online"], true, "{}", r.body);
+}
+
+#[actix_web::test]
+async fn ice_order_is_kept_across_nodes() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("o"), token("v"));
+    let mut vws = nodes[2].ws_query(&viewer, "?presence=false").await;
+    nodes[0].camera_on(&owner).await;
+    let room = nodes[1].show(&viewer, "o").await;
+    for i in 0..30u16 {
+        let r = nodes[i as usize % 3].post("ice", &owner, json!({"room_id": room, "candidate": candidate(6000 + i)})).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let mut last_id = String::new();
+    for i in 0..30u16 {
+        let ev = vws.next_event().await;
+        assert_eq!(ev["data"]["candidate"], candidate(6000 + i), "candidate {i} out of order");
+        let id = ev["id"].as_str().unwrap().to_owned();
+        assert!(id.parse::<camsig::domain::EventId>().unwrap() > last_id.parse().unwrap_or_default());
+        last_id = id;
+    }
+}

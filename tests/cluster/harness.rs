@@ -1,0 +1,146 @@
+//! A `redis-server` each test owns (stop, restart, same port), nodes on it,
+//! and a node in a child process that a test can SIGKILL.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::helpers::{SECRET, TestApp, Ws, spawn_app_with};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` every 20 ms until it is true, failing after `limit`.
+pub async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let mut r = Redis { port: free_port(), child: None };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again, empty) on the same port and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        until(Duration::from_secs(10), "redis-server to answer", async || {
+            let Ok(client) = redis::Client::open(url.as_str()) else { return false };
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else { return false };
+            redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Short presence timings so the failure tests run in seconds.
+pub const TTL_S: u64 = 2;
+pub const GRACE_S: u64 = 1;
+
+/// An in-process node on `redis`.
+pub async fn node(redis: &Redis, name: &str) -> TestApp {
+    let url = redis.url();
+    let name = name.to_owned();
+    spawn_app_with(move |s| {
+        s.redis.url = Some(SecretString::from(url));
+        s.node.id = Some(name);
+        s.presence.ttl_s = TTL_S;
+        s.presence.grace_s = GRACE_S;
+    })
+    .await
+}
+
+pub async fn three_nodes(redis: &Redis) -> Vec<TestApp> {
+    vec![node(redis, "n1").await, node(redis, "n2").await, node(redis, "n3").await]
+}
+
+/// A node in its own process, so that it can die without a word.
+pub struct ProcNode {
+    pub port: u16,
+    child: Child,
+}
+
+impl ProcNode {
+    pub async fn start(redis: &Redis, name: &str) -> ProcNode {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_camsig"))
+            .env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CAMSIG__REDIS__URL", redis.url())
+            .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
+            .env("CAMSIG__NODE__ID", name)
+            .env("CAMSIG__PRESENCE__TTL_S", TTL_S.to_string())
+            .env("CAMSIG__PRESENCE__GRACE_S", GRACE_S.to_string())
+            .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the camsig binary runs");
+        let http = awc::Client::default();
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        until(Duration::from_secs(20), "the child node to be ready", async || {
+            matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
+        })
+        .await;
+        ProcNode { port, child }
+    }
+
+    pub async fn ws(&self, token: &str) -> Ws {
+        let mut req = format!("ws://127.0.0.1:{}/ws", self.port).into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
+        let mut ws = Ws { stream, hello: serde_json::Value::Null };
+        ws.hello = ws.next().await;
+        assert_eq!(ws.hello["action"], "server-action:hello");
+        ws
+    }
+
+    /// SIGKILL: no goodbye to Redis, no closed sessions.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,9 @@
+//! Many nodes on one real Redis: each test starts its own `redis-server` on a
+//! free port and three nodes, and drives them over real HTTP and WebSocket.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod harness;
+
+mod failures;
+mod flow;
