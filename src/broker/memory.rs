@@ -17,6 +17,9 @@ struct Log {
     last: EventId,
     /// The newest id trimmed away; `since` before it means events were lost.
     trimmed: Option<EventId>,
+    /// The first id this log issued: a `since` before it (other than the start)
+    /// names history this log never held, e.g. one swept away before it.
+    first: EventId,
 }
 
 impl Log {
@@ -67,6 +70,9 @@ impl Broker for MemoryBroker {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         let log = logs.entry(user.clone()).or_default();
         let id = EventId::next(log.last, now);
+        if log.last == EventId::START {
+            log.first = id;
+        }
         log.last = id;
         let frame = Frame::from_event(Some(id), event, accepted_us);
         log.events.push_back(frame.clone());
@@ -92,7 +98,8 @@ impl Broker for MemoryBroker {
             });
         };
         log.trim(self.bounds, now);
-        if since > log.last || log.trimmed.is_some_and(|t| since < t) {
+        let before_log = since != EventId::START && since < log.first;
+        if since > log.last || log.trimmed.is_some_and(|t| since < t) || before_log {
             return Ok(Replay::Gone { last_id: log.last });
         }
         Ok(Replay::Events(log.events.iter().filter(|f| f.id > Some(since)).cloned().collect()))
