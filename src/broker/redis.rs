@@ -47,10 +47,10 @@ redis.call('PUBLISH', KEYS[2], id .. '\n' .. ARGV[1] .. '\n' .. ARGV[2] .. '\n' 
 return id
 ";
 
-/// `{last_generated_id, max_deleted_id, entries}` after trimming by age;
-/// entries after ARGV[1] only when ARGV[3] is '1'.
+/// `{last_generated_id, max_deleted_id, first_id, entries}` after trimming by
+/// age; entries after ARGV[1] only when ARGV[3] is '1'.
 const READ: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', '0-0', {}} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'0-0', '0-0', '0-0', {}} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', now_ms - tonumber(ARGV[2]))
@@ -60,9 +60,12 @@ for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
   if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
 end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first_id = '0-0'
+if #first > 0 then first_id = first[1][1] end
 local entries = {}
 if ARGV[3] == '1' then entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+') end
-return {last, maxdel, entries}
+return {last, maxdel, first_id, entries}
 ";
 
 type Entry = (String, Vec<String>);
@@ -108,11 +111,12 @@ impl RedisBroker {
             .unwrap_or_else(|_| Err(Error::unavailable(anyhow::anyhow!("Redis did not answer in {OP_TIMEOUT:?}"))))
     }
 
-    async fn read(&self, user: &UserId, since: Option<EventId>) -> Result<(EventId, EventId, Vec<Entry>)> {
+    /// The log's last id, newest deleted id, first kept id, and the entries after `since`.
+    async fn read(&self, user: &UserId, since: Option<EventId>) -> Result<(EventId, EventId, EventId, Vec<Entry>)> {
         self.bounded(async {
             let mut c = self.pool.get().await.map_err(Error::unavailable)?;
             let keep_ms = self.bounds.keep_s * 1000;
-            let (last, maxdel, entries): (String, String, Vec<Entry>) = self
+            let (last, maxdel, first, entries): (String, String, String, Vec<Entry>) = self
                 .read
                 .key(log_key(user))
                 .arg(since.unwrap_or_default().to_string())
@@ -122,7 +126,7 @@ impl RedisBroker {
                 .await
                 .map_err(redis_error)?;
             let parse = |s: &str| s.parse::<EventId>().map_err(|_| Error::Unexpected(anyhow::anyhow!("bad stream id {s}")));
-            Ok((parse(&last)?, parse(&maxdel)?, entries))
+            Ok((parse(&last)?, parse(&maxdel)?, parse(&first)?, entries))
         })
         .await
     }
@@ -180,8 +184,11 @@ impl Broker for RedisBroker {
     }
 
     async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
-        let (last, maxdel, entries) = self.read(user, Some(since)).await?;
-        if since > last || since < maxdel {
+        let (last, maxdel, first, entries) = self.read(user, Some(since)).await?;
+        // With nothing deleted, history starts at the first entry: an older
+        // `since` names a log that expired before this one began.
+        let before_log = maxdel == EventId::START && since != EventId::START && since < first;
+        if since > last || since < maxdel || before_log {
             return Ok(Replay::Gone { last_id: last });
         }
         Ok(Replay::Events(entries.iter().filter_map(entry_frame).collect()))
