@@ -88,6 +88,18 @@ impl Res {
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
+
+    /// Asserts an error answer: this status, this code, and a message for a person.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "{}", self.body);
+        let message = self.body["error"]["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "an error has a message: {}", self.body);
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 impl TestApp {
@@ -114,6 +126,18 @@ impl TestApp {
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             headers: res.headers().clone(),
         }
+    }
+
+    /// A request with this exact `Authorization` header (or none).
+    pub async fn request_with_header(&self, method: &str, path: &str, authorization: Option<&str>, body: Option<Value>) -> Res {
+        let mut req = match method {
+            "GET" => self.http.get(self.url(path)),
+            _ => self.http.post(self.url(path)),
+        };
+        if let Some(a) = authorization {
+            req = req.insert_header(("Authorization", a.to_owned()));
+        }
+        self.send(req, None, body.map(|b| b.to_string().into_bytes())).await
     }
 
     /// POST `/webrtc/<op>` as the holder of `token`.
@@ -145,16 +169,49 @@ impl TestApp {
         self.ws_query(token, "").await
     }
 
+    /// The status a refused `/ws` handshake answers with (panics if it upgrades).
+    pub async fn ws_refused(&self, query: &str, authorization: Option<&str>) -> u16 {
+        let mut req = self.ws_url(&format!("/ws{query}")).into_client_request().unwrap();
+        if let Some(a) = authorization {
+            req.headers_mut().insert("Authorization", HeaderValue::from_str(a).unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+            Err(e) => panic!("expected an HTTP refusal, got {e}"),
+            Ok(_) => panic!("the handshake was expected to be refused"),
+        }
+    }
+
+    /// Opens `/ws` with no header at all (e.g. `?token=`), reading the hello frame.
+    pub async fn ws_bare(&self, query: &str) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url(&format!("/ws{query}"))).await.expect("websocket opens");
+        Ws::opened(stream).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let mut res = self.http.get(self.url("/metrics")).send().await.expect("metrics answer");
+        assert_eq!(res.status().as_u16(), 200);
+        String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+    }
+
     pub async fn ws_query(&self, token: &str, query: &str) -> Ws {
         let mut req = self.ws_url(&format!("/ws{query}")).into_client_request().unwrap();
         req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
-        let mut ws = Ws { stream, hello: Value::Null };
-        let hello = ws.next().await;
-        assert_eq!(hello["action"], "server-action:hello", "{hello}");
-        ws.hello = hello;
-        ws
+        Ws::opened(stream).await
     }
+}
+
+/// The value of one Prometheus sample: `name` with all of `labels`; 0 when absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| series == &name || series.starts_with(&format!("{name}{{")))
+        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .map(|(_, value)| value.parse::<f64>().expect("a sample value"))
+        .sum()
 }
 
 pub struct Ws {
@@ -163,6 +220,42 @@ pub struct Ws {
 }
 
 impl Ws {
+    async fn opened(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
+        let mut ws = Ws { stream, hello: Value::Null };
+        let hello = ws.next().await;
+        assert_eq!(hello["action"], "server-action:hello", "{hello}");
+        ws.hello = hello;
+        ws
+    }
+
+    /// The next frame, asserting its action (`show_cam`, `update_user`, ...); returns the whole frame.
+    #[track_caller]
+    pub fn expect<'a>(&'a mut self, action: &'a str) -> impl std::future::Future<Output = Value> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let v = self.next().await;
+            assert_eq!(v["action"], format!("server-action:{action}"), "at {caller}: {v}");
+            v
+        }
+    }
+
+    /// The next frame must be `update_user` for `user` with these values; returns the user.
+    #[track_caller]
+    pub fn expect_user<'a>(&'a mut self, user: &'a str, online: bool, camera: &'a str, version: u64) -> impl std::future::Future<Output = Value> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let v = self.next().await;
+            let u = &v["data"]["user"];
+            assert_eq!(
+                (v["action"].as_str(), u["user_id"].as_str(), u["online"].as_bool(), u["camera"].as_str(), u["version"].as_u64()),
+                (Some("server-action:update_user"), Some(user), Some(online), Some(camera), Some(version)),
+                "at {caller}: {v}"
+            );
+            assert!(v.get("id").is_none(), "update_user carries no id: {v}");
+            u.clone()
+        }
+    }
+
     /// The next JSON text frame; fails the test after `WAIT`.
     pub async fn next(&mut self) -> Value {
         self.try_next(WAIT).await.expect("a frame arrives in time")
@@ -223,11 +316,67 @@ impl Ws {
     }
 }
 
+/// The id of a logged event as (ms, seq), for ordering.
+pub fn event_id(frame: &Value) -> (u64, u64) {
+    let id = frame["id"].as_str().unwrap_or_else(|| panic!("an event id: {frame}"));
+    let (ms, seq) = id.split_once('-').expect("ids are <ms>-<seq>");
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// A raw WebSocket upgrade over a plain TCP stream, for clients that misbehave:
+/// returns the stream just after the `101` head.
+pub async fn raw_ws(app: &TestApp, token: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(("127.0.0.1", app.port)).await.expect("connects");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
+        app.port
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "the head ends before EOF");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Server frames (unmasked) read until EOF: (opcode, payload).
+pub async fn read_frames_until_eof(mut s: TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read until EOF");
+    let (mut frames, mut i) = (Vec::new(), 0);
+    while i + 2 <= buf.len() {
+        let opcode = buf[i] & 0x0f;
+        let (mut len, mut at) = ((buf[i + 1] & 0x7f) as usize, i + 2);
+        if len == 126 {
+            len = u16::from_be_bytes([buf[at], buf[at + 1]]) as usize;
+            at += 2;
+        } else if len == 127 {
+            len = u64::from_be_bytes(buf[at..at + 8].try_into().unwrap()) as usize;
+            at += 8;
+        }
+        frames.push((opcode, buf[at..at + len].to_vec()));
+        i = at + len;
+    }
+    frames
+}
+
 /// A small valid SDP offer or answer (one video m-line).
 pub fn sdp(kind: &str) -> Value {
+    sdp_version(kind, 2)
+}
+
+/// The same description with another session version (`o=` line), as a renegotiation sends.
+pub fn sdp_version(kind: &str, version: u32) -> Value {
     let setup = if kind == "offer" { "actpass" } else { "active" };
     let sdp = format!(
-        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        "v=0\r\no=- 4611731400430051336 {version} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
          m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
          a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
          a=setup:{setup}\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"

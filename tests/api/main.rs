@@ -2,3 +2,13 @@
 
 mod helpers;
 mod smoke;
+mod camera_flow;
+mod errors;
+mod auth;
+mod ws_commands;
+mod heartbeat;
+mod presence;
+mod directory;
+mod ops;
+mod resume;
+mod cli;

@@ -1,0 +1,62 @@
+//! Outside `/webrtc`: health, readiness, the OpenAPI document, the demo page,
+//! and Prometheus metrics that move with the traffic.
+
+use crate::helpers::*;
+use serde_json::json;
+
+#[actix_web::test]
+async fn health_readiness_openapi_and_demo_page() {
+    let app = spawn_app().await;
+    let h = app.get("/healthz", None).await;
+    assert_eq!((h.status, h.body["status"].as_str()), (200, Some("ok")));
+    let r = app.get("/readyz", None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ready")));
+
+    let api = app.get("/openapi.json", None).await;
+    assert_eq!(api.status, 200);
+    assert!(api.body["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "{}", api.body["openapi"]);
+    for path in ["/webrtc/cameraOn", "/webrtc/cameraOff", "/webrtc/cameraShow", "/webrtc/offer", "/webrtc/answer", "/webrtc/ice", "/webrtc/hangup", "/webrtc/users", "/webrtc/users/{user_id}", "/webrtc/connections/{room_id}", "/webrtc/iceServers"] {
+        assert!(api.body["paths"].get(path).is_some(), "{path} is in the spec");
+    }
+
+    let mut page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let ct = page.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(String::from_utf8_lossy(&page.body().await.unwrap()).to_lowercase().contains("<html"));
+}
+
+#[actix_web::test]
+async fn metrics_count_requests_sessions_and_delivered_events() {
+    let app = spawn_app().await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    let on = [("route", "/webrtc/cameraOn"), ("status", "200")];
+    let show = [("action", "show_cam")];
+    let m0 = app.metrics().await;
+    assert_eq!(metric(&m0, "camsig_ws_sessions_open", &[]), 0.0);
+
+    let mut obs = app.ws(&token("obs")).await;
+    let mut a = app.ws(&ann).await;
+    app.camera_on(&ann).await;
+    app.camera_on(&ann).await;
+    app.camera_on(&token("")).await; // refused: 401
+    app.show(&bob, "ann").await;
+    a.next_event().await; // show_cam, written to the socket
+
+    let m1 = app.metrics().await;
+    assert!(m1.contains("# TYPE camsig_http_requests_total counter"), "{m1}");
+    assert_eq!(metric(&m1, "camsig_http_requests_total", &on) - metric(&m0, "camsig_http_requests_total", &on), 2.0);
+    assert!(metric(&m1, "camsig_http_requests_total", &[("route", "/webrtc/cameraOn"), ("status", "401")]) >= 1.0);
+    assert_eq!(metric(&m1, "camsig_ws_sessions_open", &[]), 2.0);
+    assert_eq!(metric(&m1, "camsig_events_delivered_total", &show) - metric(&m0, "camsig_events_delivered_total", &show), 1.0);
+    let delivered = metric(&m1, "camsig_event_delivery_seconds_count", &[]);
+    assert!(delivered >= 1.0, "{delivered}");
+
+    // A session that ends leaves the gauge; the observer hears it after the fact.
+    a.close().await;
+    obs.wait_user("ann", |u| u["online"] == false).await;
+    let m2 = app.metrics().await;
+    assert_eq!(metric(&m2, "camsig_ws_sessions_open", &[]), 1.0);
+    assert!(metric(&m2, "camsig_events_delivered_total", &[("action", "update_user")]) > metric(&m1, "camsig_events_delivered_total", &[("action", "update_user")]));
+    assert_eq!(obs.command(json!({"cmd": "ping", "ack": 1})).await["cmd"], "ack");
+}
