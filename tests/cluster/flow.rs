@@ -97,3 +97,38 @@ async fn ice_order_is_kept_across_nodes() {
         last_id = id;
     }
 }
+
+#[actix_web::test]
+async fn a_viewer_resumes_on_another_node_with_since() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("ro"), token("rv"));
+    let _ows = nodes[0].ws(&owner).await;
+    nodes[0].camera_on(&owner).await;
+    let room = nodes[1].show(&viewer, "ro").await;
+    let vws = nodes[1].ws_query(&viewer, "?presence=false").await;
+    let since = vws.hello["data"]["last_id"].as_str().unwrap().to_owned();
+    vws.close().await;
+
+    // Sent while the viewer has no socket anywhere.
+    nodes[2].post("offer", &owner, json!({"room_id": room, "offer": sdp("offer")})).await;
+    for i in 0..3u16 {
+        nodes[i as usize].post("ice", &owner, json!({"room_id": room, "candidate": candidate(8000 + i)})).await;
+    }
+    let mut back = nodes[2].ws_query(&viewer, &format!("?presence=false&since={since}")).await;
+    assert_eq!(back.next().await["action"], "server-action:put_offer");
+    for i in 0..3u16 {
+        assert_eq!(back.next().await["data"]["candidate"], candidate(8000 + i));
+    }
+    // Live after replay, with no duplicate of what was replayed.
+    nodes[0].post("ice", &owner, json!({"room_id": room, "candidate": candidate(8100)})).await;
+    assert_eq!(back.next().await["data"]["candidate"], candidate(8100));
+
+    // A since from before this log began gets a resync.
+    let mut old = nodes[0].ws_query(&viewer, "?presence=false&since=1-0").await;
+    let ev = old.next().await;
+    assert_eq!(ev["action"], "server-action:resync");
+    let resume: camsig::domain::EventId = ev["data"]["last_id"].as_str().unwrap().parse().unwrap();
+    let before: camsig::domain::EventId = since.parse().unwrap();
+    assert!(resume > before, "resync names the newest id to resume from: {ev}");
+}

@@ -7,3 +7,4 @@ mod harness;
 
 mod failures;
 mod flow;
+mod nginx;

@@ -1,0 +1,73 @@
+//! The camera flow through `scripts/cluster`: nginx in front of three nodes,
+//! round robin with no stickiness, WebSocket upgrade through the proxy.
+
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::helpers::*;
+
+struct Cluster {
+    child: Child,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The script traps TERM and stops what it started.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn camera_flow_through_the_nginx_cluster() {
+    let (lb, redis, nodes) = (free_port(), free_port(), free_port());
+    let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+        .env("CLUSTER_PORT", lb.to_string())
+        .env("REDIS_PORT", redis.to_string())
+        .env("NODE_PORT", nodes.to_string())
+        .env("CAMSIG_BIN", env!("CARGO_BIN_EXE_camsig"))
+        .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
+        .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("scripts/cluster runs");
+    let _cluster = Cluster { child };
+    // A TestApp pointed at the load balancer: every call may land on any node.
+    let app = spawn_app().await;
+    let lb_app = TestApp { port: lb, base: format!("http://127.0.0.1:{lb}"), ..app };
+    let ready = lb_app.url("/readyz");
+    until(Duration::from_secs(30), "the cluster to be ready", async || {
+        matches!(lb_app.http.get(&ready).send().await, Ok(r) if r.status().is_success())
+    })
+    .await;
+
+    let (owner, viewer) = (token("lb-owner"), token("lb-viewer"));
+    let mut ows = lb_app.ws(&owner).await;
+    let mut vws = lb_app.ws(&viewer).await;
+    let mut seen_nodes = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen_nodes.insert(lb_app.get("/healthz", None).await.body["node_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen_nodes.len(), 3, "round robin reaches every node: {seen_nodes:?}");
+
+    assert_eq!(lb_app.camera_on(&owner).await.status, 200);
+    vws.wait_user("lb-owner", |u| u["camera"] == "on").await;
+    let room = lb_app.show(&viewer, "lb-owner").await;
+    assert_eq!(ows.next_event().await["action"], "server-action:show_cam");
+    let r = lb_app.post("offer", &owner, json!({"room_id": room, "offer": sdp("offer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(vws.next_event().await["action"], "server-action:put_offer");
+    let r = lb_app.post("answer", &viewer, json!({"room_id": room, "answer": sdp("answer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(ows.next_event().await["action"], "server-action:put_answer");
+    for i in 0..5u16 {
+        lb_app.post("ice", &viewer, json!({"room_id": room, "candidate": candidate(7000 + i)})).await;
+    }
+    for i in 0..5u16 {
+        assert_eq!(ows.next_event().await["data"]["candidate"], candidate(7000 + i));
+    }
+    assert_eq!(lb_app.post("hangup", &owner, json!({"room_id": room})).await.status, 200);
+    assert_eq!(vws.next_event().await["action"], "server-action:hangup");
+}
