@@ -407,8 +407,12 @@ impl Service {
 
     /// A session ends; if it was the user's last, they go offline and their grace period starts.
     pub async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        let now = Utc::now();
-        if let Some(u) = self.store.session_closed(user, session, now, now + self.grace()).await? {
+        self.end_session(user, session, Utc::now() + self.grace()).await
+    }
+
+    /// Forgets a session; if it was the user's last, everyone hears they went offline.
+    async fn end_session(&self, user: &UserId, session: &SessionId, expire_at: chrono::DateTime<Utc>) -> Result<()> {
+        if let Some(u) = self.store.session_closed(user, session, Utc::now(), expire_at).await? {
             self.broker.broadcast(&Event::user(u), event::now_us()).await?;
         }
         Ok(())
@@ -437,9 +441,7 @@ impl Service {
             let sessions = self.store.take_node_sessions(&node).await?;
             tracing::warn!(dead_node = %node, sessions = sessions.len(), "node lease ended; closing its sessions");
             for (user, session) in sessions {
-                if let Some(u) = self.store.session_closed(&user, &session, Utc::now(), lease_end + self.grace()).await? {
-                    self.broker.broadcast(&Event::user(u), event::now_us()).await?;
-                }
+                self.end_session(&user, &session, lease_end + self.grace()).await?;
             }
         }
         Ok(())
@@ -449,18 +451,16 @@ impl Service {
     /// Redis comes back (maybe empty) or after ends it could not record.
     pub async fn reconcile(&self, local: &[(UserId, SessionId)]) -> Result<()> {
         let known = self.store.take_node_sessions(&self.node_id).await?;
-        let now = Utc::now();
-        for (user, session) in known.iter().filter(|k| !local.contains(k)) {
-            if let Some(u) = self.store.session_closed(user, session, now, now + self.grace()).await? {
-                self.broker.broadcast(&Event::user(u), event::now_us()).await?;
-            }
+        let stale: Vec<_> = known.iter().filter(|k| !local.contains(k)).collect();
+        for (user, session) in &stale {
+            self.end_session(user, session, Utc::now() + self.grace()).await?;
         }
         for (user, session) in local {
-            if let Some(u) = self.store.session_opened(user, session, &self.node_id, now).await? {
+            if let Some(u) = self.store.session_opened(user, session, &self.node_id, Utc::now()).await? {
                 self.broker.broadcast(&Event::user(u), event::now_us()).await?;
             }
         }
-        tracing::info!(sessions = local.len(), stale = known.iter().filter(|k| !local.contains(k)).count(), "sessions re-registered");
+        tracing::info!(sessions = local.len(), stale = stale.len(), "sessions re-registered");
         Ok(())
     }
 

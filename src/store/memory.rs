@@ -98,7 +98,7 @@ impl Store for MemoryStore {
             Some(a) => Bound::Excluded(a.clone()),
             None => Bound::Unbounded,
         };
-        let mut users: Vec<UserState> = inner
+        let users: Vec<UserState> = inner
             .users
             .range((start, Bound::Unbounded))
             .map(|(_, u)| u)
@@ -106,13 +106,7 @@ impl Store for MemoryStore {
             .take(q.limit + 1)
             .cloned()
             .collect();
-        let next_cursor = if users.len() > q.limit {
-            users.truncate(q.limit);
-            users.last().map(|u| u.user_id.to_string())
-        } else {
-            None
-        };
-        Ok(UserPage { users, next_cursor })
+        Ok(UserPage::from_overfetch(users, q.limit))
     }
 
     async fn room(&self, id: &RoomId) -> Result<Option<Connection>> {

@@ -30,6 +30,19 @@ pub struct UserPage {
     pub next_cursor: Option<String>,
 }
 
+impl UserPage {
+    /// A page from up to `limit + 1` matches: the extra one only says there is more.
+    pub fn from_overfetch(mut users: Vec<UserState>, limit: usize) -> Self {
+        let next_cursor = if users.len() > limit {
+            users.truncate(limit);
+            users.last().map(|u| u.user_id.to_string())
+        } else {
+            None
+        };
+        Self { users, next_cursor }
+    }
+}
+
 /// What one step did: the user's new state where it changed, and rooms it closed.
 #[derive(Debug, Default)]
 pub struct Change {

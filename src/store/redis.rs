@@ -234,13 +234,7 @@ impl Store for RedisStore {
                 }
                 start = format!("({}", ids.last().expect("a full batch"));
             }
-            let next_cursor = if users.len() > q.limit {
-                users.truncate(q.limit);
-                users.last().map(|u| u.user_id.to_string())
-            } else {
-                None
-            };
-            Ok(UserPage { users, next_cursor })
+            Ok(UserPage::from_overfetch(users, q.limit))
         })
         .await
     }
