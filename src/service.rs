@@ -209,10 +209,6 @@ impl Service {
         Self { store, broker, settings, node_id }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn store(&self) -> &dyn Store {
         &*self.store
     }
@@ -254,7 +250,7 @@ impl Service {
             Some(u) => u.clone(),
             None => self.store.user(caller).await?.unwrap_or_else(|| UserState::new(caller.clone(), Utc::now())),
         };
-        self.emit(change, caller, accepted).await?;
+        self.emit(change, Some(caller), accepted).await?;
         Ok(Reply::User(UserReply { user }))
     }
 
@@ -323,15 +319,16 @@ impl Service {
         Ok(Reply::Hangup(ConnectionReply { connection: conn }))
     }
 
-    /// Tells everyone about a user change and each room's other side about its end.
-    async fn emit(&self, change: Change, actor: &UserId, accepted: i64) -> Result<()> {
+    /// Tells everyone about a user change and each room's other side about its end;
+    /// with no `actor` (the server closed the rooms) both sides hear it.
+    async fn emit(&self, change: Change, actor: Option<&UserId>, accepted: i64) -> Result<()> {
         if let Some(u) = change.user {
             self.broker.broadcast(&Event::user(u), accepted).await?;
         }
         for c in change.closed {
             let reason = c.reason.clone().unwrap_or_default();
-            match c.role_of(actor) {
-                Some(role) => {
+            match actor.and_then(|a| c.role_of(a).map(|r| (a, r))) {
+                Some((actor, role)) => {
                     let ev = Event::hangup(&c, actor, &reason);
                     self.broker.publish(c.user(role.other()), &ev, accepted).await?;
                 }
@@ -424,7 +421,7 @@ impl Service {
         let due = self.store.claim_expired(Utc::now()).await?;
         for user in &due {
             let change = self.store.expire(user, Utc::now()).await?;
-            self.emit(change, user, event::now_us()).await?;
+            self.emit(change, Some(user), event::now_us()).await?;
         }
         Ok(due.len())
     }
@@ -470,8 +467,7 @@ impl Service {
         let cutoff = now - chrono::Duration::seconds(self.settings.connections.idle_ttl_s as i64);
         let closed = self.store.close_idle(cutoff, now).await?;
         let n = closed.len();
-        let nobody = UserId::parse("-").expect("valid id");
-        self.emit(Change { user: None, closed }, &nobody, event::now_us()).await?;
+        self.emit(Change { user: None, closed }, None, event::now_us()).await?;
         Ok(n)
     }
 

@@ -66,10 +66,6 @@ impl Registry {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.iter().map(|(s, u)| (u.clone(), s.clone())).collect()
     }
-
-    pub fn user_actors(&self) -> usize {
-        self.users.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 impl Sink for Registry {
