@@ -40,6 +40,9 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("the shared store is unreachable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// The first request with the same `Idempotency-Key` is still running elsewhere.
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    InProgress,
     #[error("not found")]
     NotFound,
     /// A bug or an invariant broken; the cause goes to the log, never to the client.
@@ -104,7 +107,7 @@ impl Error {
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
             RateLimited { .. } => ErrorCode::RateLimited,
-            Unavailable(_) => ErrorCode::Unavailable,
+            Unavailable(_) | InProgress => ErrorCode::Unavailable,
             NotFound => ErrorCode::NotFound,
             Unexpected(_) => ErrorCode::Internal,
         }
@@ -117,7 +120,7 @@ impl Error {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Error::RateLimited { retry_after_s } => Some(*retry_after_s),
-            Error::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
+            Error::Unavailable(_) | Error::InProgress => Some(UNAVAILABLE_RETRY_AFTER_S),
             _ => None,
         }
     }

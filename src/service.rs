@@ -5,13 +5,14 @@
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::Span;
 use utoipa::ToSchema;
 
 use crate::broker::{Broker, Replay};
 use crate::config::Settings;
 use crate::domain::event::{self, HangupData, PutAnswerData, PutIceData, PutOfferData, ShowCamData};
-use crate::domain::{Connection, Event, EventId, IceCandidate, Role, RoomId, SessionDescription, SessionId, UserId, UserState};
+use crate::domain::{Connection, Event, EventId, IceCandidate, IdempotencyKey, Role, RoomId, SessionDescription, SessionId, UserId, UserState};
 use crate::error::{Error, Result};
 use crate::store::{Change, Show, Store, UserPage, UserQuery};
 
@@ -166,11 +167,14 @@ pub enum Reply {
     Answer(ConnectionReply),
     Ice(IceReply),
     Hangup(ConnectionReply),
+    /// The answer given before to the same `Idempotency-Key`.
+    Replayed { status: u16, body: serde_json::Value },
 }
 
 impl Reply {
     pub fn status(&self) -> u16 {
         match self {
+            Reply::Replayed { status, .. } => *status,
             Reply::User(_) | Reply::Hangup(_) => 200,
             Reply::Show { created: true, .. } => 201,
             Reply::Show { created: false, .. } => 200,
@@ -184,9 +188,36 @@ impl Reply {
             Reply::Show { reply, .. } => serde_json::to_value(reply),
             Reply::Offer(r) | Reply::Answer(r) | Reply::Hangup(r) => serde_json::to_value(r),
             Reply::Ice(r) => serde_json::to_value(r),
+            Reply::Replayed { body, .. } => return body.clone(),
         };
         v.expect("replies always serialize")
     }
+}
+
+/// How long the answer to an `Idempotency-Key` is kept.
+pub const IDEMPOTENCY_KEEP: Duration = Duration::from_secs(600);
+/// How long a claimed key waits for its answer: long enough for any command,
+/// short enough that a node dying mid-call does not block retries for long.
+const IDEMPOTENCY_CLAIM: Duration = Duration::from_secs(10);
+/// How long a duplicate waits for the first call to finish before it gets 503.
+const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(5);
+
+/// What is kept under an `Idempotency-Key`: the request's fingerprint, and its
+/// answer once there is one.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    fp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<serde_json::Value>,
+}
+
+/// What makes two requests "the same" under one key: the command and every field.
+fn fingerprint(cmd: &Command) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(format!("{cmd:?}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a new session needs before it goes live.
@@ -211,6 +242,47 @@ impl Service {
 
     pub fn store(&self) -> &dyn Store {
         &*self.store
+    }
+
+    /// Runs `cmd` once per `key`: a repeat within `IDEMPOTENCY_KEEP` gets the first
+    /// answer again and causes nothing. Errors are not kept (they change nothing),
+    /// so a repeat after an error runs again.
+    pub async fn execute_once(&self, caller: &UserId, key: Option<&IdempotencyKey>, cmd: Command) -> Result<Reply> {
+        let Some(key) = key else { return self.execute(caller, cmd).await };
+        let fp = fingerprint(&cmd);
+        let claim = serde_json::to_string(&Record { fp: fp.clone(), status: None, body: None }).expect("records serialize");
+        let deadline = Instant::now() + IDEMPOTENCY_WAIT;
+        while let Some(raw) = self.store.record_once(caller, key.as_str(), &claim, IDEMPOTENCY_CLAIM).await? {
+            let rec: Record = serde_json::from_str(&raw).map_err(|e| Error::Unexpected(anyhow::anyhow!("idempotency record: {e}")))?;
+            if rec.fp != fp {
+                return Err(Error::BadRequest("this Idempotency-Key was already used for a different request".into()));
+            }
+            if let (Some(status), Some(body)) = (rec.status, rec.body) {
+                tracing::debug!(key = key.as_str(), "idempotent replay");
+                return Ok(Reply::Replayed { status, body });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::InProgress);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match self.execute(caller, cmd).await {
+            Ok(reply) => {
+                let rec = Record { fp, status: Some(reply.status()), body: Some(reply.body()) };
+                let rec = serde_json::to_string(&rec).expect("records serialize");
+                // The effects happened: answer even if the record cannot be kept.
+                if let Err(e) = self.store.record(caller, key.as_str(), &rec, IDEMPOTENCY_KEEP).await {
+                    tracing::warn!(error = %e, "could not keep an idempotent answer");
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                if let Err(e) = self.store.forget_record(caller, key.as_str()).await {
+                    tracing::warn!(error = %e, "could not release an Idempotency-Key");
+                }
+                Err(e)
+            }
+        }
     }
 
     pub async fn execute(&self, caller: &UserId, cmd: Command) -> Result<Reply> {

@@ -16,13 +16,13 @@ use super::user::{Attach, Detach, Execute, ask};
 use crate::auth::Caller;
 use crate::broker::Replay;
 use crate::domain::event::{Hello, ResyncData, now_us};
-use crate::domain::{Event, EventId, Frame, SessionId};
+use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId};
 use crate::error::Error;
 use crate::node::Node;
 use crate::service::{Command, Opened};
 
 /// Heartbeats a session may miss before it counts as gone.
-const MISSED_HEARTBEATS: u32 = 3;
+pub const MISSED_HEARTBEATS: u32 = 3;
 
 /// How a session was asked for: `/ws?since=<id>&presence=false`.
 pub struct Options {
@@ -117,6 +117,14 @@ impl WsSession {
         if let Err(e) = self.node.check_rate(&self.caller.user) {
             return self.error(ctx, &ack, &e);
         }
+        let key = match fields.remove("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => match IdempotencyKey::parse(&k) {
+                Ok(k) => Some(k),
+                Err(e) => return self.error(ctx, &ack, &e),
+            },
+            Some(_) => return self.error(ctx, &ack, &Error::BadRequest("idempotency_key is a string".into())),
+        };
         let cmd = match Command::parse(&name, Value::Object(fields)) {
             Ok(c) => c,
             Err(e) => return self.error(ctx, &ack, &e),
@@ -124,7 +132,7 @@ impl WsSession {
         let span = tracing::info_span!(parent: &self.span, "command", cmd = %name, user_id = %self.caller.user, room_id = tracing::field::Empty);
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         ctx.spawn(
-            async move { ask(&node, &user, Execute { cmd, span }).await.and_then(|r| r) }
+            async move { ask(&node, &user, Execute { cmd, key, span }).await.and_then(|r| r) }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(reply) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": name, "result": reply.body()})),

@@ -3,11 +3,14 @@
 
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
 use super::Push;
-use crate::domain::{EventId, SessionId, UserId};
+use super::session::MISSED_HEARTBEATS;
+use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::service::{Command, Opened, Reply};
@@ -20,6 +23,7 @@ const IDLE_STOP_AFTER: Duration = Duration::from_secs(30);
 #[rtype(result = "Result<Reply>")]
 pub struct Execute {
     pub cmd: Command,
+    pub key: Option<IdempotencyKey>,
     pub span: Span,
 }
 
@@ -30,6 +34,22 @@ pub struct Attach {
     pub session: SessionId,
     pub to: Recipient<Push>,
     pub since: Option<EventId>,
+}
+
+/// A long poll of this user waits on this node, woken by each of their events.
+/// The answer is this actor, to send `Unlisten` to when the poll ends.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Addr<UserActor>>")]
+pub struct Listen {
+    pub id: SessionId,
+    pub wake: Arc<Notify>,
+}
+
+/// A long poll ended.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Unlisten {
+    pub id: SessionId,
 }
 
 /// A session of this user ended on this node.
@@ -43,12 +63,56 @@ pub struct UserActor {
     user: UserId,
     node: Node,
     sessions: HashMap<SessionId, Recipient<Push>>,
+    /// Long polls waiting right now.
+    waiters: HashMap<SessionId, Arc<Notify>>,
+    /// Long polls keep the user online through one presence session per node,
+    /// which ends when no poll has waited here for `poll_linger`.
+    poll_session: Option<SessionId>,
+    poll_linger: Duration,
+    linger: Option<SpawnHandle>,
     idle: Option<SpawnHandle>,
 }
 
 impl UserActor {
     pub fn new(user: UserId, node: Node) -> Self {
-        Self { user, node, sessions: HashMap::new(), idle: None }
+        let poll_linger = Duration::from_secs(node.settings.ws.heartbeat_s * MISSED_HEARTBEATS as u64);
+        Self {
+            user,
+            node,
+            sessions: HashMap::new(),
+            waiters: HashMap::new(),
+            poll_session: None,
+            poll_linger,
+            linger: None,
+            idle: None,
+        }
+    }
+
+    /// Someone on this node receives this user's events.
+    fn heard(&self) -> bool {
+        !self.sessions.is_empty() || !self.waiters.is_empty()
+    }
+
+    /// No poll came back in time: the poll presence session ends.
+    fn end_poll_session(&mut self, ctx: &mut Context<Self>) {
+        self.linger = None;
+        if !self.waiters.is_empty() {
+            return;
+        }
+        let Some(session) = self.poll_session.take() else { return };
+        self.node.registry.remove_session(&session);
+        let (service, user) = (self.node.service.clone(), self.user.clone());
+        // Wait: a poll arriving meanwhile opens its new session after this one closed.
+        ctx.wait(
+            async move {
+                if let Err(e) = service.close_session(&user, &session).await {
+                    tracing::warn!(error = %e, "could not record the end of a poll session");
+                }
+            }
+            .instrument(self.span())
+            .into_actor(self)
+            .map(|_, act, ctx| act.settle(ctx)),
+        );
     }
 
     fn span(&self) -> Span {
@@ -60,9 +124,10 @@ impl UserActor {
         if let Some(h) = self.idle.take() {
             ctx.cancel_future(h);
         }
-        if self.sessions.is_empty() {
-            self.idle = Some(ctx.run_later(IDLE_STOP_AFTER, |act, ctx| {
-                if act.sessions.is_empty() {
+        let idle = |act: &Self| !act.heard() && act.poll_session.is_none();
+        if idle(self) {
+            self.idle = Some(ctx.run_later(IDLE_STOP_AFTER, move |act, ctx| {
+                if idle(act) {
                     ctx.stop();
                 }
             }));
@@ -88,7 +153,7 @@ impl Handler<Execute> for UserActor {
     fn handle(&mut self, msg: Execute, _ctx: &mut Context<Self>) -> Self::Result {
         let (service, user) = (self.node.service.clone(), self.user.clone());
         AtomicResponse::new(Box::pin(
-            async move { service.execute(&user, msg.cmd).await }
+            async move { service.execute_once(&user, msg.key.as_ref(), msg.cmd).await }
                 .instrument(msg.span)
                 .into_actor(self)
                 .map(|res, act, ctx| {
@@ -105,7 +170,7 @@ impl Handler<Attach> for UserActor {
     fn handle(&mut self, msg: Attach, _ctx: &mut Context<Self>) -> Self::Result {
         // Live first: events published from now on reach the session, and the
         // session drops by id whatever the replay below also carries.
-        let first = self.sessions.is_empty();
+        let first = !self.heard();
         self.sessions.insert(msg.session.clone(), msg.to);
         let (service, user, session) = (self.node.service.clone(), self.user.clone(), msg.session.clone());
         AtomicResponse::new(Box::pin(
@@ -132,7 +197,7 @@ impl Handler<Detach> for UserActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Detach, _ctx: &mut Context<Self>) -> Self::Result {
-        let last_here = self.sessions.remove(&msg.session).is_some() && self.sessions.is_empty();
+        let last_here = self.sessions.remove(&msg.session).is_some() && !self.heard();
         let (service, user) = (self.node.service.clone(), self.user.clone());
         AtomicResponse::new(Box::pin(
             async move {
@@ -150,12 +215,77 @@ impl Handler<Detach> for UserActor {
     }
 }
 
+impl Handler<Listen> for UserActor {
+    type Result = AtomicResponse<Self, Result<Addr<UserActor>>>;
+
+    fn handle(&mut self, msg: Listen, ctx: &mut Context<Self>) -> Self::Result {
+        let first = !self.heard();
+        self.waiters.insert(msg.id.clone(), msg.wake);
+        if let Some(h) = self.linger.take() {
+            ctx.cancel_future(h);
+        }
+        // Kept even if opening fails below: the registry re-registers it on reconnect.
+        let open = self.poll_session.is_none().then(|| {
+            let s = SessionId::new();
+            self.node.registry.add_session(s.clone(), self.user.clone());
+            self.poll_session = Some(s.clone());
+            s
+        });
+        let (service, user) = (self.node.service.clone(), self.user.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                if first {
+                    service.broker().subscribe(&user).await?;
+                }
+                if let Some(s) = open {
+                    service.open_session(&user, &s, None).await?;
+                }
+                Ok(())
+            }
+            .instrument(self.span())
+            .into_actor(self)
+            .map(move |res: Result<()>, act, ctx| {
+                if res.is_err() {
+                    act.waiters.remove(&msg.id);
+                }
+                act.settle(ctx);
+                res.map(|()| ctx.address())
+            }),
+        ))
+    }
+}
+
+impl Handler<Unlisten> for UserActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Unlisten, ctx: &mut Context<Self>) -> Self::Result {
+        let last_here = self.waiters.remove(&msg.id).is_some() && !self.heard();
+        if self.waiters.is_empty() && self.poll_session.is_some() && self.linger.is_none() {
+            self.linger = Some(ctx.run_later(self.poll_linger, |act, ctx| act.end_poll_session(ctx)));
+        }
+        let (service, user) = (self.node.service.clone(), self.user.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                if last_here && let Err(e) = service.broker().unsubscribe(&user).await {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+            }
+            .instrument(self.span())
+            .into_actor(self)
+            .map(|_, act, ctx| act.settle(ctx)),
+        ))
+    }
+}
+
 impl Handler<Push> for UserActor {
     type Result = ();
 
     fn handle(&mut self, msg: Push, _ctx: &mut Context<Self>) {
         for to in self.sessions.values() {
             to.do_send(msg.clone());
+        }
+        for wake in self.waiters.values() {
+            wake.notify_one();
         }
     }
 }

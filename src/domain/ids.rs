@@ -37,6 +37,28 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Longest `Idempotency-Key` accepted (a UUID is 36).
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A client's `Idempotency-Key`: 1 to 255 visible ASCII characters, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        if s.is_empty() || s.len() > MAX_IDEMPOTENCY_KEY_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::BadRequest(format!(
+                "an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A room (one viewer of one camera): a ULID, so rooms sort by creation time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

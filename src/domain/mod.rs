@@ -9,7 +9,7 @@ pub mod user;
 
 pub use connection::{Connection, ConnState, Role};
 pub use event::{Event, EventId, Frame};
-pub use ids::{RoomId, SessionId, UserId};
+pub use ids::{IdempotencyKey, RoomId, SessionId, UserId};
 pub use sdp::{IceCandidate, SessionDescription};
 pub use user::{Camera, UserState};
 

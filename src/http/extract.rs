@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use tracing_actix_web::RootSpan;
 
 use crate::auth::Caller;
+use crate::domain::IdempotencyKey;
 use crate::error::Error;
 use crate::node::Node;
 
@@ -29,6 +30,34 @@ impl FromRequest for Caller {
             node.check_rate(&caller.user)?;
             Ok(caller)
         }))
+    }
+}
+
+/// The optional `Idempotency-Key` header of a POST (400 when malformed).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct Idempotency {
+    /// Any unique string (a UUID, say), 1 to 255 visible ASCII characters. A
+    /// repeat with the same key within 10 minutes gets the first answer again
+    /// and causes nothing; the same key with a different request is a 400.
+    #[param(rename = "Idempotency-Key", value_type = Option<String>)]
+    pub key: Option<IdempotencyKey>,
+}
+
+impl FromRequest for Idempotency {
+    type Error = Error;
+    type Future = Ready<Result<Idempotency, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = match req.headers().get("idempotency-key") {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| Error::BadRequest("Idempotency-Key is not visible ASCII".into()))
+                .and_then(IdempotencyKey::parse)
+                .map(Some),
+        };
+        ready(key.map(|key| Idempotency { key }))
     }
 }
 

@@ -31,6 +31,7 @@ use crate::node::Node;
         (name = "camera", description = "Turning a camera on and off, and asking to see one"),
         (name = "signaling", description = "SDP offer/answer and ICE candidates between the two sides of a room"),
         (name = "directory", description = "Who is online, who has a camera on, rooms and ICE servers"),
+        (name = "events", description = "My events by long poll, for clients that cannot hold the WebSocket `/ws`"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -65,7 +66,8 @@ where
                 .service(webrtc::users)
                 .service(webrtc::user)
                 .service(webrtc::connection)
-                .service(webrtc::ice_servers),
+                .service(webrtc::ice_servers)
+                .service(webrtc::events),
         )
         .service(ops::healthz)
         .service(ops::readyz)

@@ -4,11 +4,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::Body;
+use super::extract::{Body, Idempotency};
 use crate::auth::Caller;
-use crate::domain::{Camera, Connection, UserId, UserState};
+use crate::domain::{Camera, Connection, Event, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
 use crate::service::{
@@ -22,11 +23,15 @@ pub const MAX_PAGE: usize = 200;
 const DEFAULT_PAGE: usize = 50;
 
 fn respond(reply: Reply) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(reply.status()).expect("valid status")).json(reply.body())
+    let mut res = HttpResponse::build(StatusCode::from_u16(reply.status()).expect("valid status"));
+    if matches!(reply, Reply::Replayed { .. }) {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    res.json(reply.body())
 }
 
-async fn run(node: &Node, caller: &Caller, cmd: Command) -> Result<HttpResponse> {
-    Ok(respond(node.execute(&caller.user, cmd).await?))
+async fn run(node: &Node, caller: &Caller, cmd: Command, idem: Idempotency) -> Result<HttpResponse> {
+    Ok(respond(node.execute(&caller.user, cmd, idem.key).await?))
 }
 
 /// Turn my camera on.
@@ -34,7 +39,7 @@ async fn run(node: &Node, caller: &Caller, cmd: Command) -> Result<HttpResponse>
 /// Everyone hears `update_user`. With no WebSocket open, the presence grace
 /// period starts: open one within `presence.grace_s` or the camera goes off again.
 #[utoipa::path(
-    operation_id = "cameraOn", tag = "camera", security(("bearer" = [])),
+    operation_id = "cameraOn", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body(content = Option<CameraOnBody>, description = "Optional `meta`, a JSON object of at most 1 KiB"),
     responses(
         (status = 200, description = "The camera is on", body = UserReply),
@@ -46,15 +51,15 @@ async fn run(node: &Node, caller: &Caller, cmd: Command) -> Result<HttpResponse>
     )
 )]
 #[post("/cameraOn")]
-pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraOnBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraOn(body.0)).await
+pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraOnBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraOn(body.0), idem).await
 }
 
 /// Turn my camera off.
 ///
 /// Everyone hears `update_user`; every open room I own closes and its viewer hears `hangup` (reason `camera_off`).
 #[utoipa::path(
-    operation_id = "cameraOff", tag = "camera", security(("bearer" = [])),
+    operation_id = "cameraOff", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body(content = Option<CameraOffBody>, description = "Empty"),
     responses(
         (status = 200, description = "The camera is off", body = UserReply),
@@ -64,8 +69,8 @@ pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraO
     )
 )]
 #[post("/cameraOff")]
-pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<CameraOffBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraOff).await
+pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<CameraOffBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraOff, idem).await
 }
 
 /// Ask to see a user's camera.
@@ -74,7 +79,7 @@ pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<Camer
 /// offer. If a room between the two is already open it is returned (200) and
 /// nothing is sent again.
 #[utoipa::path(
-    operation_id = "cameraShow", tag = "camera", security(("bearer" = [])),
+    operation_id = "cameraShow", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body = ShowBody,
     responses(
         (status = 201, description = "A new room", body = ShowReply),
@@ -89,15 +94,15 @@ pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<Camer
     )
 )]
 #[post("/cameraShow")]
-pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraShow(body.0)).await
+pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::CameraShow(body.0), idem).await
 }
 
 /// Send an SDP offer to the viewer (owner of the room only).
 ///
 /// Allowed in any open state; in `answered` it renegotiates. The abonent hears `put_offer`.
 #[utoipa::path(
-    operation_id = "offer", tag = "signaling", security(("bearer" = [])),
+    operation_id = "offer", tag = "signaling", security(("bearer" = [])), params(Idempotency),
     request_body = OfferBody,
     responses(
         (status = 202, description = "Accepted; the abonent hears put_offer", body = ConnectionReply),
@@ -113,13 +118,13 @@ pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowB
     )
 )]
 #[post("/offer")]
-pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Offer(body.0)).await
+pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Offer(body.0), idem).await
 }
 
 /// Answer the pending offer (abonent of the room only). The owner hears `put_answer`.
 #[utoipa::path(
-    operation_id = "answer", tag = "signaling", security(("bearer" = [])),
+    operation_id = "answer", tag = "signaling", security(("bearer" = [])), params(Idempotency),
     request_body = AnswerBody,
     responses(
         (status = 202, description = "Accepted; the owner hears put_answer", body = ConnectionReply),
@@ -135,13 +140,13 @@ pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>)
     )
 )]
 #[post("/answer")]
-pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Answer(body.0)).await
+pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Answer(body.0), idem).await
 }
 
 /// Send an ICE candidate to the other side; an empty `candidate` means end of candidates.
 #[utoipa::path(
-    operation_id = "ice", tag = "signaling", security(("bearer" = [])),
+    operation_id = "ice", tag = "signaling", security(("bearer" = [])), params(Idempotency),
     request_body = IceBody,
     responses(
         (status = 202, description = "Accepted; the other side hears put_ice", body = IceReply),
@@ -157,13 +162,13 @@ pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody
     )
 )]
 #[post("/ice")]
-pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Ice(body.0)).await
+pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Ice(body.0), idem).await
 }
 
 /// End a room (either side). The other side hears `hangup`.
 #[utoipa::path(
-    operation_id = "hangup", tag = "signaling", security(("bearer" = [])),
+    operation_id = "hangup", tag = "signaling", security(("bearer" = [])), params(Idempotency),
     request_body = HangupBody,
     responses(
         (status = 200, description = "The room is closed", body = ConnectionReply),
@@ -178,8 +183,8 @@ pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>) -> 
     )
 )]
 #[post("/hangup")]
-pub async fn hangup(node: web::Data<Node>, caller: Caller, body: Body<HangupBody>) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Hangup(body.0)).await
+pub async fn hangup(node: web::Data<Node>, caller: Caller, body: Body<HangupBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, Command::Hangup(body.0), idem).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -257,6 +262,61 @@ pub async fn user(node: web::Data<Node>, _caller: Caller, path: web::Path<String
 #[get("/connections/{room_id}")]
 pub async fn connection(node: web::Data<Node>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(node.service.room(&caller.user, &path).await?))
+}
+
+/// Longest `timeout_s` a long poll may ask for; below common proxy timeouts.
+pub const MAX_POLL_S: u64 = 60;
+const DEFAULT_POLL_S: u64 = 25;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// The `id` of the last event the client has, or `last_id` of the previous
+    /// answer. Absent: only events from now on.
+    pub since: Option<String>,
+    /// How long to wait for an event: 0 to 60 seconds (default 25); 0 answers at once.
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsPage {
+    /// Events after `since`, oldest first, as the WebSocket carries them; or a
+    /// single `server-action:resync` when some are gone. Empty on timeout.
+    #[schema(value_type = Vec<Event>)]
+    pub events: Vec<Box<RawValue>>,
+    /// Pass as `since` on the next poll.
+    pub last_id: String,
+}
+
+/// Long poll for my events, for clients that cannot hold a WebSocket.
+///
+/// Answers as soon as there is an event after `since`, or empty after
+/// `timeout_s`. The same log as `/ws?since=` (everything but `update_user`).
+/// While polls keep coming (no gap over 3 × `heartbeat_s`), I count as online.
+#[utoipa::path(
+    operation_id = "pollEvents", tag = "events", security(("bearer" = [])),
+    params(EventsParams),
+    responses(
+        (status = 200, description = "Events after `since`, possibly none", body = EventsPage),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[get("/events")]
+pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsParams>) -> Result<HttpResponse> {
+    let since = match &q.since {
+        Some(s) => Some(s.parse().map_err(|()| Error::BadRequest("since is an event id like \"1732212000123-0\"".into()))?),
+        None => None,
+    };
+    let wait = q.timeout_s.unwrap_or(DEFAULT_POLL_S);
+    if wait > MAX_POLL_S {
+        return Err(Error::BadRequest(format!("timeout_s is 0 to {MAX_POLL_S}")));
+    }
+    let polled = node.poll(&caller.user, since, std::time::Duration::from_secs(wait)).await?;
+    let events = polled.events.iter().map(|f| RawValue::from_string(f.json.to_string()).expect("frames are JSON")).collect();
+    Ok(HttpResponse::Ok().json(EventsPage { events, last_id: polled.last_id.to_string() }))
 }
 
 /// STUN and TURN servers for `RTCPeerConnection`, with TURN REST API credentials.

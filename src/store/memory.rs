@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use super::{Change, RoomOp, Show, Store, UserPage, UserQuery, listed};
 use crate::domain::{Camera, Connection, Role, RoomId, SessionId, UserId, UserState};
@@ -26,6 +27,8 @@ struct Inner {
     sessions: HashMap<UserId, HashSet<SessionId>>,
     /// Users in their grace period, and when it ends.
     expiries: HashMap<UserId, DateTime<Utc>>,
+    /// Idempotency records by (user, key), with when they lapse.
+    records: HashMap<(UserId, String), (String, Instant)>,
 }
 
 impl Inner {
@@ -67,6 +70,8 @@ impl Inner {
     fn purge_closed(&mut self, now: DateTime<Utc>) {
         let cutoff = now - Duration::seconds(CLOSED_ROOM_KEEP_S);
         self.rooms.retain(|_, c| c.is_open() || c.updated_at >= cutoff);
+        let now = Instant::now();
+        self.records.retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -236,6 +241,29 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: std::time::Duration) -> Result<Option<String>> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let k = (user.clone(), key.to_owned());
+        if let Some((v, until)) = inner.records.get(&k)
+            && *until > now
+        {
+            return Ok(Some(v.clone()));
+        }
+        inner.records.insert(k, (value.to_owned(), now + ttl));
+        Ok(None)
+    }
+
+    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: std::time::Duration) -> Result<()> {
+        self.lock().records.insert((user.clone(), key.to_owned()), (value.to_owned(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()> {
+        self.lock().records.remove(&(user.clone(), key.to_owned()));
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 use crate::domain::{Camera, Connection, Role, RoomId, SessionId, UserId, UserState};
 use crate::error::Result;
@@ -109,6 +110,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ok when the store can serve.
     async fn ping(&self) -> Result<()>;
+
+    /// Keeps `value` under the user's idempotency `key` for `ttl`, unless a record
+    /// is there already: then nothing changes and that record is returned.
+    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// Replaces the record under the user's idempotency `key`, for `ttl`.
+    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<()>;
+
+    /// Drops the record under the user's idempotency `key`.
+    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()>;
 
     /// Renews this node's lease until `until`; a node whose lease ends is dead.
     /// The memory store serves one node, which never outlives itself.

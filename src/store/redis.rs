@@ -42,6 +42,11 @@ fn open_key(u: &UserId) -> String {
 fn sessions_key(u: &UserId) -> String {
     format!("camsig:sessions:{u}")
 }
+/// User ids hold no spaces, so the space keeps (user, key) pairs apart.
+fn record_key(u: &UserId, key: &str) -> String {
+    format!("camsig:idem:{u}{SEP}{key}")
+}
+
 fn node_sessions_key(node: &str) -> String {
     format!("camsig:node:{node}:sessions")
 }
@@ -431,6 +436,28 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<()> {
         self.bounded(async { redis::cmd("PING").query_async::<()>(&mut self.conn().await?).await.map_err(redis_error) }).await
+    }
+
+    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<Option<String>> {
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            redis::cmd("SET").arg(record_key(user, key)).arg(value).arg("NX").arg("GET").arg("PX").arg(ttl.as_millis() as u64)
+                .query_async(&mut c).await.map_err(redis_error)
+        })
+        .await
+    }
+
+    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            redis::cmd("SET").arg(record_key(user, key)).arg(value).arg("PX").arg(ttl.as_millis() as u64)
+                .query_async(&mut c).await.map_err(redis_error)
+        })
+        .await
+    }
+
+    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()> {
+        self.bounded(async { redis::cmd("DEL").arg(record_key(user, key)).query_async(&mut self.conn().await?).await.map_err(redis_error) }).await
     }
 
     async fn renew_lease(&self, node: &str, until: DateTime<Utc>) -> Result<()> {

@@ -18,6 +18,7 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// Longest any test waits for one expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub struct TestApp {
     pub port: u16,
     pub base: String,
@@ -147,6 +148,18 @@ impl TestApp {
 
     pub async fn post_raw(&self, op: &str, token: Option<&str>, body: Vec<u8>) -> Res {
         self.send(self.http.post(self.url(&format!("/webrtc/{op}"))), token, Some(body)).await
+    }
+
+    /// POST `/webrtc/<op>` with an `Idempotency-Key`.
+    pub async fn post_once(&self, op: &str, token: &str, key: &str, body: Value) -> Res {
+        let req = self.http.post(self.url(&format!("/webrtc/{op}"))).insert_header(("Idempotency-Key", key));
+        self.send(req, Some(token), Some(body.to_string().into_bytes())).await
+    }
+
+    /// GET `/webrtc/events<query>`, a long poll: the client waits longer than any poll.
+    pub async fn poll(&self, token: &str, query: &str) -> Res {
+        let http = awc::Client::builder().timeout(Duration::from_secs(90)).finish();
+        self.send(http.get(self.url(&format!("/webrtc/events{query}"))), Some(token), None).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Res {

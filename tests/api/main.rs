@@ -12,3 +12,5 @@ mod directory;
 mod ops;
 mod resume;
 mod cli;
+mod long_poll;
+mod idempotency;

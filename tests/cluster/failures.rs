@@ -70,3 +70,55 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(vws.next_event().await["action"], "server-action:put_offer");
 }
+
+#[actix_web::test]
+async fn killing_the_viewers_node_mid_negotiation_loses_nothing() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut doomed = ProcNode::start(&redis, "doomed-viewer").await;
+    let (owner, viewer) = (token("kcam"), token("kview"));
+    let mut ows = nodes[0].ws_query(&owner, "?presence=false").await;
+    let mut vws = doomed.ws_query(&viewer, "?presence=false").await;
+    nodes[0].camera_on(&owner).await;
+    let room = nodes[1].show(&viewer, "kcam").await;
+    ows.expect("show_cam").await;
+    // One candidate before the crash: the viewer has it, and must not get it again.
+    nodes[2].post("ice", &owner, json!({"room_id": room, "candidate": candidate(1)})).await;
+    let seen = vws.expect("put_ice").await;
+    let since = seen["id"].as_str().unwrap().to_owned();
+
+    doomed.kill();
+    // Meanwhile, on other nodes: the offer and three candidates.
+    let r = nodes[1].post("offer", &owner, json!({"room_id": room, "offer": sdp("offer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for n in 2..=4u16 {
+        let r = nodes[n as usize % 3].post("ice", &owner, json!({"room_id": room, "candidate": candidate(n)})).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+
+    // The viewer's app reconnects through the balancer, to another node.
+    let mut back = nodes[2].ws_query(&viewer, &format!("?presence=false&since={since}")).await;
+    let offer = back.next().await;
+    assert_eq!(offer["action"], "server-action:put_offer", "{offer}");
+    assert_eq!(offer["data"]["offer"], sdp("offer"));
+    let mut last = offer.clone();
+    for n in 2..=4u16 {
+        let ice = back.next().await;
+        assert_eq!(ice["action"], "server-action:put_ice", "{ice}");
+        assert_eq!(ice["data"]["candidate"], candidate(n));
+        assert!(event_id(&ice) > event_id(&last));
+        last = ice;
+    }
+    assert_eq!(back.hello["data"]["last_id"], last["id"]);
+    if let Some(extra) = back.try_next(Duration::from_millis(500)).await {
+        panic!("delivered more than once: {extra}");
+    }
+    // The call goes on: the answer reaches the owner, and the room is answered.
+    let r = nodes[0].post("answer", &viewer, json!({"room_id": room, "answer": sdp("answer")})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    ows.expect("put_answer").await;
+    // The dead node's session is reaped; the viewer's new one keeps the room alive.
+    tokio::time::sleep(Duration::from_secs(TTL_S + GRACE_S + 1)).await;
+    assert_eq!(nodes[1].get(&format!("/webrtc/connections/{room}"), Some(&owner)).await.body["state"], "answered");
+    assert_eq!(nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"], true);
+}

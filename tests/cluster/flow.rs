@@ -1,6 +1,7 @@
 //! The contract across nodes: REST on any node, events on every node.
 
 use serde_json::json;
+use std::time::Duration;
 
 use crate::harness::*;
 use crate::helpers::*;
@@ -131,4 +132,55 @@ async fn a_viewer_resumes_on_another_node_with_since() {
     let resume: camsig::domain::EventId = ev["data"]["last_id"].as_str().unwrap().parse().unwrap();
     let before: camsig::domain::EventId = since.parse().unwrap();
     assert!(resume > before, "resync names the newest id to resume from: {ev}");
+}
+
+#[actix_web::test]
+async fn an_offer_retried_on_another_node_is_delivered_once() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("io"), token("iv"));
+    let _ows = nodes[0].ws(&owner).await;
+    let mut vws = nodes[2].ws_query(&viewer, "?presence=false").await;
+    nodes[0].camera_on(&owner).await;
+    let room = nodes[1].show(&viewer, "io").await;
+    let body = json!({"room_id": room, "offer": sdp("offer")});
+    // The phone timed out on node 1 and retries; the balancer sends it to node 2.
+    let first = nodes[1].post_once("offer", &owner, "phone-retry", body.clone()).await;
+    let again = nodes[2].post_once("offer", &owner, "phone-retry", body.clone()).await;
+    let (a, b, c) = futures_util::join!(
+        nodes[0].post_once("offer", &owner, "phone-retry", body.clone()),
+        nodes[1].post_once("offer", &owner, "phone-retry", body.clone()),
+        nodes[2].post_once("offer", &owner, "phone-retry", body.clone()),
+    );
+    for r in [&first, &again, &a, &b, &c] {
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(r.body, first.body);
+    }
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(vws.expect("put_offer").await["data"]["offer"], sdp("offer"));
+    if let Some(extra) = vws.try_next(Duration::from_millis(500)).await {
+        panic!("the retry was delivered again: {extra}");
+    }
+}
+
+#[actix_web::test]
+async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let (owner, viewer) = (token("po"), token("pv"));
+    nodes[0].camera_on(&owner).await;
+    let poll = actix_web::rt::spawn({
+        let (node, owner) = (nodes[1].clone(), owner.clone());
+        async move { node.poll(&owner, "?since=0-0&timeout_s=30").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished());
+    let shown = std::time::Instant::now();
+    let room = nodes[2].show(&viewer, "po").await;
+    let r = poll.await.unwrap();
+    assert!(shown.elapsed() < Duration::from_secs(2), "woke after {:?}", shown.elapsed());
+    assert_eq!(r.body["events"][0]["action"], "server-action:show_cam", "{}", r.body);
+    assert_eq!(r.body["events"][0]["data"]["room_id"], room);
+    // The owner polls, so it is online on the cluster.
+    assert_eq!(nodes[0].get("/webrtc/users/po", Some(&viewer)).await.body["online"], true);
 }

@@ -123,7 +123,11 @@ impl ProcNode {
     }
 
     pub async fn ws(&self, token: &str) -> Ws {
-        let mut req = format!("ws://127.0.0.1:{}/ws", self.port).into_client_request().unwrap();
+        self.ws_query(token, "").await
+    }
+
+    pub async fn ws_query(&self, token: &str, query: &str) -> Ws {
+        let mut req = format!("ws://127.0.0.1:{}/ws{query}", self.port).into_client_request().unwrap();
         req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
         let mut ws = Ws { stream, hello: serde_json::Value::Null };
