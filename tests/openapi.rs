@@ -1,16 +1,40 @@
-//! The committed spec, `openapi/openapi.yaml`, is exactly what the code declares.
-//! Regenerate with `UPDATE_OPENAPI=1 cargo test --test openapi`.
+//! The committed specs are exactly what the code declares: `openapi/openapi.yaml`
+//! (REST) and `openapi/asyncapi.yaml` (the WebSocket), and the node serves the same.
+//! Regenerate both with `UPDATE_OPENAPI=1 cargo test --test openapi`.
 
-#[test]
-fn committed_spec_matches_the_code() {
-    let generated = camsig::http::openapi().to_yaml().expect("the spec serializes");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.yaml");
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+fn check(file: &str, generated: &str) {
+    let path = format!("{}/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(path, &generated).unwrap();
+        std::fs::write(&path, generated).unwrap();
     }
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "openapi/openapi.yaml is stale: run `UPDATE_OPENAPI=1 cargo test --test openapi` and commit it"
+        "openapi/{file} is stale: run `UPDATE_OPENAPI=1 cargo test --test openapi` and commit it"
     );
+}
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    check("openapi.yaml", &camsig::http::openapi().to_yaml().expect("the spec serializes"));
+}
+
+#[test]
+fn committed_asyncapi_matches_the_code() {
+    let doc = camsig::http::wsdoc::asyncapi(&camsig::http::openapi());
+    check("asyncapi.yaml", &serde_norway::to_string(&doc).expect("the document serializes"));
+}
+
+#[actix_web::test]
+async fn the_node_serves_the_same_documents() {
+    let app = helpers::spawn_app().await;
+    let served = app.get("/openapi.json", None).await.body;
+    assert_eq!(served, serde_json::to_value(camsig::http::openapi()).unwrap());
+    let served = app.get("/asyncapi.json", None).await.body;
+    assert_eq!(served, camsig::http::wsdoc::asyncapi(&camsig::http::openapi()));
+    assert_eq!(served["asyncapi"], "3.0.0");
 }

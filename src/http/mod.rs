@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod ops;
 pub mod webrtc;
+pub mod wsdoc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -25,7 +26,20 @@ use crate::node::Node;
         title = "camsig",
         description = "Camera presence and WebRTC signaling. Act through these endpoints; hear events on the WebSocket `/ws`.",
     ),
-    components(schemas(crate::error::ErrorResponse, crate::error::ErrorCode, crate::domain::Event)),
+    components(schemas(
+        crate::error::ErrorResponse,
+        crate::error::ErrorCode,
+        crate::domain::event::Hello,
+        crate::domain::event::UserEventData,
+        crate::domain::event::ShowCamData,
+        crate::domain::event::PutOfferData,
+        crate::domain::event::PutAnswerData,
+        crate::domain::event::PutIceData,
+        crate::domain::event::HangupData,
+        crate::domain::event::ResyncData,
+        crate::service::CameraOnBody,
+    )),
+    servers((url = "http://127.0.0.1:8080", description = "A node started with `cargo run`")),
     modifiers(&BearerAuth),
     tags(
         (name = "camera", description = "Turning a camera on and off, and asking to see one"),
@@ -71,34 +85,37 @@ where
         )
         .service(ops::healthz)
         .service(ops::readyz)
+        .service(ops::metrics)
+        .service(ops::openapi_json)
+        .service(ops::asyncapi_json)
+        .service(ops::demo)
+        .service(ops::dev_token)
+        .service(ops::websocket)
 }
 
 /// The OpenAPI document, as the code declares it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes(App::new().into_utoipa_app()).split_for_parts().1
+    finish(routes(App::new().into_utoipa_app()).split_for_parts().1)
+}
+
+/// Last touches once every route has added its schemas: the WebSocket protocol's.
+fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    wsdoc::WsSchemas.modify(&mut api);
+    api
 }
 
 /// The whole application of one node.
 pub fn app(
     node: Node,
 ) -> App<impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = ActixError, InitError = ()>> {
-    let dev = node.auth.is_dev();
     let (app, api) = routes(App::new().into_utoipa_app()).split_for_parts();
-    let api = web::Data::new(api);
+    let api = web::Data::new(finish(api));
     let metrics_node = node.clone();
-    let mut app = app
-        .app_data(web::Data::new(node))
+    app.app_data(web::Data::new(node))
         .app_data(api)
         .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
         .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
-        .service(ops::metrics)
-        .service(ops::openapi_json)
-        .service(ops::demo)
-        .service(web::resource("/ws").route(web::get().to(ops::websocket)));
-    if dev {
-        app = app.service(ops::dev_token);
-    }
-    app.default_service(web::to(|| async { HttpResponse::from_error(Error::NotFound) }))
+        .default_service(web::to(|| async { HttpResponse::from_error(Error::NotFound) }))
         .wrap_fn(move |req, srv| {
             let node = metrics_node.clone();
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());

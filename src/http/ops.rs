@@ -23,7 +23,7 @@ pub struct Status {
 }
 
 /// The process is alive.
-#[utoipa::path(operation_id = "healthz", tag = "ops", responses((status = 200, description = "Alive", body = Status)))]
+#[utoipa::path(operation_id = "healthz", tag = "ops", security(()), responses((status = 200, description = "Alive", body = Status)))]
 #[get("/healthz")]
 pub async fn healthz(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok", node_id: node.id.to_string() })
@@ -31,7 +31,7 @@ pub async fn healthz(node: web::Data<Node>) -> HttpResponse {
 
 /// The node can serve: its store answers.
 #[utoipa::path(
-    operation_id = "readyz", tag = "ops",
+    operation_id = "readyz", tag = "ops", security(()),
     responses(
         (status = 200, description = "Ready", body = Status),
         (status = 503, description = "unavailable", body = ErrorResponse),
@@ -43,37 +43,111 @@ pub async fn readyz(node: web::Data<Node>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(Status { status: "ready", node_id: node.id.to_string() }))
 }
 
+/// Prometheus metrics of this node.
+#[utoipa::path(
+    operation_id = "metrics", tag = "ops", security(()),
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
 #[get("/metrics")]
 pub async fn metrics(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(node.metrics.render())
 }
 
+/// This OpenAPI document.
+#[utoipa::path(
+    operation_id = "openapi", tag = "ops", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
+)]
 #[get("/openapi.json")]
 pub async fn openapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
     HttpResponse::Ok().json(api.get_ref())
 }
 
+/// The AsyncAPI 3 document of the WebSocket `/ws`: every event and command.
+#[utoipa::path(
+    operation_id = "asyncapi", tag = "ops", security(()),
+    responses((status = 200, description = "The AsyncAPI 3 document", body = Object))
+)]
+#[get("/asyncapi.json")]
+pub async fn asyncapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    HttpResponse::Ok().json(super::wsdoc::asyncapi(api.get_ref()))
+}
+
+/// The demo page: sign in, turn a camera on, watch someone's.
+#[utoipa::path(
+    operation_id = "demoPage", tag = "ops", security(()),
+    responses((status = 200, description = "HTML", body = String, content_type = "text/html"))
+)]
 #[get("/")]
 pub async fn demo() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("static/index.html"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct DevTokenBody {
+    /// Who the token is for.
+    #[schema(example = "ann")]
     pub user_id: String,
+    /// Shown to others as the token's `name` claim.
     #[serde(default)]
     pub name: Option<String>,
 }
 
-/// Dev mode only (no `auth.jwt_secret`): a token for any user, for the demo page.
-#[post("/dev/token")]
-pub async fn dev_token(node: web::Data<Node>, body: Body<DevTokenBody>) -> Result<HttpResponse> {
-    let user = UserId::parse(&body.0.user_id)?;
-    let token = node.auth.issue(&user, body.0.name, DEV_TOKEN_TTL);
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "token": token })))
+#[derive(Serialize, ToSchema)]
+pub struct DevToken {
+    /// A JWT valid for 12 hours.
+    pub token: String,
 }
 
-/// `GET /ws`: the handshake is refused with 401 before any upgrade.
+/// A token for any user, for trying things out (dev mode only).
+///
+/// Exists only when the server runs without `auth.jwt_secret`; otherwise 404.
+#[utoipa::path(
+    operation_id = "devToken", tag = "ops", security(()),
+    request_body = DevTokenBody,
+    responses(
+        (status = 200, description = "A token", body = DevToken),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 404, description = "not_found: not in dev mode", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+    )
+)]
+#[post("/dev/token")]
+pub async fn dev_token(node: web::Data<Node>, body: Body<DevTokenBody>) -> Result<HttpResponse> {
+    if !node.auth.is_dev() {
+        return Err(Error::NotFound);
+    }
+    let user = UserId::parse(&body.0.user_id)?;
+    let token = node.auth.issue(&user, body.0.name, DEV_TOKEN_TTL);
+    Ok(HttpResponse::Ok().json(DevToken { token }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the query; the handler reads it raw, after auth
+pub struct WsParams {
+    /// The JWT, for clients (browsers) that cannot set `Authorization`.
+    token: Option<String>,
+    /// Replay my events after this id first (from `hello.last_id` or an event's `id`).
+    since: Option<String>,
+    /// `false`: no `update_user` events on this session (default true).
+    presence: Option<bool>,
+}
+
+/// Open my WebSocket: events in, commands out (see the AsyncAPI document).
+///
+/// Refused with 401 before the upgrade when the token is bad, and with 400
+/// when `since` or `presence` is malformed.
+#[utoipa::path(
+    operation_id = "openWebSocket", tag = "events", security(("bearer" = [])),
+    params(WsParams),
+    responses(
+        (status = 101, description = "Switching protocols: the session is open"),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+    )
+)]
+#[get("/ws")]
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
     let q = req.query_string();
