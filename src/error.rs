@@ -45,6 +45,9 @@ pub enum Error {
     InProgress,
     #[error("not found")]
     NotFound,
+    /// A known path with a method it does not take; `allow` lists those it does.
+    #[error("this path takes {allow}")]
+    MethodNotAllowed { allow: String },
     /// A bug or an invariant broken; the cause goes to the log, never to the client.
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
@@ -70,6 +73,7 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     NotFound,
+    MethodNotAllowed,
     Internal,
 }
 
@@ -109,6 +113,7 @@ impl Error {
             RateLimited { .. } => ErrorCode::RateLimited,
             Unavailable(_) | InProgress => ErrorCode::Unavailable,
             NotFound => ErrorCode::NotFound,
+            MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Unexpected(_) => ErrorCode::Internal,
         }
     }
@@ -139,6 +144,7 @@ impl ResponseError for Error {
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             UserNotFound | RoomNotFound | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CameraOff | RoomClosed | NoOffer | TooManyViewers => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidSdp | InvalidCandidate => StatusCode::UNPROCESSABLE_ENTITY,
@@ -157,6 +163,9 @@ impl ResponseError for Error {
         let mut res = HttpResponse::build(self.status_code());
         if let Some(s) = self.retry_after() {
             res.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if let Error::MethodNotAllowed { allow } = self {
+            res.insert_header((header::ALLOW, allow.as_str()));
         }
         if matches!(self, Error::Unauthorized(_)) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

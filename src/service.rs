@@ -24,7 +24,7 @@ pub const MAX_REASON_LEN: usize = 64;
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CameraOnBody {
     /// Free-form JSON object shown to others (at most 1 KiB).
-    #[schema(value_type = Option<Object>, example = json!({"name": "Ann"}))]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>, example = json!({"name": "Ann"}))]
     pub meta: Option<serde_json::Value>,
 }
 
@@ -62,8 +62,9 @@ pub struct IceBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct HangupBody {
     pub room_id: String,
-    /// Defaults to `hangup`; at most 64 characters.
+    /// Defaults to `hangup`; 1 to 64 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub reason: Option<String>,
 }
 

@@ -34,7 +34,10 @@ pub struct Options {
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
     let session = WsSession::new(node, caller, opts);
-    ws::WsResponseBuilder::new(session, req, stream).frame_size(frame_size).start()
+    ws::WsResponseBuilder::new(session, req, stream)
+        .frame_size(frame_size)
+        .start()
+        .map_err(|e| Error::BadRequest(format!("not a WebSocket handshake: {e}")).into())
 }
 
 pub struct WsSession {

@@ -25,7 +25,7 @@ pub struct UserState {
     #[schema(value_type = String, format = DateTime, example = "2026-11-21T19:00:00.123Z")]
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, example = json!({"name": "Ann"}))]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>, example = json!({"name": "Ann"}))]
     pub meta: Option<serde_json::Value>,
 }
 

@@ -40,7 +40,7 @@ pub struct Idempotency {
     /// Any unique string (a UUID, say), 1 to 255 visible ASCII characters. A
     /// repeat with the same key within 10 minutes gets the first answer again
     /// and causes nothing; the same key with a different request is a 400.
-    #[param(rename = "Idempotency-Key", value_type = Option<String>)]
+    #[param(rename = "Idempotency-Key", value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
     pub key: Option<IdempotencyKey>,
 }
 
@@ -61,7 +61,7 @@ impl FromRequest for Idempotency {
     }
 }
 
-/// A JSON body of at most `limits.max_body_bytes`; an empty body reads as `{}`.
+/// A JSON body of at most `limits.max_body_bytes`; an empty body (or `null`) reads as `{}`.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
@@ -89,7 +89,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 }
                 buf.extend_from_slice(&chunk);
             }
-            let bytes: &[u8] = if buf.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &buf };
+            let blank = buf.iter().all(u8::is_ascii_whitespace) || buf.trim_ascii() == b"null";
+            let bytes: &[u8] = if blank { b"{}" } else { &buf };
             serde_json::from_slice(bytes).map(Body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
         })
     }

@@ -115,7 +115,7 @@ pub fn app(
         .app_data(api)
         .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
         .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
-        .default_service(web::to(|| async { HttpResponse::from_error(Error::NotFound) }))
+        .default_service(web::to(unmatched))
         .wrap_fn(move |req, srv| {
             let node = metrics_node.clone();
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -129,6 +129,25 @@ pub fn app(
             })
         })
         .wrap(TracingLogger::<Spans>::new())
+}
+
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// No route took the request: 405 when the path is known (the spec lists its methods), else 404.
+async fn unmatched(req: actix_web::HttpRequest, api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    let path = req.path();
+    let fits = |template: &str| {
+        let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+    };
+    let Some((_, item)) = api.paths.paths.iter().find(|(t, _)| fits(t)) else {
+        return HttpResponse::from_error(Error::NotFound);
+    };
+    let allow = serde_json::to_value(item)
+        .ok()
+        .and_then(|v| v.as_object().map(|m| m.keys().filter(|k| METHODS.contains(&k.as_str())).map(|k| k.to_uppercase()).collect::<Vec<_>>()))
+        .unwrap_or_default();
+    HttpResponse::from_error(Error::MethodNotAllowed { allow: allow.join(", ") })
 }
 
 /// Request spans with `user_id` and `room_id`, filled in once known.

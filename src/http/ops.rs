@@ -129,6 +129,7 @@ pub struct WsParams {
     /// The JWT, for clients (browsers) that cannot set `Authorization`.
     token: Option<String>,
     /// Replay my events after this id first (from `hello.last_id` or an event's `id`).
+    #[param(pattern = r"^[0-9]{1,19}(-[0-9]{1,19})?$")]
     since: Option<String>,
     /// `false`: no `update_user` events on this session (default true).
     presence: Option<bool>,

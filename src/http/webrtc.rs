@@ -63,7 +63,9 @@ pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraO
     request_body(content = Option<CameraOffBody>, description = "Empty"),
     responses(
         (status = 200, description = "The camera is off", body = UserReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
@@ -195,6 +197,7 @@ pub struct UsersParams {
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]{1,128}$")]
     pub cursor: Option<String>,
 }
 
@@ -273,8 +276,10 @@ const DEFAULT_POLL_S: u64 = 25;
 pub struct EventsParams {
     /// The `id` of the last event the client has, or `last_id` of the previous
     /// answer. Absent: only events from now on.
+    #[param(pattern = r"^[0-9]{1,19}(-[0-9]{1,19})?$", example = "1732212000123-0")]
     pub since: Option<String>,
     /// How long to wait for an event: 0 to 60 seconds (default 25); 0 answers at once.
+    #[param(minimum = 0, maximum = 60)]
     pub timeout_s: Option<u64>,
 }
 

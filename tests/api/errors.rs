@@ -108,6 +108,27 @@ async fn not_found_users_rooms_and_routes() {
 }
 
 #[actix_web::test]
+async fn a_known_path_with_another_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let r = app.get("/webrtc/offer", None).await;
+    assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = app.request_with_header("POST", "/webrtc/users/ann", None, None).await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+}
+
+#[actix_web::test]
+async fn a_null_body_reads_as_empty_and_a_plain_get_on_ws_is_400() {
+    let app = spawn_app().await;
+    let ann = token("ann");
+    assert_eq!(app.post_raw("cameraOn", Some(&ann), b"null".to_vec()).await.status, 200);
+    assert_eq!(app.post_raw("cameraOff", Some(&ann), b" null ".to_vec()).await.status, 200);
+    app.post_raw("cameraShow", Some(&ann), b"null".to_vec()).await.assert_error(400, "bad_request");
+    // Authenticated, but not an upgrade: a JSON 400, not an empty one.
+    app.get("/ws", Some(&ann)).await.assert_error(400, "bad_request");
+}
+
+#[actix_web::test]
 async fn camera_off_for_a_known_user_whose_camera_is_off() {
     let app = spawn_app().await;
     let _ann = app.ws(&token("ann")).await; // known, online, camera off
