@@ -1,0 +1,160 @@
+//! camsig-bench: starts Redis and two camsig nodes on loopback, runs the load
+//! scenarios, and writes one JSON file and one SVG plot per run.
+//!
+//!   cargo run --release -p camsig-bench -- [--smoke] [--camsig target/release/camsig] [--out target/bench]
+//!
+//! `--smoke` runs every scenario for a moment, to keep the tool working in CI;
+//! it asserts nothing about speed.
+
+mod cluster;
+mod report;
+mod scenarios;
+mod ws;
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Plan {
+    pairs: usize,
+    latency_rates: Vec<u64>,
+    latency_for: Duration,
+    ramp: Vec<u64>,
+    ramp_for: Duration,
+    fanout: Vec<usize>,
+    idle: Vec<usize>,
+    control_rate: u64,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            pairs: 64,
+            latency_rates: vec![1000, 5000, 10000],
+            latency_for: Duration::from_secs(10),
+            ramp: vec![2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000],
+            ramp_for: Duration::from_secs(5),
+            fanout: vec![100, 1000, 10000],
+            idle: vec![10000, 18000],
+            control_rate: 5000,
+        }
+    }
+
+    fn smoke() -> Plan {
+        Plan {
+            pairs: 4,
+            latency_rates: vec![200],
+            latency_for: Duration::from_secs(1),
+            ramp: vec![200, 400],
+            ramp_for: Duration::from_secs(1),
+            fanout: vec![20],
+            idle: vec![100],
+            control_rate: 200,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut smoke, mut camsig, mut out) = (false, PathBuf::from("target/release/camsig"), PathBuf::from("target/bench"));
+    let mut only: Option<Vec<String>> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--smoke" => smoke = true,
+            "--camsig" => camsig = args.next().context("--camsig <path>")?.into(),
+            "--out" => out = args.next().context("--out <dir>")?.into(),
+            "--only" => only = Some(args.next().context("--only a,b")?.split(',').map(str::to_owned).collect()),
+            "-h" | "--help" => {
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,fanout,idle,control]");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let runs = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let plan = if smoke { Plan::smoke() } else { Plan::full() };
+    let nofile = cluster::raise_nofile();
+    let machine = report::Machine::read(nofile);
+    eprintln!("machine: {} × {} cores, {} GiB, open files ≤ {}", machine.cpu, machine.cores, machine.memory_gib, nofile);
+    let started_at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+
+    let cluster = cluster::Cluster::start(&camsig, 2).await?;
+    eprintln!("cluster: redis :{}, nodes :{} and :{}", cluster.redis.port, cluster.nodes[0].port, cluster.nodes[1].port);
+
+    let mut control = Vec::new();
+    if runs("control") {
+        let c = scenarios::control(&cluster, plan.control_rate, plan.latency_for).await?;
+        eprintln!("control  redis pub/sub {}/s: p50 {:.3} ms, p99 {:.3} ms", c.rate_per_s, c.latency.p50_ms, c.latency.p99_ms);
+        control.push(c);
+    }
+
+    let (mut latency, mut throughput, mut max_delivered) = (Vec::new(), Vec::new(), 0.0);
+    if runs("latency") || runs("throughput") {
+        let mut pairs = scenarios::Pairs::setup(&cluster, plan.pairs).await?;
+        // Warm up connections and caches.
+        scenarios::load(&mut pairs, plan.latency_rates[0], Duration::from_millis(500)).await;
+        if runs("latency") {
+            for &rate in &plan.latency_rates {
+                let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
+                print_load("latency", &r);
+                latency.push(r);
+            }
+        }
+        if runs("throughput") {
+            for &rate in &plan.ramp {
+                let r = scenarios::load(&mut pairs, rate, plan.ramp_for).await;
+                print_load("ramp", &r);
+                let good = r.latency.p99_ms <= 50.0 && r.lost == 0 && r.duplicates == 0 && r.out_of_order == 0;
+                if good {
+                    max_delivered = f64::max(max_delivered, r.delivered_per_s);
+                }
+                throughput.push(r);
+                if !good {
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut fanout = Vec::new();
+    if runs("fanout") {
+        for &n in &plan.fanout {
+            let f = scenarios::fanout(&cluster, n).await?;
+            eprintln!("fanout   {:>6} sessions: last after {:.1} ms (rounds {:?}), p50 {:.1} ms, missing {}", n, f.last_ms, f.rounds_ms, f.arrival.p50_ms, f.missing);
+            fanout.push(f);
+        }
+    }
+
+    let mut idle = Vec::new();
+    if runs("idle") {
+        for &n in &plan.idle {
+            let r = scenarios::idle(&cluster, n).await?;
+            eprintln!(
+                "idle     {:>6} sockets: {} open, {:.1} KiB each (RSS {} → {} KiB), {:.0} connects/s, handshake p99 {:.1} ms{}",
+                n,
+                r.opened,
+                r.per_connection_kib,
+                r.rss_baseline_kib,
+                r.rss_after_kib,
+                r.connect_per_s,
+                r.handshake.p99_ms,
+                r.first_error.as_deref().map(|e| format!(", {} failed: {e}", r.failed)).unwrap_or_default()
+            );
+            idle.push(r);
+        }
+    }
+
+    let run = report::Run { started_at, command, smoke, machine, latency, throughput, max_delivered_per_s: max_delivered, fanout, idle, control };
+    let (json, svg) = report::write(&run, &out)?;
+    println!("wrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn print_load(what: &str, r: &scenarios::LoadResult) {
+    eprintln!(
+        "{what:<8} {:>6}/s: delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
+        r.offered_per_s, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
+    );
+}

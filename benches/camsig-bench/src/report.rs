@@ -1,0 +1,107 @@
+//! What a run leaves behind: one JSON file with every number, and an SVG plot
+//! of cross-node latency against offered load, next to the Redis control.
+
+use anyhow::Result;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+
+use crate::scenarios::{ControlResult, FanoutResult, IdleResult, LoadResult};
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub nofile_limit: u64,
+}
+
+impl Machine {
+    pub fn read(nofile_limit: u64) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|s| s.trim_start_matches([' ', '\t', ':']).to_owned()).unwrap_or_default();
+        let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+            nofile_limit,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Run {
+    pub started_at: String,
+    pub command: String,
+    pub smoke: bool,
+    pub machine: Machine,
+    pub latency: Vec<LoadResult>,
+    pub throughput: Vec<LoadResult>,
+    /// The highest step of the ramp with p99 ≤ 50 ms and nothing lost.
+    pub max_delivered_per_s: f64,
+    pub fanout: Vec<FanoutResult>,
+    pub idle: Vec<IdleResult>,
+    pub control: Vec<ControlResult>,
+}
+
+pub fn write(run: &Run, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = run.started_at.replace([':', '-'], "").replace('.', "");
+    let json = dir.join(format!("run-{stamp}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(run)?)?;
+    let svg = dir.join(format!("latency-{stamp}.svg"));
+    plot(run, &svg)?;
+    Ok((json, svg))
+}
+
+fn plot(run: &Run, path: &Path) -> Result<()> {
+    let points: Vec<&LoadResult> = run.latency.iter().chain(run.throughput.iter()).collect();
+    let mut by_rate: Vec<&LoadResult> = points;
+    by_rate.sort_by_key(|r| r.offered_per_s);
+    let max_rate = by_rate.iter().map(|r| r.offered_per_s).max().unwrap_or(1) as f64 * 1.1;
+    let max_ms = by_rate
+        .iter()
+        .map(|r| r.latency.p999_ms)
+        .chain(run.control.iter().map(|c| c.latency.p999_ms))
+        .fold(1.0, f64::max)
+        * 1.5;
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("camsig: cross-node latency, REST on node A to WebSocket on node B", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_rate, (0.05f64..max_ms).log_scale())?;
+    chart.configure_mesh().x_desc("offered load (calls/s, open loop)").y_desc("latency (ms, log scale)").draw()?;
+    let series: [(&str, fn(&LoadResult) -> f64, RGBColor); 3] = [
+        ("p50", |r| r.latency.p50_ms, BLUE),
+        ("p99", |r| r.latency.p99_ms, RED),
+        ("p99.9", |r| r.latency.p999_ms, MAGENTA),
+    ];
+    for (name, f, color) in series {
+        let pts: Vec<(f64, f64)> = by_rate.iter().filter(|r| r.latency.count > 0).map(|r| (r.offered_per_s as f64, f(r).max(0.05))).collect();
+        chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(name).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+        });
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    for c in &run.control {
+        let p = (c.rate_per_s as f64, c.latency.p99_ms.max(0.05));
+        chart
+            .draw_series(std::iter::once(TriangleMarker::new(p, 7, BLACK.filled())))?
+            .label("Redis PUBLISH→SUBSCRIBE p99 (control)")
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, BLACK.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).position(SeriesLabelPosition::UpperLeft).draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! The scenarios: open-loop cross-node latency, a throughput ramp, fan-out,
+//! idle connections, and the raw Redis control. Each returns plain data for
+//! the report.
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::cluster::{Cluster, token};
+use crate::ws::{self, next_json};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+/// One receipt of a `put_ice` carrying call number `k`.
+struct Receipt {
+    pair: usize,
+    k: u64,
+    at: Instant,
+}
+
+/// Sender/receiver pairs, senders on node 0 and receivers on node 1, each in
+/// its own room. Each pair's calls are sent one after another, so the order
+/// the service accepts them in is `k` order, and the receiver must see that order.
+pub struct Pairs {
+    queues: Vec<mpsc::UnboundedSender<u64>>,
+    receipts: mpsc::UnboundedReceiver<Receipt>,
+    errors: Arc<AtomicU64>,
+    next_k: u64,
+}
+
+impl Pairs {
+    pub async fn setup(cluster: &Cluster, n: usize) -> Result<Pairs> {
+        let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
+        let (rtx, receipts) = mpsc::unbounded_channel();
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut queues = Vec::new();
+        for i in 0..n {
+            let (s, r) = (format!("bench-s{i}"), format!("bench-r{i}"));
+            let (st, rt) = (token(&s), token(&r));
+            // The sender holds a socket so its camera stays on; the receiver's socket is what we time.
+            let (mut sws, _) = ws::connect(a.port, &st, "?presence=false").await?;
+            tokio::spawn(async move { while next_json(&mut sws).await.is_some() {} });
+            let (mut rws, _) = ws::connect(b.port, &rt, "?presence=false").await?;
+            post(&http, &a.http(), "cameraOn", &st, json!({})).await?;
+            let shown = post(&http, &b.http(), "cameraShow", &rt, json!({"user_id": s})).await?;
+            let room = shown["connection"]["room_id"].as_str().context("a room id")?.to_owned();
+            let tx = rtx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = next_json(&mut rws).await {
+                    if ev["action"] == "server-action:put_ice"
+                        && let Some(k) = ev["data"]["candidate"]["usernameFragment"].as_str().and_then(|k| k.parse().ok())
+                    {
+                        let _ = tx.send(Receipt { pair: i, k, at: Instant::now() });
+                    }
+                }
+            });
+            let (qtx, mut qrx) = mpsc::unbounded_channel::<u64>();
+            let (http, url, errors) = (http.clone(), format!("{}/webrtc/ice", a.http()), errors.clone());
+            tokio::spawn(async move {
+                while let Some(k) = qrx.recv().await {
+                    let body = json!({"room_id": room, "candidate": {
+                        "candidate": "candidate:1 1 udp 2113937151 192.0.2.1 9 typ host",
+                        "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": k.to_string()}});
+                    let ok = http.post(&url).bearer_auth(&st).json(&body).send().await.is_ok_and(|r| r.status().as_u16() == 202);
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            queues.push(qtx);
+        }
+        Ok(Pairs { queues, receipts, errors, next_k: 0 })
+    }
+}
+
+async fn post(http: &reqwest::Client, base: &str, op: &str, token: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+    let res = http.post(format!("{base}/webrtc/{op}")).bearer_auth(token).json(&body).send().await?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{op}: {status} {body}");
+    }
+    Ok(body)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub offered_per_s: u64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub http_errors: u64,
+    /// From the call's scheduled send time to its event on the socket on the other node.
+    pub latency: Percentiles,
+}
+
+/// Open loop: call `k` is due at `start + k / rate` whether or not earlier
+/// calls have been answered, and its latency counts from then, so a stall
+/// shows up in the numbers instead of slowing the load down.
+pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResult {
+    while pairs.receipts.try_recv().is_ok() {}
+    pairs.errors.store(0, Ordering::Relaxed);
+    let base = pairs.next_k;
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let n = pairs.queues.len() as u64;
+    let start = Instant::now();
+    let due = |k: u64| start + Duration::from_secs_f64((k - base) as f64 / rate as f64);
+    let mut k = base;
+    while k < base + total {
+        let now = Instant::now();
+        while k < base + total && due(k) <= now {
+            let _ = pairs.queues[(k % n) as usize].send(k);
+            k += 1;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    pairs.next_k = base + total;
+
+    let mut hist = histogram();
+    let mut seen = HashSet::with_capacity(total as usize);
+    let mut last = vec![None::<u64>; n as usize];
+    let (mut dup, mut ooo) = (0, 0);
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while (seen.len() as u64) < total {
+        let left = drain_until.saturating_duration_since(Instant::now());
+        let Ok(Some(r)) = tokio::time::timeout(left, pairs.receipts.recv()).await else { break };
+        if r.k < base {
+            continue;
+        }
+        if !seen.insert(r.k) {
+            dup += 1;
+            continue;
+        }
+        if last[r.pair].is_some_and(|l| r.k < l) {
+            ooo += 1;
+        }
+        last[r.pair] = Some(r.k);
+        let _ = hist.record(micros(r.at.saturating_duration_since(due(r.k))));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    LoadResult {
+        offered_per_s: rate,
+        duration_s: duration.as_secs_f64(),
+        sent: total,
+        delivered: seen.len() as u64,
+        delivered_per_s: seen.len() as f64 / elapsed.max(duration.as_secs_f64()),
+        lost: total - seen.len() as u64,
+        duplicates: dup,
+        out_of_order: ooo,
+        http_errors: pairs.errors.load(Ordering::Relaxed),
+        latency: Percentiles::of(&hist),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutResult {
+    pub sessions: usize,
+    /// Per round: from the cameraOn/cameraOff call to the last session receiving its `update_user`.
+    pub rounds_ms: Vec<f64>,
+    pub last_ms: f64,
+    pub arrival: Percentiles,
+    pub missing: usize,
+}
+
+/// One `update_user` to `n` presence sessions spread over both nodes.
+pub async fn fanout(cluster: &Cluster, n: usize) -> Result<FanoutResult> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let permits = Arc::new(Semaphore::new(100));
+    let mut tasks = Vec::new();
+    for j in 0..n {
+        let port = cluster.nodes[j % cluster.nodes.len()].port;
+        let (tx, permits) = (tx.clone(), permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = permits.acquire_owned().await.expect("open");
+            // A few users with many devices each: one online broadcast per user, not per socket.
+            let (mut ws, _) = ws::connect(port, &token(&format!("fan-viewer-{}", j % 10)), "").await?;
+            drop(permit);
+            tokio::spawn(async move {
+                while let Some(ev) = next_json(&mut ws).await {
+                    if ev["action"] == "server-action:update_user" && ev["data"]["user"]["user_id"] == "fan-owner" {
+                        let _ = tx.send((ev["data"]["user"]["version"].as_u64().unwrap_or(0), Instant::now()));
+                    }
+                }
+            });
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = reqwest::Client::new();
+    let owner = token("fan-owner");
+    let node = cluster.nodes[0].http();
+    let (mut rounds, mut hist, mut missing) = (Vec::new(), histogram(), 0);
+    for op in ["cameraOn", "cameraOff", "cameraOn"] {
+        while rx.try_recv().is_ok() {}
+        let start = Instant::now();
+        let user = post(&http, &node, op, &owner, json!({})).await?;
+        let version = user["user"]["version"].as_u64().context("a version")?;
+        let (mut got, mut last) = (0, start);
+        let deadline = start + Duration::from_secs(30);
+        while got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some((v, at))) = tokio::time::timeout(left, rx.recv()).await else { break };
+            if v == version {
+                got += 1;
+                last = at;
+                let _ = hist.record(micros(at - start));
+            }
+        }
+        missing += n - got;
+        rounds.push((last - start).as_secs_f64() * 1000.0);
+    }
+    let last_ms = rounds.iter().cloned().fold(0.0, f64::max);
+    Ok(FanoutResult { sessions: n, rounds_ms: rounds, last_ms, arrival: Percentiles::of(&hist), missing })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleResult {
+    pub connections: usize,
+    pub opened: usize,
+    pub rss_baseline_kib: u64,
+    pub rss_after_kib: u64,
+    pub per_connection_kib: f64,
+    pub connect_per_s: f64,
+    pub handshake: Percentiles,
+    pub failed: usize,
+    pub first_error: Option<String>,
+}
+
+/// `n` idle sockets on node 0: memory per socket, connect rate, handshake latency.
+pub async fn idle(cluster: &Cluster, n: usize) -> Result<IdleResult> {
+    let node = &cluster.nodes[0];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = node.rss_kib();
+    let permits = Arc::new(Semaphore::new(64));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for j in 0..n {
+        let (port, permits) = (node.port, permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("open");
+            let t = Instant::now();
+            let (mut ws, _) = ws::connect(port, &token(&format!("idle-{}", j % 1000)), "?presence=false").await?;
+            let took = t.elapsed();
+            // Keep reading: pings are answered and the socket stays open.
+            let keeper = tokio::spawn(async move { while next_json(&mut ws).await.is_some() {} });
+            anyhow::Ok((took, keeper))
+        }));
+    }
+    let (mut hist, mut keepers, mut failed, mut first_error) = (histogram(), Vec::new(), 0, None);
+    for t in tasks {
+        match t.await? {
+            Ok((took, keeper)) => {
+                let _ = hist.record(micros(took));
+                keepers.push(keeper);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    let connect_s = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = node.rss_kib();
+    let opened = keepers.len();
+    for k in keepers {
+        k.abort();
+    }
+    // Let the node see the closes before the next scenario.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(IdleResult {
+        connections: n,
+        opened,
+        rss_baseline_kib: baseline,
+        rss_after_kib: after,
+        per_connection_kib: after.saturating_sub(baseline) as f64 / opened.max(1) as f64,
+        connect_per_s: opened as f64 / connect_s,
+        handshake: Percentiles::of(&hist),
+        failed,
+        first_error,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlResult {
+    pub rate_per_s: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub latency: Percentiles,
+}
+
+/// Raw Redis PUBLISH to SUBSCRIBE on the same box: the floor under camsig's cross-node latency.
+pub async fn control(cluster: &Cluster, rate: u64, duration: Duration) -> Result<ControlResult> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.redis.port))?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe("bench-control").await?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let start = Instant::now();
+    let due = move |k: u64| start + Duration::from_secs_f64(k as f64 / rate as f64);
+    let receiver = tokio::spawn(async move {
+        let mut hist = histogram();
+        let mut stream = pubsub.on_message();
+        let mut got = 0;
+        while got < total {
+            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await else { break };
+            let k: u64 = msg.get_payload().unwrap_or(0);
+            got += 1;
+            let _ = hist.record(micros(Instant::now().saturating_duration_since(due(k))));
+        }
+        (got, hist)
+    });
+    let mut k = 0;
+    while k < total {
+        let now = Instant::now();
+        while k < total && due(k) <= now {
+            let mut c = conn.clone();
+            tokio::spawn(async move {
+                let _: redis::RedisResult<()> = redis::cmd("PUBLISH").arg("bench-control").arg(k).query_async(&mut c).await;
+            });
+            k += 1;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let (got, hist) = receiver.await?;
+    Ok(ControlResult { rate_per_s: rate, sent: total, received: got, latency: Percentiles::of(&hist) })
+}

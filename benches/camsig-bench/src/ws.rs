@@ -1,0 +1,50 @@
+//! WebSocket clients as a phone app would hold them: small buffers (4 KiB
+//! read, no write batching), spread over 127.0.0.x source addresses so that
+//! tens of thousands of sockets do not run out of ephemeral ports.
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Source addresses 127.0.0.1 to 127.0.0.16, round robin.
+const SOURCES: u32 = 16;
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+/// Opens `/ws{query}` on `port` as the holder of `token`, and reads the hello frame.
+pub async fn connect(port: u16, token: &str, query: &str) -> Result<(Ws, serde_json::Value)> {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)), 0))?;
+    let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.context("tcp connect")?;
+    stream.set_nodelay(true)?;
+    let mut req = format!("ws://127.0.0.1:{port}/ws{query}").into_client_request()?;
+    req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config())).await.context("ws handshake")?;
+    let hello = next_json(&mut ws).await.context("no hello")?;
+    Ok((ws, hello))
+}
+
+/// The next text frame as JSON; None when the socket ends.
+pub async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Text(t)) => return serde_json::from_str(&t).ok(),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
