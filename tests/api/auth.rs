@@ -98,4 +98,9 @@ async fn with_a_secret_the_dev_token_route_does_not_exist() {
     let r = app.request_with_header("POST", "/dev/token", None, Some(json!({"user_id": "dev1"}))).await;
     assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.body);
     assert_eq!(r.body["token"], Value::Null);
+    // Whatever the body: the route is not there.
+    for body in [json!({}), json!([1])] {
+        let r = app.request_with_header("POST", "/dev/token", None, Some(body)).await;
+        assert_eq!(r.status, 404, "{}", r.body);
+    }
 }

@@ -1,0 +1,296 @@
+// Proves the demo page makes a real call through a camsig cluster: two headless
+// Chromium pages with fake cameras, signed in with pasted tokens, each holding its
+// WebSocket on a different node; the viewer's <video> plays real frames, resumes
+// with ?since= after losing its socket, and ends when the owner's camera goes off.
+// Then, on a dev-mode node (as `cargo run` starts it), two people sign in by name and call.
+//
+// Usage: node tests/e2e/browser.mjs   (scripts/e2e installs playwright-core and builds camsig)
+// Env: CAMSIG_BIN (target/debug/camsig), CHROMIUM (/usr/bin/chromium),
+//      E2E_WORK (target/e2e: node_modules under node/, screenshots here).
+
+import { spawn, execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import { mkdirSync, openSync, rmSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const WORK = process.env.E2E_WORK || path.join(ROOT, "target/e2e");
+const CAMSIG_BIN = process.env.CAMSIG_BIN || path.join(ROOT, "target/debug/camsig");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// node_modules live under target/, out of the source tree.
+const { chromium } = createRequire(path.join(WORK, "node/package.json"))("playwright-core");
+
+const T = 20_000; // ms: ample for one step on a 2-core machine
+const t0 = Date.now();
+const say = (msg) => console.log(`[browser ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+
+function listenable(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer().once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+// A base port with `count` free ports after it (scripts/cluster puts its nodes on NODE_PORT..+2).
+async function freePorts(count, taken = []) {
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    if (ports.some((p) => taken.includes(p))) continue;
+    if ((await Promise.all(ports.map(listenable))).every(Boolean)) return ports;
+  }
+}
+
+async function until(what, fn, ms = T) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try { const v = await fn(); if (v) return v; } catch { /* not yet */ }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+let cluster = null;
+let devNode = null;
+let browser = null;
+let stopping = null;
+// Once, whether from the end of main() or from a signal.
+function cleanup() {
+  stopping ??= (async () => {
+    if (browser) await browser.close().catch(() => {});
+    if (devNode && devNode.exitCode === null) devNode.kill("SIGTERM");
+    if (cluster && cluster.exitCode === null) {
+      // scripts/cluster traps TERM and stops redis, the nodes and nginx.
+      const exited = new Promise((r) => cluster.once("exit", r));
+      cluster.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
+    }
+  })();
+  return stopping;
+}
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => cleanup().finally(() => process.exit(130)));
+
+const LAUNCH = {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    // Real host addresses in candidates (not mDNS names), so the filter below can keep loopback only.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-sandbox",
+  ],
+};
+
+// A fresh browser context (own storage, like another person's browser) on a node's page.
+async function newPage(user, port) {
+  const ctx = await browser.newContext({ viewport: { width: 1000, height: 760 }, permissions: ["camera"] });
+  // Keep media on loopback: drop remote candidates on any other address.
+  await ctx.addInitScript(() => {
+    const add = RTCPeerConnection.prototype.addIceCandidate;
+    RTCPeerConnection.prototype.addIceCandidate = function (c, ...rest) {
+      if (c && c.candidate && !/ 127\.0\.0\.1 /.test(c.candidate)) return Promise.resolve();
+      return add.call(this, c, ...rest);
+    };
+  });
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => say(`${user} page error: ${e.message}`));
+  await page.goto(`http://127.0.0.1:${port}/`);
+  return page;
+}
+async function live(page) {
+  await page.locator('[data-testid="ws-status"][data-state="live"]').waitFor({ timeout: T });
+  return page.getByTestId("node-id").getAttribute("data-node");
+}
+async function cameraOn(page) {
+  await page.getByTestId("camera-btn").click();
+  await page.locator('[data-testid="camera-btn"][data-state="on"]').waitFor({ timeout: T });
+  await until("local preview", () => page.getByTestId("local-video").evaluate((v) => v.videoWidth > 0));
+}
+// A video is playing real frames: it has a size and its clock moves.
+async function assertPlaying(page, who) {
+  const video = page.getByTestId(`remote-video-${who}`);
+  await until(`${who}'s video to have frames`, () => video.evaluate((v) => v.videoWidth > 0 && v.currentTime > 0));
+  const a = await video.evaluate((v) => ({ t: v.currentTime, w: v.videoWidth, h: v.videoHeight, frames: v.getVideoPlaybackQuality().totalVideoFrames }));
+  await page.waitForTimeout(1500);
+  const b = await video.evaluate((v) => ({ t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames, paused: v.paused }));
+  assert.ok(b.t > a.t + 0.5, `currentTime advances (${a.t} -> ${b.t})`);
+  assert.ok(b.frames > a.frames, `frames are decoded (${a.frames} -> ${b.frames})`);
+  assert.equal(b.paused, false);
+  await page.locator(`[data-testid="view-${who}"][data-state="live"]`).waitFor({ timeout: T });
+  say(`${who}'s video plays on the viewer: ${a.w}x${a.h}, t ${a.t.toFixed(2)} -> ${b.t.toFixed(2)} s, frames ${a.frames} -> ${b.frames}`);
+}
+async function assertEnded(page, who, words) {
+  await page.locator(`[data-testid="view-${who}"][data-state="ended"]`).waitFor({ timeout: T });
+  const status = await page.getByTestId(`view-status-${who}`).textContent();
+  assert.match(status, words, "the page says why the call ended");
+  const cleared = await page.getByTestId(`remote-video-${who}`).evaluate((v) => v.srcObject === null && v.videoWidth === 0);
+  assert.ok(cleared, "the viewer's video element no longer holds the stream");
+  say(`viewer's video ended: "${status}"`);
+}
+
+async function clusterCall() {
+  const [lb, redis] = await freePorts(2);
+  const nodes = await freePorts(3, [lb, redis]);
+  const secret = randomBytes(32).toString("hex");
+  const env = { ...process.env, CAMSIG__AUTH__JWT_SECRET: secret };
+  const logs = path.join(WORK, "logs/browser");
+  rmSync(logs, { recursive: true, force: true });
+  cluster = spawn(path.join(ROOT, "scripts/cluster"), [], {
+    env: { ...env, CLUSTER_PORT: String(lb), REDIS_PORT: String(redis), NODE_PORT: String(nodes[0]), CAMSIG_BIN, CLUSTER_LOGS: logs },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  cluster.once("exit", (code) => { if (!stopping) say(`scripts/cluster exited early (${code})`); });
+  const [ownerNode, viewerNode] = [nodes[0], nodes[1]];
+  for (const port of [lb, ownerNode, viewerNode]) {
+    await until(`readyz on ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 30_000);
+  }
+  say(`cluster up: lb ${lb}, nodes ${nodes.join(",")}`);
+
+  // scripts/cluster has a JWT secret, so no dev tokens: mint with the CLI and paste them.
+  const token = (user) => execFileSync(CAMSIG_BIN, ["token", user, "--ttl", "900"], { env }).toString().trim();
+  async function open(user, port, direct = true) {
+    const page = await newPage(user, port);
+    // No dev mode here: the page must offer the paste-a-token form, not the name form.
+    await page.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
+    assert.equal(await page.getByTestId("dev-form").isVisible(), false, "dev form hidden without dev mode");
+    await page.getByTestId("token").fill(token(user));
+    await page.getByTestId("token-btn").click();
+    const node = await live(page);
+    if (direct) {
+      const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
+      assert.equal(node, health.node_id, `${user}'s socket is on the node it was opened on`);
+    }
+    say(`${user} signed in, WebSocket on ${node}`);
+    return { page, node };
+  }
+  const owner = await open("ann", ownerNode);
+  const viewer = await open("bob", viewerNode);
+  assert.notEqual(owner.node, viewer.node, "owner and viewer sessions are on different nodes");
+  const O = owner.page, V = viewer.page;
+
+  // Cameras on: the owner's (and the viewer's too, so the screenshot shows both sides).
+  await cameraOn(O);
+  await cameraOn(V);
+  await V.getByTestId("user-ann").waitFor({ timeout: T });
+  await O.getByTestId("user-bob").waitFor({ timeout: T });
+  say("both cameras on, each listed on the other page");
+
+  // Call 1: Show, answer, ICE both ways, frames.
+  await V.getByTestId("show-ann").click();
+  await assertPlaying(V, "ann");
+  await O.getByTestId("watcher-bob").waitFor({ timeout: T });
+  await V.screenshot({ path: path.join(WORK, "cluster.png") });
+
+  // The viewer loses its socket; the owner stops the call meanwhile. Back on
+  // ?since=<last id>, the viewer gets the missed hangup replayed.
+  const lastId = await V.evaluate(() => { const ws = camsig.ws; ws.onclose = null; ws.close(); camsig.ws = null; return camsig.lastId; });
+  await O.getByTestId("stop-bob").click();
+  await O.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
+  assert.equal(await V.locator('[data-testid="view-ann"][data-state="live"]').count(), 1, "viewer has not heard of it yet");
+  const wsUrl = V.waitForEvent("websocket", { timeout: T });
+  await V.evaluate(() => connect());
+  assert.match((await wsUrl).url(), new RegExp(`since=${lastId}`), "the page reconnects with since=<last event id>");
+  await assertEnded(V, "ann", /ann hung up/);
+
+  // Call 2: the viewer shows again, then hangs up itself; the owner hears it.
+  await V.getByTestId("close-ann").click();
+  await V.getByTestId("show-ann").click();
+  await assertPlaying(V, "ann");
+  await O.getByTestId("watcher-bob").waitFor({ timeout: T });
+  await V.getByTestId("hangup-ann").click();
+  await O.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
+  say("viewer hung up; the owner's page dropped the viewer");
+
+  // Call 3: the owner turns the camera off; the viewer's video ends.
+  await V.getByTestId("close-ann").click();
+  await V.getByTestId("show-ann").click();
+  await assertPlaying(V, "ann");
+  await O.getByTestId("camera-btn").click();
+  await O.locator('[data-testid="camera-btn"][data-state="off"]').waitFor({ timeout: T });
+  await assertEnded(V, "ann", /turned the camera off/);
+  await V.getByTestId("user-ann").waitFor({ state: "detached", timeout: T });
+  await V.screenshot({ path: path.join(WORK, "demo-ended.png") });
+
+  // Errors read in words: the server's message is shown.
+  await V.evaluate(() => show("nobody-here"));
+  const err = V.getByTestId("error-text");
+  await err.waitFor({ timeout: T });
+  const text = await err.textContent();
+  assert.equal(text, "Could not show nobody-here's camera: no such user");
+  assert.ok(!/user_not_found|\{/.test(text), `a sentence, not a code: ${text}`);
+  say(`error shown: "${text}"`);
+
+  // Through nginx too: the page's WebSocket upgrades through the proxy.
+  const viaLb = await open("carl", lb, false);
+  assert.match(viaLb.node, /^node[123]$/);
+}
+
+// As `cargo run` starts it: one node, no secret, so the page signs in by name.
+async function devModeCall() {
+  const [port] = await freePorts(1);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CAMSIG")));
+  mkdirSync(path.join(WORK, "logs/browser"), { recursive: true });
+  const log = openSync(path.join(WORK, "logs/browser/dev-node.log"), "w");
+  devNode = spawn(CAMSIG_BIN, [], { env: { ...env, CAMSIG__SERVER__BIND: `127.0.0.1:${port}` }, stdio: ["ignore", log, log] });
+  await until("the dev-mode node", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 30_000);
+  const pages = {};
+  for (const name of ["Ann Lee", "Bob"]) {
+    const page = await newPage(name, port);
+    await page.getByTestId("dev-form").waitFor({ state: "visible", timeout: T });
+    assert.equal(await page.getByTestId("token-form").isVisible(), false, "no token box in dev mode");
+    await page.getByTestId("name").fill(name);
+    await page.getByTestId("signin-btn").click();
+    await live(page);
+    pages[name] = page;
+  }
+  const [A, B] = [pages["Ann Lee"], pages.Bob];
+  assert.equal(await A.getByTestId("me").textContent(), "Ann Lee (ann-lee)");
+  await cameraOn(A);
+  await cameraOn(B);
+  await B.getByTestId("user-ann-lee").getByText("Ann Lee").waitFor({ timeout: T });
+  await B.getByTestId("show-ann-lee").click();
+  await assertPlaying(B, "ann-lee");
+  const shot = path.join(WORK, "demo.png");
+  await B.screenshot({ path: shot });
+  say(`screenshot: ${shot}`);
+
+  // Reloads: a page that goes away hangs up its calls, and an owner page
+  // reloaded with the camera on picks the camera up again.
+  await A.getByTestId("watcher-bob").waitFor({ timeout: T });
+  await B.reload();
+  await live(B);
+  await A.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
+  await A.reload();
+  await live(A);
+  await until("the owner's camera back after a reload", () => A.getByTestId("local-video").evaluate((v) => v.videoWidth > 0));
+  assert.equal(await A.getByTestId("camera-btn").getAttribute("data-state"), "on");
+  await B.getByTestId("show-ann-lee").click();
+  await assertPlaying(B, "ann-lee");
+  say("after reloads on both sides, the call plays again");
+  say("dev mode: signed in by name, call plays");
+}
+
+async function main() {
+  mkdirSync(WORK, { recursive: true });
+  browser = await chromium.launch(LAUNCH);
+  await clusterCall();
+  await devModeCall();
+}
+
+let failed = false;
+try {
+  await main();
+  say("PASS");
+} catch (e) {
+  failed = true;
+  console.error(e);
+  say(`FAIL (logs: ${path.join(WORK, "logs/browser")})`);
+} finally {
+  await cleanup();
+}
+process.exit(failed ? 1 : 0);
