@@ -130,7 +130,9 @@ async fn main() -> Result<()> {
     let mut idle = Vec::new();
     if runs("idle") {
         for &n in &plan.idle {
-            let r = scenarios::idle(&cluster, n).await?;
+            // A fresh node each time: freed memory stays in the allocator and would hide the cost.
+            let fresh = cluster::Cluster::start(&camsig, 1).await?;
+            let r = scenarios::idle(&fresh, n).await?;
             eprintln!(
                 "idle     {:>6} sockets: {} open, {:.1} KiB each (RSS {} → {} KiB), {:.0} connects/s, handshake p99 {:.1} ms{}",
                 n,

@@ -60,6 +60,8 @@ pub struct Pairs {
     queues: Vec<mpsc::UnboundedSender<u64>>,
     receipts: mpsc::UnboundedReceiver<Receipt>,
     errors: Arc<AtomicU64>,
+    /// Calls handed to a sender and not yet answered.
+    pending: Arc<AtomicU64>,
     next_k: u64,
 }
 
@@ -69,6 +71,7 @@ impl Pairs {
         let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
         let (rtx, receipts) = mpsc::unbounded_channel();
         let errors = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicU64::new(0));
         let mut queues = Vec::new();
         for i in 0..n {
             let (s, r) = (format!("bench-s{i}"), format!("bench-r{i}"));
@@ -91,7 +94,7 @@ impl Pairs {
                 }
             });
             let (qtx, mut qrx) = mpsc::unbounded_channel::<u64>();
-            let (http, url, errors) = (http.clone(), format!("{}/webrtc/ice", a.http()), errors.clone());
+            let (http, url, errors, pending) = (http.clone(), format!("{}/webrtc/ice", a.http()), errors.clone(), pending.clone());
             tokio::spawn(async move {
                 while let Some(k) = qrx.recv().await {
                     let body = json!({"room_id": room, "candidate": {
@@ -101,11 +104,12 @@ impl Pairs {
                     if !ok {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    pending.fetch_sub(1, Ordering::Relaxed);
                 }
             });
             queues.push(qtx);
         }
-        Ok(Pairs { queues, receipts, errors, next_k: 0 })
+        Ok(Pairs { queues, receipts, errors, pending, next_k: 0 })
     }
 }
 
@@ -149,6 +153,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
     while k < base + total {
         let now = Instant::now();
         while k < base + total && due(k) <= now {
+            pairs.pending.fetch_add(1, Ordering::Relaxed);
             let _ = pairs.queues[(k % n) as usize].send(k);
             k += 1;
         }
@@ -160,10 +165,21 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
     let mut seen = HashSet::with_capacity(total as usize);
     let mut last = vec![None::<u64>; n as usize];
     let (mut dup, mut ooo) = (0, 0);
-    let drain_until = Instant::now() + Duration::from_secs(5);
+    let mut last_at = start;
+    // Every call is answered (a backlog is latency, not loss), then events get 2 s more to arrive.
+    let mut drain_until = Instant::now() + Duration::from_secs(2);
     while (seen.len() as u64) < total {
-        let left = drain_until.saturating_duration_since(Instant::now());
-        let Ok(Some(r)) = tokio::time::timeout(left, pairs.receipts.recv()).await else { break };
+        if pairs.pending.load(Ordering::Relaxed) > 0 && start.elapsed() < duration * 10 + Duration::from_secs(30) {
+            drain_until = Instant::now() + Duration::from_secs(2);
+        }
+        let left = drain_until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        let r = match tokio::time::timeout(left, pairs.receipts.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) if Instant::now() < drain_until => continue,
+            Err(_) => break,
+        };
+        last_at = r.at;
         if r.k < base {
             continue;
         }
@@ -177,7 +193,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         last[r.pair] = Some(r.k);
         let _ = hist.record(micros(r.at.saturating_duration_since(due(r.k))));
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = (last_at - start).as_secs_f64();
     LoadResult {
         offered_per_s: rate,
         duration_s: duration.as_secs_f64(),
@@ -215,18 +231,18 @@ pub async fn fanout(cluster: &Cluster, n: usize) -> Result<FanoutResult> {
             // A few users with many devices each: one online broadcast per user, not per socket.
             let (mut ws, _) = ws::connect(port, &token(&format!("fan-viewer-{}", j % 10)), "").await?;
             drop(permit);
-            tokio::spawn(async move {
+            anyhow::Ok(tokio::spawn(async move {
                 while let Some(ev) = next_json(&mut ws).await {
                     if ev["action"] == "server-action:update_user" && ev["data"]["user"]["user_id"] == "fan-owner" {
                         let _ = tx.send((ev["data"]["user"]["version"].as_u64().unwrap_or(0), Instant::now()));
                     }
                 }
-            });
-            anyhow::Ok(())
+            }))
         }));
     }
+    let mut readers = Vec::with_capacity(n);
     for t in tasks {
-        t.await??;
+        readers.push(t.await??);
     }
     drop(tx);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,6 +269,11 @@ pub async fn fanout(cluster: &Cluster, n: usize) -> Result<FanoutResult> {
         missing += n - got;
         rounds.push((last - start).as_secs_f64() * 1000.0);
     }
+    // Close every socket, and let the nodes see it, before the next scenario.
+    for r in readers {
+        r.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let last_ms = rounds.iter().cloned().fold(0.0, f64::max);
     Ok(FanoutResult { sessions: n, rounds_ms: rounds, last_ms, arrival: Percentiles::of(&hist), missing })
 }
