@@ -82,7 +82,7 @@ impl Node {
                 pool_cfg.timeouts = deadpool_redis::Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
                 cfg.pool = Some(pool_cfg);
                 let pool = cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1)).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-                let b = Arc::new(RedisBroker::start(client, pool.clone(), registry.clone(), bounds));
+                let b = Arc::new(RedisBroker::start(client, registry.clone(), bounds));
                 (Arc::new(RedisStore::new(pool)), b.clone(), None, Some(b))
             }
             None => {

@@ -9,7 +9,7 @@
 //! bumps `reconnects` so the node can re-register what Redis may have lost.
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use futures_util::StreamExt;
 use redis::Script;
 use redis::aio::PubSubSink;
@@ -80,7 +80,11 @@ struct Shared {
 }
 
 pub struct RedisBroker {
-    pool: Pool,
+    client: redis::Client,
+    /// One multiplexed connection for publishing and reading logs: concurrent
+    /// calls share its pipeline, and no pool check costs a round trip. It
+    /// reconnects by itself; it is opened on first use, so a node starts without Redis.
+    cmds: tokio::sync::OnceCell<ConnectionManager>,
     bounds: LogBounds,
     publish: Script,
     read: Script,
@@ -89,15 +93,25 @@ pub struct RedisBroker {
 
 impl RedisBroker {
     /// Starts the pub/sub task on the current runtime.
-    pub fn start(client: redis::Client, pool: Pool, sink: Arc<dyn Sink>, bounds: LogBounds) -> Self {
+    pub fn start(client: redis::Client, sink: Arc<dyn Sink>, bounds: LogBounds) -> Self {
         let shared = Arc::new(Shared {
             sink,
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
             reconnects: watch::channel(0).0,
         });
-        actix_web::rt::spawn(listen(client, shared.clone()));
-        Self { pool, bounds, publish: Script::new(PUBLISH), read: Script::new(READ), shared }
+        actix_web::rt::spawn(listen(client.clone(), shared.clone()));
+        Self { client, cmds: tokio::sync::OnceCell::new(), bounds, publish: Script::new(PUBLISH), read: Script::new(READ), shared }
+    }
+
+    /// The shared command connection (a cheap clone of one multiplexed connection).
+    async fn conn(&self) -> Result<ConnectionManager> {
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1);
+        let c = self.cmds.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), cfg)).await.map_err(redis_error)?;
+        Ok(c.clone())
     }
 
     /// Bumped each time the pub/sub connection comes back after a loss.
@@ -114,7 +128,7 @@ impl RedisBroker {
     /// The log's last id, newest deleted id, first kept id, and the entries after `since`.
     async fn read(&self, user: &UserId, since: Option<EventId>) -> Result<(EventId, EventId, EventId, Vec<Entry>)> {
         self.bounded(async {
-            let mut c = self.pool.get().await.map_err(Error::unavailable)?;
+            let mut c = self.conn().await?;
             let keep_ms = self.bounds.keep_s * 1000;
             let (last, maxdel, first, entries): (String, String, String, Vec<Entry>) = self
                 .read
@@ -152,7 +166,7 @@ fn entry_frame((id, fields): &Entry) -> Option<Frame> {
 impl Broker for RedisBroker {
     async fn publish(&self, user: &UserId, event: &Event, accepted_us: i64) -> Result<EventId> {
         self.bounded(async {
-            let mut c = self.pool.get().await.map_err(Error::unavailable)?;
+            let mut c = self.conn().await?;
             let id: String = self
                 .publish
                 .key(log_key(user))
@@ -172,7 +186,7 @@ impl Broker for RedisBroker {
 
     async fn broadcast(&self, event: &Event, accepted_us: i64) -> Result<()> {
         self.bounded(async {
-            let mut c = self.pool.get().await.map_err(Error::unavailable)?;
+            let mut c = self.conn().await?;
             redis::cmd("PUBLISH")
                 .arg(PRESENCE)
                 .arg(format!("{accepted_us}\n{}", event.to_json()))

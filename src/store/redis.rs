@@ -76,6 +76,12 @@ async fn watch(c: &mut Connection, keys: &[String]) -> Result<()> {
     redis::cmd("WATCH").arg(keys).query_async::<()>(c).await.map_err(redis_error)
 }
 
+/// WATCH `key` and read it, in one round trip.
+async fn watch_get<T: DeserializeOwned>(c: &mut Connection, key: &str) -> Result<Option<T>> {
+    let (s,): (Option<String>,) = redis::pipe().cmd("WATCH").arg(key).ignore().cmd("GET").arg(key).query_async(c).await.map_err(redis_error)?;
+    s.as_deref().map(from_json).transpose()
+}
+
 async fn get<T: DeserializeOwned>(c: &mut Connection, key: &str) -> Result<Option<T>> {
     let s: Option<String> = redis::cmd("GET").arg(key).query_async(c).await.map_err(redis_error)?;
     s.as_deref().map(from_json).transpose()
@@ -317,8 +323,7 @@ impl Store for RedisStore {
     async fn update_room(&self, id: &RoomId, op: RoomOp<'_>) -> Result<(Room, Role)> {
         let key = room_key(id);
         atomically!(self, |c| {
-            watch(c, std::slice::from_ref(&key)).await?;
-            let mut r = get::<Room>(c, &key).await?.ok_or(Error::RoomNotFound)?;
+            let mut r = watch_get::<Room>(c, &key).await?.ok_or(Error::RoomNotFound)?;
             let to = op(&mut r)?;
             let mut p = redis::pipe();
             p.atomic();

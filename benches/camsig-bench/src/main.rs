@@ -59,21 +59,30 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut smoke, mut camsig, mut out) = (false, PathBuf::from("target/release/camsig"), PathBuf::from("target/bench"));
     let mut only: Option<Vec<String>> = None;
+    let (mut rates, mut seconds): (Option<Vec<u64>>, Option<u64>) = (None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
             "--camsig" => camsig = args.next().context("--camsig <path>")?.into(),
             "--out" => out = args.next().context("--out <dir>")?.into(),
+            "--rates" => rates = Some(args.next().context("--rates 1000,5000")?.split(',').map(str::parse).collect::<Result<_, _>>()?),
+            "--seconds" => seconds = Some(args.next().context("--seconds N")?.parse()?),
             "--only" => only = Some(args.next().context("--only a,b")?.split(',').map(str::to_owned).collect()),
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,fanout,idle,control]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,fanout,idle,control] [--rates R1,R2] [--seconds S]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
         }
     }
     let runs = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
-    let plan = if smoke { Plan::smoke() } else { Plan::full() };
+    let mut plan = if smoke { Plan::smoke() } else { Plan::full() };
+    if let Some(r) = rates {
+        plan.latency_rates = r;
+    }
+    if let Some(s) = seconds {
+        plan.latency_for = Duration::from_secs(s);
+    }
     let nofile = cluster::raise_nofile();
     let machine = report::Machine::read(nofile);
     eprintln!("machine: {} × {} cores, {} GiB, open files ≤ {}", machine.cpu, machine.cores, machine.memory_gib, nofile);
