@@ -127,3 +127,11 @@ pub fn raise_nofile() -> u64 {
     }
     hard
 }
+
+/// Commands Redis has processed so far (`INFO stats`), to count round trips per call.
+pub async fn redis_commands(port: u16) -> u64 {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else { return 0 };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else { return 0 };
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut c).await.unwrap_or_default();
+    info.lines().find_map(|l| l.strip_prefix("total_commands_processed:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}

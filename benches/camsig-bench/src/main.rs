@@ -106,7 +106,10 @@ async fn main() -> Result<()> {
         scenarios::load(&mut pairs, plan.latency_rates[0], Duration::from_millis(500)).await;
         if runs("latency") {
             for &rate in &plan.latency_rates {
-                let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
+                let before = cluster::redis_commands(cluster.redis.port).await;
+                let mut r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
+                let after = cluster::redis_commands(cluster.redis.port).await;
+                r.redis_commands_per_call = after.saturating_sub(before) as f64 / r.sent.max(1) as f64;
                 print_load("latency", &r);
                 latency.push(r);
             }
@@ -165,7 +168,7 @@ async fn main() -> Result<()> {
 
 fn print_load(what: &str, r: &scenarios::LoadResult) {
     eprintln!(
-        "{what:<8} {:>6}/s: delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
-        r.offered_per_s, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
+        "{what:<8} {:>6}/s: {:.1} redis cmds/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
+        r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
     );
 }

@@ -134,6 +134,8 @@ pub struct LoadResult {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub http_errors: u64,
+    /// Redis commands per call, all nodes together (housekeeping included).
+    pub redis_commands_per_call: f64,
     /// From the call's scheduled send time to its event on the socket on the other node.
     pub latency: Percentiles,
 }
@@ -204,6 +206,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         duplicates: dup,
         out_of_order: ooo,
         http_errors: pairs.errors.load(Ordering::Relaxed),
+        redis_commands_per_call: 0.0,
         latency: Percentiles::of(&hist),
     }
 }
