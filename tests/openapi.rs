@@ -3,7 +3,6 @@
 //! Regenerate both with `UPDATE_OPENAPI=1 cargo test --test openapi`.
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
 fn check(file: &str, generated: &str) {

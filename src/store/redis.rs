@@ -256,7 +256,7 @@ impl Store for RedisStore {
 
     async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState> {
         atomically!(self, |c| {
-                let (uk, sk) = (user_key(&id), sessions_key(&id));
+                let (uk, sk) = (user_key(id), sessions_key(id));
                 watch(c, &[uk.clone(), sk.clone()]).await?;
                 let mut u = get::<UserState>(c, &uk).await?.unwrap_or_else(|| UserState::new(id.clone(), now));
                 let sessions: usize = redis::cmd("HLEN").arg(&sk).query_async(c).await.map_err(redis_error)?;
@@ -273,8 +273,8 @@ impl Store for RedisStore {
 
     async fn camera_off(&self, id: &UserId, now: DateTime<Utc>) -> Result<Change> {
         atomically!(self, |c| {
-                let uk = user_key(&id);
-                watch(c, &[uk.clone(), open_key(&id)]).await?;
+                let uk = user_key(id);
+                watch(c, &[uk.clone(), open_key(id)]).await?;
                 let Some(mut u) = get::<UserState>(c, &uk).await? else {
                     redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
                     return Ok(Some(Change::default()));
@@ -283,24 +283,24 @@ impl Store for RedisStore {
                     redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
                     return Ok(Some(Change::default()));
                 }
-                let rooms = open_rooms(c, &id).await?;
+                let rooms = open_rooms(c, id).await?;
                 let mut p = redis::pipe();
                 p.atomic();
                 write_user(&mut p, &u);
-                let closed = close_rooms(&mut p, &rooms, &id, Role::Owner, "camera_off", now);
+                let closed = close_rooms(&mut p, &rooms, id, Role::Owner, "camera_off", now);
                 Ok(exec(c, &p).await?.then_some(Change { user: Some(u), closed }))
         })
     }
 
     async fn show(&self, owner: &UserId, abonent: &UserId, max_viewers: usize, now: DateTime<Utc>) -> Result<Show> {
         atomically!(self, |c| {
-                let uk = user_key(&owner);
-                watch(c, &[uk.clone(), open_key(&owner)]).await?;
+                let uk = user_key(owner);
+                watch(c, &[uk.clone(), open_key(owner)]).await?;
                 let o = get::<UserState>(c, &uk).await?.ok_or(Error::UserNotFound)?;
                 if o.camera != Camera::On {
                     return Err(Error::CameraOff);
                 }
-                let rooms = open_rooms(c, &owner).await?;
+                let rooms = open_rooms(c, owner).await?;
                 let owned: Vec<&Room> = rooms.iter().filter(|r| r.owner == *owner).collect();
                 if let Some(r) = owned.iter().find(|r| r.abonent == *abonent) {
                     redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
@@ -334,14 +334,14 @@ impl Store for RedisStore {
 
     async fn session_opened(&self, user: &UserId, session: &SessionId, node: &str, now: DateTime<Utc>) -> Result<Option<UserState>> {
         atomically!(self, |c| {
-                let (uk, sk) = (user_key(&user), sessions_key(&user));
+                let (uk, sk) = (user_key(user), sessions_key(user));
                 watch(c, &[uk.clone(), sk.clone()]).await?;
                 let mut u = get::<UserState>(c, &uk).await?.unwrap_or_else(|| UserState::new(user.clone(), now));
                 let changed = u.set_online(true, now);
                 let mut p = redis::pipe();
                 p.atomic();
-                p.cmd("HSET").arg(&sk).arg(session.as_str()).arg(&node).ignore();
-                p.cmd("SADD").arg(node_sessions_key(&node)).arg(format!("{user}{SEP}{session}")).ignore();
+                p.cmd("HSET").arg(&sk).arg(session.as_str()).arg(node).ignore();
+                p.cmd("SADD").arg(node_sessions_key(node)).arg(format!("{user}{SEP}{session}")).ignore();
                 p.cmd("ZREM").arg(EXPIRIES).arg(user.as_str()).ignore();
                 write_user(&mut p, &u);
                 Ok(exec(c, &p).await?.then(|| changed.then_some(u)))
@@ -350,7 +350,7 @@ impl Store for RedisStore {
 
     async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>> {
         atomically!(self, |c| {
-                let (uk, sk) = (user_key(&user), sessions_key(&user));
+                let (uk, sk) = (user_key(user), sessions_key(user));
                 watch(c, &[uk.clone(), sk.clone()]).await?;
                 let node: Option<String> = redis::cmd("HGET").arg(&sk).arg(session.as_str()).query_async(c).await.map_err(redis_error)?;
                 let Some(node) = node else {
@@ -383,8 +383,8 @@ impl Store for RedisStore {
 
     async fn expire(&self, user: &UserId, now: DateTime<Utc>) -> Result<Change> {
         atomically!(self, |c| {
-                let (uk, sk) = (user_key(&user), sessions_key(&user));
-                watch(c, &[uk.clone(), sk.clone(), open_key(&user)]).await?;
+                let (uk, sk) = (user_key(user), sessions_key(user));
+                watch(c, &[uk.clone(), sk.clone(), open_key(user)]).await?;
                 let sessions: usize = redis::cmd("HLEN").arg(&sk).query_async(c).await.map_err(redis_error)?;
                 if sessions > 0 {
                     redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
@@ -399,9 +399,9 @@ impl Store for RedisStore {
                     write_user(&mut p, &u);
                     change.user = Some(u);
                 }
-                let rooms = open_rooms(c, &user).await?;
-                change.closed = close_rooms(&mut p, &rooms, &user, Role::Owner, "camera_off", now);
-                change.closed.extend(close_rooms(&mut p, &rooms, &user, Role::Abonent, "gone", now));
+                let rooms = open_rooms(c, user).await?;
+                change.closed = close_rooms(&mut p, &rooms, user, Role::Owner, "camera_off", now);
+                change.closed.extend(close_rooms(&mut p, &rooms, user, Role::Abonent, "gone", now));
                 Ok(exec(c, &p).await?.then_some(change))
         })
     }

@@ -82,7 +82,8 @@ fn plot(run: &Run, path: &Path) -> Result<()> {
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..max_rate, (0.05f64..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("offered load (calls/s, open loop)").y_desc("latency (ms, log scale)").draw()?;
-    let series: [(&str, fn(&LoadResult) -> f64, RGBColor); 3] = [
+    type Series = (&'static str, fn(&LoadResult) -> f64, RGBColor);
+    let series: [Series; 3] = [
         ("p50", |r| r.latency.p50_ms, BLUE),
         ("p99", |r| r.latency.p99_ms, RED),
         ("p99.9", |r| r.latency.p999_ms, MAGENTA),
