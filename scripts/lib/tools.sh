@@ -1,5 +1,32 @@
-# Shared by scripts/sdk and scripts/api-check: pinned tools, installed on first use.
+# Shared by the scripts: Debian packages and pinned tools, installed on first use.
 log() { printf '\n== %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_ready=
+apt_install() { # apt_install <debian package>
+  if [ -z "$apt_ready" ]; then as_root apt-get update -qq; apt_ready=1; fi
+  log "installing $1"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$1" >/dev/null
+}
+
+need_pkg() { # need_pkg <command> <debian package>
+  command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
+# Debian splits venv (and ensurepip) out of python3.
+need_venv() {
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+}
+
+need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    need_pkg curl curl
+    log "installing the Rust toolchain (rustup)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+}
 
 PY_TOOLS=(schemathesis==4.32.5 openapi-python-client==0.29.1 ruff==0.14.5)
 
