@@ -106,17 +106,14 @@ async fn main() -> Result<()> {
         scenarios::load(&mut pairs, plan.latency_rates[0], Duration::from_millis(500)).await;
         if runs("latency") {
             for &rate in &plan.latency_rates {
-                let before = cluster::redis_commands(cluster.redis.port).await;
-                let mut r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
-                let after = cluster::redis_commands(cluster.redis.port).await;
-                r.redis_commands_per_call = after.saturating_sub(before) as f64 / r.sent.max(1) as f64;
+                let r = measured_load(&cluster, &mut pairs, rate, plan.latency_for).await;
                 print_load("latency", &r);
                 latency.push(r);
             }
         }
         if runs("throughput") {
             for &rate in &plan.ramp {
-                let r = scenarios::load(&mut pairs, rate, plan.ramp_for).await;
+                let r = measured_load(&cluster, &mut pairs, rate, plan.ramp_for).await;
                 print_load("ramp", &r);
                 let good = r.latency.p99_ms <= 50.0 && r.lost == 0 && r.duplicates == 0 && r.out_of_order == 0;
                 if good {
@@ -164,6 +161,15 @@ async fn main() -> Result<()> {
     let (json, svg) = report::write(&run, &out)?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
+}
+
+/// One load step, with the Redis commands it cost per call.
+async fn measured_load(cluster: &cluster::Cluster, pairs: &mut scenarios::Pairs, rate: u64, duration: Duration) -> scenarios::LoadResult {
+    let before = cluster::redis_commands(cluster.redis.port).await;
+    let mut r = scenarios::load(pairs, rate, duration).await;
+    let after = cluster::redis_commands(cluster.redis.port).await;
+    r.redis_commands_per_call = after.saturating_sub(before) as f64 / r.sent.max(1) as f64;
+    r
 }
 
 fn print_load(what: &str, r: &scenarios::LoadResult) {

@@ -46,6 +46,37 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).max(1)
 }
 
+/// An open-loop schedule: call `i` is due at `start + i / rate`, whatever
+/// happened to earlier calls.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    rate: u64,
+}
+
+impl Schedule {
+    fn now(rate: u64) -> Self {
+        Schedule { start: Instant::now(), rate }
+    }
+
+    fn due(&self, i: u64) -> Instant {
+        self.start + Duration::from_secs_f64(i as f64 / self.rate as f64)
+    }
+
+    /// Fires calls `0..total`, each once it is due.
+    async fn run(&self, total: u64, mut fire: impl FnMut(u64)) {
+        let mut i = 0;
+        while i < total {
+            let now = Instant::now();
+            while i < total && self.due(i) <= now {
+                fire(i);
+                i += 1;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+}
+
 /// One receipt of a `put_ice` carrying call number `k`.
 struct Receipt {
     pair: usize,
@@ -149,18 +180,15 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
     let base = pairs.next_k;
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let n = pairs.queues.len() as u64;
-    let start = Instant::now();
-    let due = |k: u64| start + Duration::from_secs_f64((k - base) as f64 / rate as f64);
-    let mut k = base;
-    while k < base + total {
-        let now = Instant::now();
-        while k < base + total && due(k) <= now {
+    let schedule = Schedule::now(rate);
+    let start = schedule.start;
+    let due = |k: u64| schedule.due(k - base);
+    schedule
+        .run(total, |i| {
             pairs.pending.fetch_add(1, Ordering::Relaxed);
-            let _ = pairs.queues[(k % n) as usize].send(k);
-            k += 1;
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
+            let _ = pairs.queues[((base + i) % n) as usize].send(base + i);
+        })
+        .await;
     pairs.next_k = base + total;
 
     let mut hist = histogram();
@@ -364,8 +392,7 @@ pub async fn control(cluster: &Cluster, rate: u64, duration: Duration) -> Result
     pubsub.subscribe("bench-control").await?;
     let conn = client.get_multiplexed_async_connection().await?;
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let start = Instant::now();
-    let due = move |k: u64| start + Duration::from_secs_f64(k as f64 / rate as f64);
+    let schedule = Schedule::now(rate);
     let receiver = tokio::spawn(async move {
         let mut hist = histogram();
         let mut stream = pubsub.on_message();
@@ -374,22 +401,18 @@ pub async fn control(cluster: &Cluster, rate: u64, duration: Duration) -> Result
             let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await else { break };
             let k: u64 = msg.get_payload().unwrap_or(0);
             got += 1;
-            let _ = hist.record(micros(Instant::now().saturating_duration_since(due(k))));
+            let _ = hist.record(micros(Instant::now().saturating_duration_since(schedule.due(k))));
         }
         (got, hist)
     });
-    let mut k = 0;
-    while k < total {
-        let now = Instant::now();
-        while k < total && due(k) <= now {
+    schedule
+        .run(total, |k| {
             let mut c = conn.clone();
             tokio::spawn(async move {
                 let _: redis::RedisResult<()> = redis::cmd("PUBLISH").arg("bench-control").arg(k).query_async(&mut c).await;
             });
-            k += 1;
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
+        })
+        .await;
     let (got, hist) = receiver.await?;
     Ok(ControlResult { rate_per_s: rate, sent: total, received: got, latency: Percentiles::of(&hist) })
 }
