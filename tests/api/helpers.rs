@@ -177,6 +177,18 @@ impl TestApp {
         r.body["connection"]["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// `ann` with her camera on and `bob` viewing it in one room, each with a
+    /// `presence=false` socket (ann's `show_cam` already read): (ann, bob, room).
+    pub async fn ann_shows_bob(&self) -> (Ws, Ws, String) {
+        let (ann, bob) = (token("ann"), token("bob"));
+        let mut a = self.ws_query(&ann, "?presence=false").await;
+        let b = self.ws_query(&bob, "?presence=false").await;
+        self.camera_on(&ann).await;
+        let room = self.show(&bob, "ann").await;
+        a.expect("show_cam").await;
+        (a, b, room)
+    }
+
     /// Opens `/ws` with a bearer header and reads the hello frame.
     pub async fn ws(&self, token: &str) -> Ws {
         self.ws_query(token, "").await

@@ -5,17 +5,6 @@ use crate::helpers::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Owner `ann` with her camera on and a socket, viewer `bob` with a socket, one room.
-async fn room(app: &TestApp) -> (Ws, Ws, String) {
-    let (ann, bob) = (token("ann"), token("bob"));
-    let mut a = app.ws_query(&ann, "?presence=false").await;
-    let b = app.ws_query(&bob, "?presence=false").await;
-    app.camera_on(&ann).await;
-    let room = app.show(&bob, "ann").await;
-    a.expect("show_cam").await;
-    (a, b, room)
-}
-
 /// Asserts that nothing else reaches `ws` for a while.
 async fn quiet(ws: &mut Ws) {
     if let Some(f) = ws.try_next(Duration::from_millis(500)).await {
@@ -26,7 +15,7 @@ async fn quiet(ws: &mut Ws) {
 #[actix_web::test]
 async fn an_offer_retried_with_the_same_key_is_delivered_once() {
     let app = spawn_app().await;
-    let (_a, mut b, room) = room(&app).await;
+    let (_a, mut b, room) = app.ann_shows_bob().await;
     let ann = token("ann");
     let body = json!({"room_id": room, "offer": sdp("offer")});
     let first = app.post_once("offer", &ann, "retry-1", body.clone()).await;
@@ -46,7 +35,7 @@ async fn an_offer_retried_with_the_same_key_is_delivered_once() {
 #[actix_web::test]
 async fn concurrent_duplicates_run_once() {
     let app = spawn_app().await;
-    let (_a, _b, room) = room(&app).await;
+    let (_a, _b, room) = app.ann_shows_bob().await;
     let bob = token("bob");
     let body = json!({"room_id": room, "candidate": candidate(1)});
     let (r1, r2, r3) = futures_util::join!(
@@ -67,7 +56,7 @@ async fn concurrent_duplicates_run_once() {
 #[actix_web::test]
 async fn a_key_reused_for_another_request_is_refused() {
     let app = spawn_app().await;
-    let (_a, _b, room) = room(&app).await;
+    let (_a, _b, room) = app.ann_shows_bob().await;
     let bob = token("bob");
     let ice = |n| json!({"room_id": room, "candidate": candidate(n)});
     assert_eq!(app.post_once("ice", &bob, "k", ice(1)).await.status, 202);
@@ -109,7 +98,7 @@ async fn keys_belong_to_their_user_and_must_be_well_formed() {
 #[actix_web::test]
 async fn websocket_commands_take_an_idempotency_key_too() {
     let app = spawn_app().await;
-    let (mut a, mut b, room) = room(&app).await;
+    let (mut a, mut b, room) = app.ann_shows_bob().await;
     let cmd = |ack: u32| json!({"cmd": "offer", "ack": ack, "idempotency_key": "ws-1", "room_id": room, "offer": sdp("offer")});
     let first = a.command(cmd(1)).await;
     assert_eq!(first["cmd"], "ack", "{first}");

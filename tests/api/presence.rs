@@ -111,12 +111,8 @@ async fn online_flips_only_when_the_last_session_closes() {
 #[actix_web::test]
 async fn a_viewer_who_leaves_closes_the_rooms_they_watch_with_gone() {
     let app = app().await;
-    let (ann, bob) = (token("ann"), token("bob"));
-    let mut a = app.ws_query(&ann, "?presence=false").await;
-    let b = app.ws_query(&bob, "?presence=false").await;
-    app.camera_on(&ann).await;
-    let room = app.show(&bob, "ann").await;
-    a.expect("show_cam").await;
+    let ann = token("ann");
+    let (mut a, b, room) = app.ann_shows_bob().await;
 
     b.close().await;
     let ev = a.expect("hangup").await;
