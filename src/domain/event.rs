@@ -32,6 +32,13 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// A client's `since`: 400 when it is not an event id.
+    pub fn parse_since(s: &str) -> Result<EventId, crate::error::Error> {
+        s.parse().map_err(|()| crate::error::Error::BadRequest(format!("since {s:?} is not an event id like \"1732212000123-0\"")))
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)

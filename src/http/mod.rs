@@ -131,8 +131,6 @@ pub fn app(
         .wrap(TracingLogger::<Spans>::new())
 }
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
-
 /// No route took the request: 405 when the path is known (the spec lists its methods), else 404.
 async fn unmatched(req: actix_web::HttpRequest, api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
     let path = req.path();
@@ -143,10 +141,17 @@ async fn unmatched(req: actix_web::HttpRequest, api: web::Data<utoipa::openapi::
     let Some((_, item)) = api.paths.paths.iter().find(|(t, _)| fits(t)) else {
         return HttpResponse::from_error(Error::NotFound);
     };
-    let allow = serde_json::to_value(item)
-        .ok()
-        .and_then(|v| v.as_object().map(|m| m.keys().filter(|k| METHODS.contains(&k.as_str())).map(|k| k.to_uppercase()).collect::<Vec<_>>()))
-        .unwrap_or_default();
+    let ops = [
+        ("DELETE", &item.delete),
+        ("GET", &item.get),
+        ("HEAD", &item.head),
+        ("OPTIONS", &item.options),
+        ("PATCH", &item.patch),
+        ("POST", &item.post),
+        ("PUT", &item.put),
+        ("TRACE", &item.trace),
+    ];
+    let allow: Vec<&str> = ops.iter().filter(|(_, op)| op.is_some()).map(|(m, _)| *m).collect();
     HttpResponse::from_error(Error::MethodNotAllowed { allow: allow.join(", ") })
 }
 

@@ -155,7 +155,7 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
     let caller = node.auth.authenticate(&req, true)?;
     let q = req.query_string();
     let since = query_param(q, "since")
-        .map(|s| s.parse::<EventId>().map_err(|_| Error::BadRequest(format!("since {s:?} is not an event id"))))
+        .map(|s| EventId::parse_since(&s))
         .transpose()?;
     let presence = match query_param(q, "presence").as_deref() {
         None | Some("true") | Some("1") => true,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Body, Idempotency};
 use crate::auth::Caller;
-use crate::domain::{Camera, Connection, Event, UserId, UserState};
+use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
 use crate::service::{
@@ -311,10 +311,7 @@ pub struct EventsPage {
 )]
 #[get("/events")]
 pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsParams>) -> Result<HttpResponse> {
-    let since = match &q.since {
-        Some(s) => Some(s.parse().map_err(|()| Error::BadRequest("since is an event id like \"1732212000123-0\"".into()))?),
-        None => None,
-    };
+    let since = q.since.as_deref().map(EventId::parse_since).transpose()?;
     let wait = q.timeout_s.unwrap_or(DEFAULT_POLL_S);
     if wait > MAX_POLL_S {
         return Err(Error::BadRequest(format!("timeout_s is 0 to {MAX_POLL_S}")));
