@@ -106,11 +106,14 @@ impl RedisBroker {
 
     /// The shared command connection (a cheap clone of one multiplexed connection).
     async fn conn(&self) -> Result<ConnectionManager> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(1);
-        let c = self.cmds.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), cfg)).await.map_err(redis_error)?;
+        let open = || {
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(OP_TIMEOUT))
+                .set_response_timeout(Some(OP_TIMEOUT))
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(self.client.clone(), cfg)
+        };
+        let c = self.cmds.get_or_try_init(open).await.map_err(redis_error)?;
         Ok(c.clone())
     }
 
