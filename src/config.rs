@@ -55,11 +55,19 @@ pub struct NodeSettings {
     pub id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     /// Unset: the embedded single-node broker. A secret, since it may hold a password.
     pub url: Option<SecretString>,
+    /// Put before every key and channel, so deployments (and tests) can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: None, prefix: "camsig".into() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -215,6 +223,10 @@ impl Settings {
             && (id.is_empty() || id.chars().any(char::is_whitespace))
         {
             return Err(bad("node.id", "must be a non-empty word"));
+        }
+        let p = &self.redis.prefix;
+        if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(bad("redis.prefix", "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"));
         }
         if let Some(url) = &self.redis.url {
             let url = url.expose_secret();

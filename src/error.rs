@@ -40,9 +40,12 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("the shared store is unreachable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
-    /// The first request with the same `Idempotency-Key` is still running elsewhere.
+    /// The first request with the same `Idempotency-Key` is still running.
     #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
     InProgress,
+    /// The same `Idempotency-Key` came with a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
     #[error("not found")]
     NotFound,
     /// A known path with a method it does not take; `allow` lists those it does.
@@ -70,6 +73,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     InvalidSdp,
     InvalidCandidate,
+    IdempotencyKeyReused,
+    RequestInProgress,
     RateLimited,
     Unavailable,
     NotFound,
@@ -111,7 +116,9 @@ impl Error {
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
             RateLimited { .. } => ErrorCode::RateLimited,
-            Unavailable(_) | InProgress => ErrorCode::Unavailable,
+            Unavailable(_) => ErrorCode::Unavailable,
+            InProgress => ErrorCode::RequestInProgress,
+            IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             NotFound => ErrorCode::NotFound,
             MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Unexpected(_) => ErrorCode::Internal,
@@ -145,9 +152,9 @@ impl ResponseError for Error {
             Forbidden => StatusCode::FORBIDDEN,
             UserNotFound | RoomNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            CameraOff | RoomClosed | NoOffer | TooManyViewers => StatusCode::CONFLICT,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            InvalidSdp | InvalidCandidate => StatusCode::UNPROCESSABLE_ENTITY,
+            InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,

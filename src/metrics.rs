@@ -1,7 +1,7 @@
 //! Prometheus metrics of one node. Each node owns its registry (no globals),
 //! so several nodes can live in one test process.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -10,6 +10,8 @@ pub struct Metrics {
     pub events_delivered: IntCounterVec,
     /// From accepting the call that caused an event to writing it on a socket.
     pub delivery_seconds: Histogram,
+    /// Requests sent to Redis and answered (a script or a pipeline counts once).
+    pub redis_round_trips: IntCounter,
 }
 
 impl Metrics {
@@ -35,8 +37,10 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone())).unwrap();
         registry.register(Box::new(sessions_open.clone())).unwrap();
         registry.register(Box::new(events_delivered.clone())).unwrap();
+        let redis_round_trips = IntCounter::new("redis_round_trips_total", "Round trips to Redis (a script or a pipeline counts once)").unwrap();
         registry.register(Box::new(delivery_seconds.clone())).unwrap();
-        Self { registry, http_requests, sessions_open, events_delivered, delivery_seconds }
+        registry.register(Box::new(redis_round_trips.clone())).unwrap();
+        Self { registry, http_requests, sessions_open, events_delivered, delivery_seconds, redis_round_trips }
     }
 
     /// Counts one event written to a socket and how long it took to get there.

@@ -1,10 +1,10 @@
-//! One camsig node: its id, configuration, service, actor registry, auth,
-//! rate limiter and metrics. Cloned into app data; several can live in one process.
+//! One camsig node, the composition root: its id, configuration, service,
+//! actor registry, auth, rate limiter and metrics. Cloned into app data;
+//! several can live in one process.
 //!
 //! `Node::build` is the one factory that picks the implementations: the
 //! embedded memory store and broker when `redis.url` is unset.
 
-use actix::{Actor, Addr};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -14,28 +14,22 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actors::registry::Registry;
-use crate::actors::user::{Execute, Listen, Unlisten, UserActor, ask};
+use crate::actors::session::MISSED_HEARTBEATS;
+use crate::actors::user::{Execute, Listen, Unlisten, ask};
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, LogBounds, Replay};
-use crate::domain::event::{ResyncData, now_us};
-use crate::domain::{Event, EventId, Frame, SessionId};
 use crate::config::Settings;
-use crate::domain::{IdempotencyKey, UserId};
+use crate::domain::event::{ResyncData, now_us};
+use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::service::{Command, Reply, Service};
+use crate::redis::Redis;
+use crate::service::{Command, Executed, Service};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{OP_TIMEOUT, RedisStore};
-
-/// Pooled Redis connections per node; pub/sub has its own, outside the pool.
-const REDIS_POOL_SIZE: usize = 32;
-
-/// How often housekeeping runs: grace expiries, idle rooms, rate-limiter keys,
-/// expired logs. It bounds how late a grace period may end.
-const SWEEP_EVERY: Duration = Duration::from_millis(250);
+use crate::store::redis::RedisStore;
 
 /// What a long poll returns.
 pub struct Polled {
@@ -50,6 +44,8 @@ pub struct NodeInner {
     pub settings: Arc<Settings>,
     pub service: Service,
     pub registry: Arc<Registry>,
+    /// The narrow handle the actors get.
+    pub actors: crate::actors::Ctx,
     pub auth: Auth,
     pub metrics: Metrics,
     limiter: DefaultKeyedRateLimiter<UserId>,
@@ -72,29 +68,34 @@ impl Node {
         let settings = Arc::new(settings);
         let id: Arc<str> = settings.node_id().into();
         let registry = Arc::new(Registry::new());
+        let metrics = Metrics::new(&id);
         let bounds = LogBounds { keep_s: settings.events.keep_s, keep_max: settings.events.keep_max };
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
                 let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-                let mut cfg = deadpool_redis::Config::from_url(url);
-                let mut pool_cfg = deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE);
-                pool_cfg.timeouts = deadpool_redis::Timeouts { wait: Some(OP_TIMEOUT), create: Some(OP_TIMEOUT), recycle: Some(OP_TIMEOUT) };
-                cfg.pool = Some(pool_cfg);
-                let pool = cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1)).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-                let b = Arc::new(RedisBroker::start(client, registry.clone(), bounds));
-                (Arc::new(RedisStore::new(pool)), b.clone(), None, Some(b))
+                let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
+                let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds));
+                (Arc::new(RedisStore::new(r, bounds)), b.clone(), None, Some(b))
             }
             None => {
                 let b = Arc::new(MemoryBroker::new(registry.clone(), bounds));
-                (Arc::new(MemoryStore::new()), b.clone(), Some(b), None)
+                (Arc::new(MemoryStore::new(b.clone())), b.clone(), Some(b), None)
             }
         };
         let rate = NonZeroU32::new(settings.limits.rate_per_s).expect("validated at load");
+        let service = Service::new(store, broker, settings.clone(), id.clone());
+        let actors = crate::actors::Ctx {
+            node_id: id.clone(),
+            service: service.clone(),
+            registry: registry.clone(),
+            poll_linger: Duration::from_secs(settings.ws.heartbeat_s * MISSED_HEARTBEATS as u64),
+        };
         let inner = NodeInner {
-            service: Service::new(store, broker, settings.clone(), id.clone()),
+            service,
+            actors,
             auth: Auth::new(&settings.auth),
-            metrics: Metrics::new(&id),
+            metrics,
             limiter: RateLimiter::keyed(Quota::per_second(rate)),
             id,
             settings,
@@ -106,6 +107,19 @@ impl Node {
         Ok(Node(Arc::new(inner)))
     }
 
+    /// Bumped each time the Redis pub/sub connection comes back (None without Redis).
+    pub fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.redis_broker.as_ref().map(|b| b.reconnects())
+    }
+
+    /// This node's own housekeeping: rate-limiter keys and, on one node, old logs.
+    pub fn sweep_local(&self) {
+        self.limiter.retain_recent();
+        if let Some(b) = &self.memory_broker {
+            b.sweep();
+        }
+    }
+
     /// 429 when `user` is over `limits.rate_per_s`.
     pub fn check_rate(&self, user: &UserId) -> Result<()> {
         self.limiter.check_key(user).map_err(|not_until| {
@@ -114,15 +128,12 @@ impl Node {
         })
     }
 
-    /// The user's actor on this node, started if needed.
-    pub fn user_actor(&self, user: &UserId) -> Addr<UserActor> {
-        self.registry.get_or_start(user, || UserActor::new(user.clone(), self.clone()).start())
-    }
-
     /// Runs a command as `caller`, serialized with the caller's other operations;
     /// with a `key`, at most once per key.
-    pub async fn execute(&self, caller: &UserId, cmd: Command, key: Option<IdempotencyKey>) -> Result<Reply> {
-        ask(self, caller, Execute { cmd, key, span: tracing::Span::current() }).await?
+    pub async fn execute(&self, caller: &UserId, cmd: Command, key: Option<IdempotencyKey>) -> Result<Executed> {
+        // Before queueing: a duplicate must not wait behind the call it repeats.
+        let _running = key.as_ref().map(|k| self.service.running(caller, k)).transpose()?;
+        ask(&self.actors, caller, Execute { cmd, key, span: tracing::Span::current() }).await?
     }
 
     /// A long poll: `user`'s events after `since` (from now when absent), waiting
@@ -131,7 +142,7 @@ impl Node {
         let id = SessionId::new();
         let wake = Arc::new(Notify::new());
         // Listen first, read next: an event between the two still wakes the wait.
-        let actor = ask(self, user, Listen { id: id.clone(), wake: wake.clone() }).await??;
+        let actor = ask(&self.actors, user, Listen { id: id.clone(), wake: wake.clone() }).await??;
         // Dropped however the poll ends, the client going away included.
         let _listening = scopeguard::guard((), move |()| actor.do_send(Unlisten { id }));
         let broker = self.service.broker();
@@ -156,51 +167,5 @@ impl Node {
                 }
             }
         }
-    }
-
-    /// Starts housekeeping on the current runtime; it ends with the returned handle.
-    pub fn spawn_sweeper(&self) -> actix_web::rt::task::JoinHandle<()> {
-        let node = self.clone();
-        actix_web::rt::spawn(async move {
-            let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
-            let mut reconnects = node.redis_broker.as_ref().map(|b| b.reconnects());
-            let ttl = Duration::from_secs(node.settings.presence.ttl_s);
-            let mut renewed: Option<std::time::Instant> = None;
-            loop {
-                tick.tick().await;
-                if renewed.is_none_or(|t| t.elapsed() >= ttl / 3) {
-                    let until = chrono::Utc::now() + ttl;
-                    match node.service.store().renew_lease(&node.id, until).await {
-                        Ok(()) => renewed = Some(std::time::Instant::now()),
-                        Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
-                    }
-                }
-                if let Some(rx) = &mut reconnects
-                    && rx.has_changed().unwrap_or(false)
-                {
-                    rx.mark_unchanged();
-                    renewed = None;
-                    if let Err(e) = node.service.reconcile(&node.registry.local_sessions()).await {
-                        tracing::warn!(error = %e, "could not re-register sessions");
-                        rx.mark_changed();
-                    }
-                }
-                if let Err(e) = node.service.reap_dead_nodes(|| node.registry.local_sessions()).await {
-                    tracing::warn!(error = %e, "dead-node sweep failed");
-                }
-                if let Err(e) = node.service.expire_due().await {
-                    tracing::warn!(error = %e, "presence expiry failed");
-                }
-                match node.service.close_idle().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rooms = n, "closed idle rooms"),
-                    Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
-                }
-                node.limiter.retain_recent();
-                if let Some(b) = &node.memory_broker {
-                    b.sweep();
-                }
-            }
-        })
     }
 }

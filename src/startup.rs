@@ -49,9 +49,7 @@ impl Application {
 
     /// Serves until the server is stopped (signal or `handle().stop()`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = self.node.spawn_sweeper();
-        let res = self.server.await;
-        sweeper.abort();
-        res
+        let _sweeper = crate::sweeper::start(self.node.clone());
+        self.server.await
     }
 }

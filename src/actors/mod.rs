@@ -6,9 +6,29 @@ pub mod registry;
 pub mod session;
 pub mod user;
 
-use actix::Message;
+use actix::{Actor, Addr, Message};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::domain::Frame;
+use crate::domain::{Frame, UserId};
+use crate::service::Service;
+
+/// What actors need of their node: a narrow handle, not the node itself.
+#[derive(Clone)]
+pub struct Ctx {
+    pub node_id: Arc<str>,
+    pub service: Service,
+    pub registry: Arc<registry::Registry>,
+    /// How long a long poll's presence session outlives the last poll.
+    pub poll_linger: Duration,
+}
+
+impl Ctx {
+    /// The user's actor on this node, started if needed.
+    pub fn user_actor(&self, user: &UserId) -> Addr<user::UserActor> {
+        self.registry.get_or_start(user, || user::UserActor::new(user.clone(), self.clone()).start())
+    }
+}
 
 /// A frame for a session (from its user actor, or presence from the registry).
 #[derive(Message, Clone)]

@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 use tracing::Span;
 
 use super::Push;
-use super::user::{Attach, Detach, Execute, ask};
+use super::user::{Attach, Detach, ask};
+use tracing::Instrument;
 use crate::auth::Caller;
 use crate::broker::Replay;
 use crate::domain::event::{Hello, ResyncData, now_us};
 use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId};
 use crate::error::Error;
 use crate::node::Node;
-use crate::service::{Command, Opened};
+use crate::http::bodies;
+use crate::presence::Opened;
 
 /// Heartbeats a session may miss before it counts as gone.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -128,17 +130,17 @@ impl WsSession {
             },
             Some(_) => return self.error(ctx, &ack, &Error::BadRequest("idempotency_key is a string".into())),
         };
-        let cmd = match Command::parse(&name, Value::Object(fields)) {
+        let cmd = match bodies::command(&name, Value::Object(fields)) {
             Ok(c) => c,
             Err(e) => return self.error(ctx, &ack, &e),
         };
         let span = tracing::info_span!(parent: &self.span, "command", cmd = %name, user_id = %self.caller.user, room_id = tracing::field::Empty);
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         ctx.spawn(
-            async move { ask(&node, &user, Execute { cmd, key, span }).await.and_then(|r| r) }
+            async move { node.execute(&user, cmd, key).instrument(span).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
-                    Ok(reply) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": name, "result": reply.body()})),
+                    Ok(done) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": name, "result": done.reply.body()})),
                     Err(e) => act.error(ctx, &ack, &e),
                 }),
         );
@@ -168,7 +170,7 @@ impl Actor for WsSession {
         let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
-        ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(async move { ask(&node.actors, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
             Ok(opened) => act.on_open(opened, ctx),
             Err(e) => {
                 tracing::warn!(parent: &act.span, error = %e, "session could not open");
@@ -190,7 +192,7 @@ impl Actor for WsSession {
         if self.attached {
             let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
             actix::spawn(async move {
-                let _ = ask(&node, &user, Detach { session }).await;
+                let _ = ask(&node.actors, &user, Detach { session }).await;
             });
         }
     }

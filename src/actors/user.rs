@@ -8,19 +8,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use super::Push;
-use super::session::MISSED_HEARTBEATS;
+use super::{Ctx, Push};
 use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
-use crate::node::Node;
-use crate::service::{Command, Opened, Reply};
+use crate::presence::Opened;
+use crate::service::{Command, Executed};
 
 /// How long an actor with no session and no timer lingers before it stops.
 const IDLE_STOP_AFTER: Duration = Duration::from_secs(30);
 
 /// Run one command as this user.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<Reply>")]
+#[rtype(result = "Result<Executed>")]
 pub struct Execute {
     pub cmd: Command,
     pub key: Option<IdempotencyKey>,
@@ -61,28 +60,25 @@ pub struct Detach {
 
 pub struct UserActor {
     user: UserId,
-    node: Node,
+    node: Ctx,
     sessions: HashMap<SessionId, Recipient<Push>>,
     /// Long polls waiting right now.
     waiters: HashMap<SessionId, Arc<Notify>>,
     /// Long polls keep the user online through one presence session per node,
     /// which ends when no poll has waited here for `poll_linger`.
     poll_session: Option<SessionId>,
-    poll_linger: Duration,
     linger: Option<SpawnHandle>,
     idle: Option<SpawnHandle>,
 }
 
 impl UserActor {
-    pub fn new(user: UserId, node: Node) -> Self {
-        let poll_linger = Duration::from_secs(node.settings.ws.heartbeat_s * MISSED_HEARTBEATS as u64);
+    pub fn new(user: UserId, node: Ctx) -> Self {
         Self {
             user,
             node,
             sessions: HashMap::new(),
             waiters: HashMap::new(),
             poll_session: None,
-            poll_linger,
             linger: None,
             idle: None,
         }
@@ -116,7 +112,7 @@ impl UserActor {
     }
 
     fn span(&self) -> Span {
-        tracing::info_span!("user", user_id = %self.user, node_id = %self.node.id)
+        tracing::info_span!("user", user_id = %self.user, node_id = %self.node.node_id)
     }
 
     /// Stops the actor later if it has nothing left to do.
@@ -148,12 +144,12 @@ impl Actor for UserActor {
 }
 
 impl Handler<Execute> for UserActor {
-    type Result = AtomicResponse<Self, Result<Reply>>;
+    type Result = AtomicResponse<Self, Result<Executed>>;
 
     fn handle(&mut self, msg: Execute, _ctx: &mut Context<Self>) -> Self::Result {
         let (service, user) = (self.node.service.clone(), self.user.clone());
         AtomicResponse::new(Box::pin(
-            async move { service.execute_once(&user, msg.key.as_ref(), msg.cmd).await }
+            async move { service.execute(&user, msg.key, msg.cmd).await }
                 .instrument(msg.span)
                 .into_actor(self)
                 .map(|res, act, ctx| {
@@ -261,7 +257,7 @@ impl Handler<Unlisten> for UserActor {
     fn handle(&mut self, msg: Unlisten, ctx: &mut Context<Self>) -> Self::Result {
         let last_here = self.waiters.remove(&msg.id).is_some() && !self.heard();
         if self.waiters.is_empty() && self.poll_session.is_some() && self.linger.is_none() {
-            self.linger = Some(ctx.run_later(self.poll_linger, |act, ctx| act.end_poll_session(ctx)));
+            self.linger = Some(ctx.run_later(self.node.poll_linger, |act, ctx| act.end_poll_session(ctx)));
         }
         let (service, user) = (self.node.service.clone(), self.user.clone());
         AtomicResponse::new(Box::pin(
@@ -292,7 +288,7 @@ impl Handler<Push> for UserActor {
 
 /// Sends `msg` to the user's actor, starting one if needed; retries once if the
 /// actor stopped between lookup and delivery.
-pub async fn ask<M>(node: &Node, user: &UserId, msg: M) -> Result<M::Result>
+pub async fn ask<M>(node: &Ctx, user: &UserId, msg: M) -> Result<M::Result>
 where
     M: Message + Clone + Send + 'static,
     M::Result: Send,

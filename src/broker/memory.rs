@@ -1,6 +1,7 @@
 //! The embedded single-node broker: a bounded ring per user, delivered in-process.
 //!
 //! Append and hand-off happen under one lock, so ids and delivery order agree.
+//! The memory store appends as part of its commits (`append`).
 
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
@@ -10,25 +11,28 @@ use super::{Broker, LogBounds, Replay, Sink};
 use crate::domain::{Event, EventId, Frame, UserId};
 use crate::error::Result;
 
-#[derive(Default)]
 struct Log {
     events: VecDeque<Frame>,
     /// The newest id ever issued, even if its event has been trimmed.
     last: EventId,
-    /// The newest id trimmed away; `since` before it means events were lost.
-    trimmed: Option<EventId>,
-    /// The first id this log issued: a `since` before it (other than the start)
-    /// names history this log never held, e.g. one swept away before it.
-    first: EventId,
+    /// The newest id no longer in the log: a `since` before it missed events.
+    /// A new log starts with a marker id here, so a `since` from before the log
+    /// existed (or `0-0`) never passes for complete.
+    trimmed: EventId,
 }
 
 impl Log {
+    fn new(now_ms: u64) -> Self {
+        let marker = EventId::next(EventId::START, now_ms);
+        Self { events: VecDeque::new(), last: marker, trimmed: marker }
+    }
+
     fn trim(&mut self, bounds: LogBounds, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(bounds.keep_s * 1000);
         while let Some(f) = self.events.front() {
             let id = f.id.expect("logged frames have ids");
             if self.events.len() > bounds.keep_max || id.ms < cutoff {
-                self.trimmed = Some(id);
+                self.trimmed = id;
                 self.events.pop_front();
             } else {
                 break;
@@ -52,62 +56,57 @@ impl MemoryBroker {
         chrono::Utc::now().timestamp_millis() as u64
     }
 
+    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Log>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Drops logs whose every event has expired, so idle users cost nothing.
     pub fn sweep(&self) {
         let now = Self::now_ms();
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.retain(|_, log| {
+        self.logs().retain(|_, log| {
             log.trim(self.bounds, now);
             !log.events.is_empty() || now.saturating_sub(log.last.ms) < self.bounds.keep_s * 1000
         });
     }
-}
 
-#[async_trait]
-impl Broker for MemoryBroker {
-    async fn publish(&self, user: &UserId, event: &Event, accepted_us: i64) -> Result<EventId> {
+    /// Appends `event` to `user`'s log and hands it to their sessions. Called by
+    /// the memory store under its lock, as part of a commit.
+    pub fn append(&self, user: &UserId, event: &Event, accepted_us: i64) -> EventId {
         let now = Self::now_ms();
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let log = logs.entry(user.clone()).or_default();
+        let mut logs = self.logs();
+        let log = logs.entry(user.clone()).or_insert_with(|| Log::new(now));
         let id = EventId::next(log.last, now);
-        if log.last == EventId::START {
-            log.first = id;
-        }
         log.last = id;
         let frame = Frame::from_event(Some(id), event, accepted_us);
         log.events.push_back(frame.clone());
         log.trim(self.bounds, now);
         // Under the lock: the sink only enqueues, and order must match ids.
         self.sink.to_user(user, frame);
-        Ok(id)
+        id
     }
 
-    async fn broadcast(&self, event: &Event, accepted_us: i64) -> Result<()> {
+    /// Hands an `update_user` to every presence session.
+    pub fn broadcast_now(&self, event: &Event, accepted_us: i64) {
         self.sink.to_all(Frame::from_event(None, event, accepted_us));
-        Ok(())
     }
+}
 
+#[async_trait]
+impl Broker for MemoryBroker {
     async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
         let now = Self::now_ms();
-        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(log) = logs.get_mut(user) else {
-            return Ok(if since == EventId::START {
-                Replay::Events(vec![])
-            } else {
-                Replay::Gone { last_id: EventId::START }
-            });
-        };
+        let mut logs = self.logs();
+        let log = logs.entry(user.clone()).or_insert_with(|| Log::new(now));
         log.trim(self.bounds, now);
-        let before_log = since != EventId::START && since < log.first;
-        if since > log.last || log.trimmed.is_some_and(|t| since < t) || before_log {
+        if since > log.last || since < log.trimmed {
             return Ok(Replay::Gone { last_id: log.last });
         }
         Ok(Replay::Events(log.events.iter().filter(|f| f.id > Some(since)).cloned().collect()))
     }
 
     async fn last_id(&self, user: &UserId) -> Result<EventId> {
-        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(logs.get(user).map(|l| l.last).unwrap_or(EventId::START))
+        let now = Self::now_ms();
+        Ok(self.logs().entry(user.clone()).or_insert_with(|| Log::new(now)).last)
     }
 
     async fn subscribe(&self, _user: &UserId) -> Result<()> {
@@ -139,9 +138,11 @@ mod tests {
     async fn replays_after_since_and_detects_gaps() {
         let b = MemoryBroker::new(Arc::new(Nowhere), LogBounds { keep_s: 60, keep_max: 3 });
         let u = UserId::parse("u").unwrap();
+        let start = b.last_id(&u).await.unwrap();
+        assert!(start > EventId::START, "a new log starts at a marker, not at 0-0");
         let mut ids = vec![];
         for _ in 0..5 {
-            ids.push(b.publish(&u, &ev(), 0).await.unwrap());
+            ids.push(b.append(&u, &ev(), 0));
         }
         assert_eq!(b.last_id(&u).await.unwrap(), ids[4]);
         match b.replay(&u, ids[2]).await.unwrap() {
@@ -151,6 +152,8 @@ mod tests {
         assert!(matches!(b.replay(&u, ids[0]).await.unwrap(), Replay::Gone { .. }));
         assert!(matches!(b.replay(&u, EventId { ms: u64::MAX, seq: 0 }).await.unwrap(), Replay::Gone { .. }));
         let other = UserId::parse("v").unwrap();
-        assert!(matches!(b.replay(&other, EventId::START).await.unwrap(), Replay::Events(v) if v.is_empty()));
+        assert!(matches!(b.replay(&other, EventId::START).await.unwrap(), Replay::Gone { .. }), "0-0 may predate the log");
+        let marker = b.last_id(&other).await.unwrap();
+        assert!(matches!(b.replay(&other, marker).await.unwrap(), Replay::Events(v) if v.is_empty()));
     }
 }

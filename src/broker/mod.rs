@@ -1,4 +1,6 @@
-//! Moving events to sessions: a per-user event log plus live delivery.
+//! Moving events to sessions: reading a user's event log, and live delivery.
+//! Events are written by the store's commit (one step with the state change);
+//! the broker replays them and subscribes this node to the users it serves.
 //! One trait, with a `memory` implementation for the single node and a `redis`
 //! one for many nodes.
 //!
@@ -10,7 +12,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::domain::{Event, EventId, Frame, UserId};
+use crate::domain::{EventId, Frame, UserId};
 use crate::error::Result;
 
 /// Where a broker hands live frames on this node.
@@ -39,18 +41,11 @@ pub struct LogBounds {
 
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Appends `event` to `user`'s log and hands it to their sessions on every node,
-    /// as one step; events for one user arrive in the order they were published.
-    async fn publish(&self, user: &UserId, event: &Event, accepted_us: i64) -> Result<EventId>;
-
-    /// Hands an `update_user` to every presence session on every node. Not logged:
-    /// at most once, and ordered by the user's `version`.
-    async fn broadcast(&self, event: &Event, accepted_us: i64) -> Result<()>;
-
     /// The user's events after `since`.
     async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay>;
 
-    /// The newest id in the user's log; `EventId::START` when it is empty.
+    /// The newest id in the user's log. A user with no log gets one that starts
+    /// at a marker id, so the value handed out is never `0-0`.
     async fn last_id(&self, user: &UserId) -> Result<EventId>;
 
     /// This node has its first local session of `user`: start receiving their events.

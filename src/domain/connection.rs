@@ -12,6 +12,27 @@ use super::ids::{RoomId, UserId};
 use super::sdp::{IceCandidate, SdpKind, SessionDescription};
 use crate::error::Error;
 
+/// Longest hangup reason accepted.
+pub const MAX_REASON_LEN: usize = 64;
+
+/// Why a room ended: 1 to `MAX_REASON_LEN` characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+impl Reason {
+    pub fn parse(s: Option<String>) -> Result<Self, Error> {
+        let s = s.unwrap_or_else(|| "hangup".into());
+        if s.is_empty() || s.chars().count() > MAX_REASON_LEN {
+            return Err(Error::BadRequest(format!("reason is 1 to {MAX_REASON_LEN} characters")));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnState {
@@ -145,13 +166,26 @@ impl Connection {
 
     /// A candidate from either side, in any open state. Returns the side it goes to.
     pub fn ice(&mut self, caller: &UserId, dest: Option<Role>, cand: &IceCandidate, now: DateTime<Utc>) -> Result<Role, Error> {
-        let from = self.participant(caller)?;
-        if dest == Some(from) {
-            return Err(Error::Forbidden("dest must be the other side of the room".into()));
-        }
+        let to = Self::ice_route(&self.owner, &self.abonent, caller, dest)?;
         self.require_open()?;
         cand.validate()?;
         self.updated_at = now;
+        Ok(to)
+    }
+
+    /// Who a candidate goes to, from the room's two members alone (they never
+    /// change, so a node may know them without reading the room).
+    pub fn ice_route(owner: &UserId, abonent: &UserId, caller: &UserId, dest: Option<Role>) -> Result<Role, Error> {
+        let from = if caller == owner {
+            Role::Owner
+        } else if caller == abonent {
+            Role::Abonent
+        } else {
+            return Err(Error::Forbidden("you are not a participant of this room".into()));
+        };
+        if dest == Some(from) {
+            return Err(Error::Forbidden("dest must be the other side of the room".into()));
+        }
         Ok(from.other())
     }
 

@@ -7,11 +7,11 @@ pub mod ids;
 pub mod sdp;
 pub mod user;
 
-pub use connection::{Connection, ConnState, Role};
+pub use connection::{Connection, ConnState, Reason, Role};
 pub use event::{Event, EventId, Frame};
 pub use ids::{IdempotencyKey, RoomId, SessionId, UserId};
 pub use sdp::{IceCandidate, SessionDescription};
-pub use user::{Camera, UserState};
+pub use user::{Camera, Meta, UserState};
 
 /// Timestamps are RFC 3339 in UTC with milliseconds, as the contract shows them.
 pub mod ts {

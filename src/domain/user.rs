@@ -5,6 +5,30 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ids::UserId;
+use crate::error::Error;
+
+/// Largest `meta` accepted, serialized.
+pub const MAX_META_BYTES: usize = 1024;
+
+/// A user's free-form `meta`: a JSON object of at most `MAX_META_BYTES`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta(serde_json::Value);
+
+impl Meta {
+    pub fn parse(v: serde_json::Value) -> Result<Self, Error> {
+        if !v.is_object() {
+            return Err(Error::BadRequest("meta must be a JSON object".into()));
+        }
+        if v.to_string().len() > MAX_META_BYTES {
+            return Err(Error::PayloadTooLarge(format!("meta is over {MAX_META_BYTES} bytes")));
+        }
+        Ok(Self(v))
+    }
+
+    pub fn into_value(self) -> serde_json::Value {
+        self.0
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -13,7 +37,8 @@ pub enum Camera {
     Off,
 }
 
-/// What everyone sees of a user. `version` grows by one on every change.
+/// What everyone sees of a user. `version` grows on every change, and never
+/// goes backwards: it is a hybrid logical clock (see `bump`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UserState {
     #[schema(value_type = String, example = "42")]
@@ -35,8 +60,11 @@ impl UserState {
         Self { user_id, online: false, camera: Camera::Off, version: 0, updated_at: now, meta: None }
     }
 
+    /// The next version: one more than the last, but never below the wall
+    /// clock in µs. A store that comes back empty restarts from the clock, not
+    /// from 0, so clients that drop older versions never get stuck.
     fn bump(&mut self, now: DateTime<Utc>) {
-        self.version += 1;
+        self.version = (self.version + 1).max(now.timestamp_micros().max(0) as u64);
         self.updated_at = now;
     }
 
@@ -82,11 +110,15 @@ mod tests {
         assert!(!u.camera_off(now));
         assert_eq!(u.version, 0);
         u.camera_on(None, now);
-        assert_eq!(u.version, 1);
+        let v1 = u.version;
+        assert_eq!(v1, now.timestamp_micros() as u64, "the first change starts at the clock");
         assert!(u.set_online(true, now));
         assert!(!u.set_online(true, now));
         assert!(u.camera_off(now));
-        assert_eq!(u.version, 3);
+        assert_eq!(u.version, v1 + 2, "within one µs it counts up by one");
+        let mut fresh = UserState::new(u.user_id.clone(), now);
+        fresh.camera_on(None, now + chrono::Duration::seconds(1));
+        assert!(fresh.version > u.version, "a state rebuilt from nothing is still newer");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! contract's checks in order (401, 429, 413/400), request metrics and spans,
 //! and the OpenAPI document derived from the handlers.
 
+pub mod bodies;
 pub mod extract;
 pub mod ops;
 pub mod webrtc;
@@ -37,7 +38,7 @@ use crate::node::Node;
         crate::domain::event::PutIceData,
         crate::domain::event::HangupData,
         crate::domain::event::ResyncData,
-        crate::service::CameraOnBody,
+        bodies::CameraOnBody,
     )),
     servers((url = "http://127.0.0.1:8080", description = "A node started with `cargo run`")),
     modifiers(&BearerAuth),

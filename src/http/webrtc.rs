@@ -12,26 +12,35 @@ use crate::auth::Caller;
 use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
-use crate::service::{
-    AnswerBody, CameraOffBody, CameraOnBody, Command, ConnectionReply, HangupBody, IceBody, IceReply, IceServers, OfferBody, Reply,
-    ShowBody, ShowReply, UserReply,
-};
+use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, OfferBody, ShowBody};
+use crate::service::{Command, ConnectionReply, Executed, IceReply, Reply, ShowReply, UserReply};
+use crate::turn::IceServers;
 use crate::store::UserQuery;
 
 /// Most users one page of `GET users` returns.
 pub const MAX_PAGE: usize = 200;
 const DEFAULT_PAGE: usize = 50;
 
-fn respond(reply: Reply) -> HttpResponse {
-    let mut res = HttpResponse::build(StatusCode::from_u16(reply.status()).expect("valid status"));
-    if matches!(reply, Reply::Replayed { .. }) {
-        res.insert_header(("Idempotent-Replayed", "true"));
+/// The REST status of each reply.
+pub fn status(reply: &Reply) -> StatusCode {
+    match reply {
+        Reply::User(_) | Reply::Hangup(_) => StatusCode::OK,
+        Reply::Show { created: true, .. } => StatusCode::CREATED,
+        Reply::Show { created: false, .. } => StatusCode::OK,
+        Reply::Offer(_) | Reply::Answer(_) | Reply::Ice(_) => StatusCode::ACCEPTED,
     }
-    res.json(reply.body())
 }
 
-async fn run(node: &Node, caller: &Caller, cmd: Command, idem: Idempotency) -> Result<HttpResponse> {
-    Ok(respond(node.execute(&caller.user, cmd, idem.key).await?))
+fn respond(done: Executed) -> HttpResponse {
+    let mut res = HttpResponse::build(status(&done.reply));
+    if done.replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    res.json(done.reply.body())
+}
+
+async fn run(node: &Node, caller: &Caller, cmd: Result<Command>, idem: Idempotency) -> Result<HttpResponse> {
+    Ok(respond(node.execute(&caller.user, cmd?, idem.key).await?))
 }
 
 /// Turn my camera on.
@@ -45,14 +54,16 @@ async fn run(node: &Node, caller: &Caller, cmd: Command, idem: Idempotency) -> R
         (status = 200, description = "The camera is on", body = UserReply),
         (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 409, description = "request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraOn")]
 pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraOnBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraOn(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 /// Turn my camera off.
@@ -65,14 +76,16 @@ pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraO
         (status = 200, description = "The camera is off", body = UserReply),
         (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 409, description = "request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraOff")]
 pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<CameraOffBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraOff, idem).await
+    run(&node, &caller, Ok(Command::CameraOff), idem).await
 }
 
 /// Ask to see a user's camera.
@@ -89,15 +102,16 @@ pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<Camer
         (status = 400, description = "bad_request, cannot_show_self", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
         (status = 404, description = "user_not_found", body = ErrorResponse),
-        (status = 409, description = "camera_off, too_many_viewers", body = ErrorResponse),
+        (status = 409, description = "camera_off, too_many_viewers, request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraShow")]
 pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::CameraShow(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 /// Send an SDP offer to the viewer (owner of the room only).
@@ -112,16 +126,16 @@ pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowB
         (status = 401, description = "unauthorized", body = ErrorResponse),
         (status = 403, description = "forbidden", body = ErrorResponse),
         (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_sdp", body = ErrorResponse),
+        (status = 422, description = "invalid_sdp, idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/offer")]
 pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Offer(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 /// Answer the pending offer (abonent of the room only). The owner hears `put_answer`.
@@ -134,16 +148,16 @@ pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>,
         (status = 401, description = "unauthorized", body = ErrorResponse),
         (status = 403, description = "forbidden", body = ErrorResponse),
         (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed, no_offer", body = ErrorResponse),
+        (status = 409, description = "room_closed, no_offer, request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_sdp", body = ErrorResponse),
+        (status = 422, description = "invalid_sdp, idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/answer")]
 pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Answer(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 /// Send an ICE candidate to the other side; an empty `candidate` means end of candidates.
@@ -156,16 +170,16 @@ pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody
         (status = 401, description = "unauthorized", body = ErrorResponse),
         (status = 403, description = "forbidden", body = ErrorResponse),
         (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_candidate", body = ErrorResponse),
+        (status = 422, description = "invalid_candidate, idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/ice")]
 pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Ice(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 /// End a room (either side). The other side hears `hangup`.
@@ -178,15 +192,16 @@ pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>, ide
         (status = 401, description = "unauthorized", body = ErrorResponse),
         (status = 403, description = "forbidden", body = ErrorResponse),
         (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed", body = ErrorResponse),
+        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
         (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/hangup")]
 pub async fn hangup(node: web::Data<Node>, caller: Caller, body: Body<HangupBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, Command::Hangup(body.0), idem).await
+    run(&node, &caller, body.0.command(), idem).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

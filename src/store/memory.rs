@@ -1,100 +1,200 @@
 //! The embedded single-node store: everything behind one mutex.
 //!
-//! One lock makes every method trivially atomic; critical sections are short
-//! (no I/O, no await), so contention stays low at single-node scale.
+//! A commit checks its guards, writes, and appends its events to the memory
+//! broker's logs under that one lock, so no reader ever sees a state without
+//! its events. Critical sections are short (no I/O, no await).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{Change, RoomOp, Show, Store, UserPage, UserQuery, listed};
-use crate::domain::{Camera, Connection, Role, RoomId, SessionId, UserId, UserState};
-use crate::error::{Error, Result};
-
-/// How long a closed room stays readable through `GET connections/{id}`.
-const CLOSED_ROOM_KEEP_S: i64 = 600;
+use super::{CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed};
+use crate::broker::memory::MemoryBroker;
+use crate::domain::{Connection, ConnState, RoomId, SessionId, UserId, UserState};
+use crate::error::Result;
 
 #[derive(Default)]
 struct Inner {
     /// Sorted, so that listing pages by user id is a range scan.
     users: BTreeMap<UserId, UserState>,
-    rooms: HashMap<RoomId, Connection>,
-    /// Open rooms by participant (owner or abonent).
-    open: HashMap<UserId, BTreeSet<RoomId>>,
-    sessions: HashMap<UserId, HashSet<SessionId>>,
-    /// Users in their grace period, and when it ends.
+    rooms: HashMap<RoomId, RoomRead>,
+    /// Open rooms by owner, then abonent.
+    viewers: HashMap<UserId, BTreeMap<UserId, RoomId>>,
+    /// Open rooms by abonent, then owner.
+    watching: HashMap<UserId, BTreeMap<UserId, RoomId>>,
+    /// Open sessions by user: session → node.
+    sessions: HashMap<UserId, HashMap<SessionId, String>>,
+    /// Users in their grace period, and when it ends (or when a claim lapses).
     expiries: HashMap<UserId, DateTime<Utc>>,
     /// Idempotency records by (user, key), with when they lapse.
     records: HashMap<(UserId, String), (String, Instant)>,
 }
 
+fn index_len(ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> usize {
+    ix.get(u).map_or(0, BTreeMap::len)
+}
+
 impl Inner {
-    fn open_rooms(&self, user: &UserId) -> Vec<RoomId> {
-        self.open.get(user).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    fn rooms_in(&self, ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> Vec<RoomRead> {
+        ix.get(u).into_iter().flatten().filter_map(|(_, id)| self.rooms.get(id).cloned()).collect()
     }
 
-    fn unindex(&mut self, c: &Connection) {
-        for u in [&c.owner, &c.abonent] {
-            if let Some(set) = self.open.get_mut(u) {
-                set.remove(&c.room_id);
-                if set.is_empty() {
-                    self.open.remove(u);
+    fn record(&self, user: &UserId, key: &str) -> Option<String> {
+        let (v, until) = self.records.get(&(user.clone(), key.to_owned()))?;
+        (*until > Instant::now()).then(|| v.clone())
+    }
+
+    /// The first guard that fails, as the commit's outcome.
+    fn check(&self, g: &Guard) -> Option<Commit> {
+        let ok = match g {
+            Guard::Fresh(u, k) => return self.record(u, k.as_str()).map(Commit::Recorded),
+            Guard::User(u, v) => self.users.get(u).map_or(0, |s| s.version) == *v,
+            Guard::Room(r, rev) => self.rooms.get(r).is_some_and(|x| x.rev == *rev),
+            Guard::Open(r) => {
+                return match self.rooms.get(r) {
+                    None => Some(Commit::Missing),
+                    Some(x) if !x.room.is_open() => Some(Commit::Closed),
+                    Some(_) => None,
+                };
+            }
+            Guard::Sessions(u, n) => self.sessions.get(u).map_or(0, HashMap::len) == *n,
+            Guard::Owned(u, n) => index_len(&self.viewers, u) == *n,
+            Guard::Watched(u, n) => index_len(&self.watching, u) == *n,
+            Guard::CanShow { owner, abonent, max } => {
+                let v = self.viewers.get(owner);
+                !v.is_some_and(|v| v.contains_key(abonent)) && v.map_or(0, BTreeMap::len) < *max
+            }
+            Guard::HasSession(u, s) => self.sessions.get(u).is_some_and(|m| m.contains_key(s)),
+        };
+        (!ok).then_some(Commit::Conflict)
+    }
+
+    fn write_room(&mut self, room: &Connection, created: bool) {
+        let rev = self.rooms.get(&room.room_id).map_or(0, |r| r.rev) + 1;
+        self.rooms.insert(room.room_id.clone(), RoomRead { room: room.clone(), rev });
+        let (o, a, id) = (&room.owner, &room.abonent, &room.room_id);
+        if created {
+            self.viewers.entry(o.clone()).or_default().insert(a.clone(), id.clone());
+            self.watching.entry(a.clone()).or_default().insert(o.clone(), id.clone());
+        }
+        if !room.is_open() {
+            for (ix, k, v) in [(&mut self.viewers, o, a), (&mut self.watching, a, o)] {
+                if let Some(m) = ix.get_mut(k) {
+                    m.remove(v);
+                    if m.is_empty() {
+                        ix.remove(k);
+                    }
                 }
             }
         }
     }
 
-    /// Closes the user's open rooms where they have `role`, with `reason`.
-    fn close_rooms(&mut self, user: &UserId, role: Role, reason: &str, now: DateTime<Utc>) -> Vec<Connection> {
-        let mut closed = Vec::new();
-        for id in self.open_rooms(user) {
-            let Some(c) = self.rooms.get_mut(&id) else { continue };
-            if c.role_of(user) != Some(role) {
-                continue;
-            }
-            c.close(reason, now);
-            let c = c.clone();
-            self.unindex(&c);
-            closed.push(c);
-        }
-        closed
-    }
-
-    fn user_mut(&mut self, id: &UserId, now: DateTime<Utc>) -> &mut UserState {
-        self.users.entry(id.clone()).or_insert_with(|| UserState::new(id.clone(), now))
-    }
-
-    fn purge_closed(&mut self, now: DateTime<Utc>) {
-        let cutoff = now - Duration::seconds(CLOSED_ROOM_KEEP_S);
-        self.rooms.retain(|_, c| c.is_open() || c.updated_at >= cutoff);
+    fn purge(&mut self, now: DateTime<Utc>) {
+        let cutoff = now - Duration::seconds(CLOSED_ROOM_KEEP_S as i64);
+        self.rooms.retain(|_, r| r.room.is_open() || r.room.updated_at >= cutoff);
         let now = Instant::now();
         self.records.retain(|_, (_, until)| *until > now);
     }
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    broker: Arc<MemoryBroker>,
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(broker: Arc<MemoryBroker>) -> Self {
+        Self { inner: Mutex::new(Inner::default()), broker }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic under the lock is a bug; the data is still consistent per step.
+        // A panic under the lock is a bug; each step is checked before it writes.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn user(&self, id: &UserId) -> Result<Option<UserState>> {
-        Ok(self.lock().users.get(id).cloned())
+    async fn read(&self, q: &Read) -> Result<Snapshot> {
+        let inner = self.lock();
+        let mut s = Snapshot::default();
+        for u in &q.users {
+            if let Some(x) = inner.users.get(u) {
+                s.users.insert(u.clone(), x.clone());
+            }
+        }
+        for r in &q.rooms {
+            if let Some(x) = inner.rooms.get(r) {
+                s.rooms.insert(r.clone(), x.clone());
+            }
+        }
+        if let Some(u) = &q.owned_by {
+            s.owned = inner.rooms_in(&inner.viewers, u);
+        }
+        if let Some(u) = &q.watched_by {
+            s.watched = inner.rooms_in(&inner.watching, u);
+        }
+        if let Some((o, a)) = &q.pair {
+            let v = inner.viewers.get(o);
+            s.viewers = v.map_or(0, BTreeMap::len);
+            s.pair_room = v.and_then(|v| v.get(a)).and_then(|id| inner.rooms.get(id)).cloned();
+        }
+        if let Some(u) = &q.sessions_of {
+            s.sessions = inner.sessions.get(u).cloned().unwrap_or_default();
+        }
+        if let Some((u, k)) = &q.record {
+            s.record = inner.record(u, k.as_str());
+        }
+        Ok(s)
+    }
+
+    async fn commit(&self, step: &Step) -> Result<Commit> {
+        let mut inner = self.lock();
+        if let Some(failed) = step.guards.iter().find_map(|g| inner.check(g)) {
+            return Ok(failed);
+        }
+        for u in &step.users {
+            inner.users.insert(u.user_id.clone(), u.clone());
+        }
+        for (room, created) in &step.rooms {
+            inner.write_room(room, *created);
+        }
+        if let Some((id, at)) = &step.touch
+            && let Some(r) = inner.rooms.get_mut(id)
+        {
+            r.room.updated_at = r.room.updated_at.max(*at);
+        }
+        for w in &step.sessions {
+            if w.open {
+                inner.sessions.entry(w.user.clone()).or_default().insert(w.session.clone(), w.node.clone());
+            } else if let Some(m) = inner.sessions.get_mut(&w.user) {
+                m.remove(&w.session);
+                if m.is_empty() {
+                    inner.sessions.remove(&w.user);
+                }
+            }
+        }
+        for (u, at) in &step.expiries {
+            match at {
+                Some(at) => inner.expiries.insert(u.clone(), *at),
+                None => inner.expiries.remove(u),
+            };
+        }
+        if let Some((u, k, v)) = &step.record {
+            let until = Instant::now() + std::time::Duration::from_secs(RECORD_KEEP_S);
+            inner.records.insert((u.clone(), k.as_str().to_owned()), (v.clone(), until));
+        }
+        // Under the store lock: a reader sees the state only with its events.
+        for (to, ev) in &step.events {
+            self.broker.append(to, ev, step.accepted_us);
+        }
+        for ev in &step.broadcast {
+            self.broker.broadcast_now(ev, step.accepted_us);
+        }
+        Ok(Commit::Done)
     }
 
     async fn users(&self, q: &UserQuery) -> Result<UserPage> {
@@ -114,156 +214,31 @@ impl Store for MemoryStore {
         Ok(UserPage::from_overfetch(users, q.limit))
     }
 
-    async fn room(&self, id: &RoomId) -> Result<Option<Connection>> {
-        Ok(self.lock().rooms.get(id).cloned())
-    }
-
-    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState> {
-        let mut inner = self.lock();
-        if !inner.sessions.contains_key(id) {
-            inner.expiries.insert(id.clone(), expire_at);
-        }
-        let u = inner.user_mut(id, now);
-        u.camera_on(meta, now);
-        Ok(u.clone())
-    }
-
-    async fn camera_off(&self, id: &UserId, now: DateTime<Utc>) -> Result<Change> {
-        let mut inner = self.lock();
-        let Some(u) = inner.users.get_mut(id) else { return Ok(Change::default()) };
-        if !u.camera_off(now) {
-            return Ok(Change::default());
-        }
-        let user = Some(u.clone());
-        let closed = inner.close_rooms(id, Role::Owner, "camera_off", now);
-        Ok(Change { user, closed })
-    }
-
-    async fn show(&self, owner: &UserId, abonent: &UserId, max_viewers: usize, now: DateTime<Utc>) -> Result<Show> {
-        let mut inner = self.lock();
-        let o = inner.users.get(owner).ok_or(Error::UserNotFound)?;
-        if o.camera != Camera::On {
-            return Err(Error::CameraOff);
-        }
-        let mut viewers = 0;
-        for id in inner.open.get(owner).into_iter().flatten() {
-            let c = &inner.rooms[id];
-            if c.owner == *owner {
-                if c.abonent == *abonent {
-                    return Ok(Show::Existing(c.clone()));
-                }
-                viewers += 1;
-            }
-        }
-        if viewers >= max_viewers {
-            return Err(Error::TooManyViewers);
-        }
-        inner.purge_closed(now);
-        let c = Connection::new(owner.clone(), abonent.clone(), now);
-        for u in [owner, abonent] {
-            inner.open.entry(u.clone()).or_default().insert(c.room_id.clone());
-        }
-        inner.rooms.insert(c.room_id.clone(), c.clone());
-        Ok(Show::Created(c))
-    }
-
-    async fn update_room(&self, id: &RoomId, op: RoomOp<'_>) -> Result<(Connection, Role)> {
-        let mut inner = self.lock();
-        let c = inner.rooms.get(id).ok_or(Error::RoomNotFound)?;
-        // Apply to a copy so that a refused op leaves nothing behind.
-        let mut next = c.clone();
-        let to = op(&mut next)?;
-        if !next.is_open() {
-            inner.unindex(&next);
-        }
-        inner.rooms.insert(id.clone(), next.clone());
-        Ok((next, to))
-    }
-
-    async fn session_opened(&self, user: &UserId, session: &SessionId, _node: &str, now: DateTime<Utc>) -> Result<Option<UserState>> {
-        let mut inner = self.lock();
-        inner.sessions.entry(user.clone()).or_default().insert(session.clone());
-        inner.expiries.remove(user);
-        let u = inner.user_mut(user, now);
-        Ok(u.set_online(true, now).then(|| u.clone()))
-    }
-
-    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>> {
-        let mut inner = self.lock();
-        let Some(set) = inner.sessions.get_mut(user) else { return Ok(None) };
-        if !set.remove(session) || !set.is_empty() {
-            return Ok(None);
-        }
-        inner.sessions.remove(user);
-        inner.expiries.insert(user.clone(), expire_at);
-        let u = inner.user_mut(user, now);
-        Ok(u.set_online(false, now).then(|| u.clone()))
-    }
-
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
         let mut inner = self.lock();
-        let due: Vec<UserId> = inner.expiries.iter().filter(|(_, at)| **at <= now).map(|(u, _)| u.clone()).collect();
-        for u in &due {
-            inner.expiries.remove(u);
+        let hold = now + Duration::milliseconds(CLAIM_HOLD_MS);
+        let mut due = Vec::new();
+        for (u, at) in inner.expiries.iter_mut() {
+            if *at <= now {
+                *at = hold;
+                due.push(u.clone());
+            }
         }
+        inner.purge(now);
         Ok(due)
     }
 
-    async fn expire(&self, user: &UserId, now: DateTime<Utc>) -> Result<Change> {
-        let mut inner = self.lock();
-        if inner.sessions.contains_key(user) {
-            return Ok(Change::default());
-        }
-        let mut change = Change::default();
-        if let Some(u) = inner.users.get_mut(user)
-            && u.camera_off(now)
-        {
-            change.user = Some(u.clone());
-        }
-        change.closed = inner.close_rooms(user, Role::Owner, "camera_off", now);
-        change.closed.extend(inner.close_rooms(user, Role::Abonent, "gone", now));
-        Ok(change)
-    }
-
-    async fn close_idle(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Connection>> {
-        let mut inner = self.lock();
-        let idle: Vec<RoomId> = inner.rooms.values().filter(|c| c.is_idle(cutoff)).map(|c| c.room_id.clone()).collect();
-        let mut closed = Vec::with_capacity(idle.len());
-        for id in idle {
-            let c = inner.rooms.get_mut(&id).expect("listed above");
-            c.close("timeout", now);
-            let c = c.clone();
-            inner.unindex(&c);
-            closed.push(c);
-        }
-        inner.purge_closed(now);
-        Ok(closed)
+    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {
+        let inner = self.lock();
+        Ok(inner
+            .rooms
+            .values()
+            .filter(|r| matches!(r.room.state, ConnState::Requested | ConnState::Offered) && r.room.is_idle(cutoff))
+            .map(|r| r.room.room_id.clone())
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {
-        Ok(())
-    }
-
-    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: std::time::Duration) -> Result<Option<String>> {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let k = (user.clone(), key.to_owned());
-        if let Some((v, until)) = inner.records.get(&k)
-            && *until > now
-        {
-            return Ok(Some(v.clone()));
-        }
-        inner.records.insert(k, (value.to_owned(), now + ttl));
-        Ok(None)
-    }
-
-    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: std::time::Duration) -> Result<()> {
-        self.lock().records.insert((user.clone(), key.to_owned()), (value.to_owned(), Instant::now() + ttl));
-        Ok(())
-    }
-
-    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()> {
-        self.lock().records.remove(&(user.clone(), key.to_owned()));
         Ok(())
     }
 }

@@ -1,19 +1,30 @@
-//! Shared state: users, rooms and live sessions. One trait, with a `memory`
-//! implementation for the single node and a `redis` one for many nodes.
+//! Shared state, and the one atomic step that changes it.
 //!
-//! Every method is one atomic step across all nodes: a caller never sees, and
-//! never leaves, a half-applied change. Pure rules live in `domain`; a store
-//! only makes them atomic and durable.
+//! Every operation is a read, then one `commit`: the commit checks that what
+//! was read still holds (`Guard`s), writes the new state, appends each event
+//! to its recipient's log and hands it to their sessions, and records the
+//! idempotent answer, all or nothing. The rules that decide the new state live
+//! once, in `domain` and `service`; a store only reads and commits. `memory`
+//! serves one node behind one lock; `redis` serves many nodes through one Lua
+//! script (see `crate::redis`).
 
 pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::time::Duration;
+use std::collections::HashMap;
 
-use crate::domain::{Camera, Connection, Role, RoomId, SessionId, UserId, UserState};
+use crate::domain::{Camera, Connection, Event, IdempotencyKey, RoomId, SessionId, UserId, UserState};
 use crate::error::Result;
+
+/// How long a closed room stays readable.
+pub const CLOSED_ROOM_KEEP_S: u64 = 600;
+/// How long a kept idempotent answer lasts.
+pub const RECORD_KEEP_S: u64 = 600;
+/// How long a claimed piece of housekeeping (an expiry, a dead node) is held by
+/// the node that claimed it; if that node dies, another takes it after this.
+pub const CLAIM_HOLD_MS: i64 = 5_000;
 
 /// A page of `GET /webrtc/users`.
 #[derive(Debug, Clone)]
@@ -44,23 +55,6 @@ impl UserPage {
     }
 }
 
-/// What one step did: the user's new state where it changed, and rooms it closed.
-#[derive(Debug, Default)]
-pub struct Change {
-    pub user: Option<UserState>,
-    pub closed: Vec<Connection>,
-}
-
-#[derive(Debug)]
-pub enum Show {
-    Created(Connection),
-    /// A room between the two was already open.
-    Existing(Connection),
-}
-
-/// A room transition from `domain::Connection`; returns the side to notify.
-pub type RoomOp<'a> = &'a (dyn Fn(&mut Connection) -> Result<Role> + Send + Sync);
-
 /// Which users pass a listing filter.
 pub fn listed(u: &UserState, camera: Option<Camera>) -> bool {
     match camera {
@@ -70,56 +64,167 @@ pub fn listed(u: &UserState, camera: Option<Camera>) -> bool {
     }
 }
 
+/// What a step reads, in one round trip.
+#[derive(Debug, Default, Clone)]
+pub struct Read {
+    pub users: Vec<UserId>,
+    pub rooms: Vec<RoomId>,
+    /// Open rooms this user owns, each read whole.
+    pub owned_by: Option<UserId>,
+    /// Open rooms this user watches, each read whole.
+    pub watched_by: Option<UserId>,
+    /// `(owner, abonent)`: the open room between them, if any, and the owner's viewer count.
+    pub pair: Option<(UserId, UserId)>,
+    /// This user's open sessions.
+    pub sessions_of: Option<UserId>,
+    /// The answer kept under this idempotency key, if any.
+    pub record: Option<(UserId, IdempotencyKey)>,
+}
+
+/// A room as read, with the revision its writes are checked against.
+#[derive(Debug, Clone)]
+pub struct RoomRead {
+    pub room: Connection,
+    pub rev: u64,
+}
+
+/// What a `Read` found.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: HashMap<UserId, UserState>,
+    pub rooms: HashMap<RoomId, RoomRead>,
+    /// Open rooms of `owned_by` (or `pair`'s owner when counting).
+    pub owned: Vec<RoomRead>,
+    pub watched: Vec<RoomRead>,
+    /// The open room of `pair`, and how many open rooms its owner has.
+    pub pair_room: Option<RoomRead>,
+    pub viewers: usize,
+    /// Session id → node id.
+    pub sessions: HashMap<SessionId, String>,
+    pub record: Option<String>,
+}
+
+impl Snapshot {
+    /// The user's version as read (0: unknown), for `Guard::User`.
+    pub fn version(&self, u: &UserId) -> u64 {
+        self.users.get(u).map_or(0, |s| s.version)
+    }
+}
+
+/// A condition a commit checks before writing anything; if one fails, nothing
+/// is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guard {
+    /// Nothing is kept under this idempotency key (else: `Commit::Recorded`).
+    Fresh(UserId, IdempotencyKey),
+    /// The user's version is still this one (0: the user is unknown).
+    User(UserId, u64),
+    /// The room's revision is still this one.
+    Room(RoomId, u64),
+    /// The room exists and is open (else `Commit::Closed` or `Commit::Missing`).
+    /// Cheaper than `Room`: a change that keeps it open does not conflict.
+    Open(RoomId),
+    /// The user has exactly this many open sessions.
+    Sessions(UserId, usize),
+    /// The user owns exactly this many open rooms.
+    Owned(UserId, usize),
+    /// The user watches exactly this many open rooms.
+    Watched(UserId, usize),
+    /// No open room between `owner` and `abonent`, and the owner has fewer
+    /// than `max` viewers.
+    CanShow { owner: UserId, abonent: UserId, max: usize },
+    /// The session is still registered.
+    HasSession(UserId, SessionId),
+}
+
+/// A session registration a step adds or removes.
+#[derive(Debug, Clone)]
+pub struct SessionWrite {
+    pub user: UserId,
+    pub session: SessionId,
+    pub node: String,
+    pub open: bool,
+}
+
+/// Everything one step writes and sends, applied at once.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub guards: Vec<Guard>,
+    /// New user states (also added to the directory).
+    pub users: Vec<UserState>,
+    /// New room states; `created` rooms join their members' indexes, closed
+    /// ones leave them.
+    pub rooms: Vec<(Connection, bool)>,
+    /// Signaling activity on an open room that changes nothing else (ice).
+    pub touch: Option<(RoomId, DateTime<Utc>)>,
+    pub sessions: Vec<SessionWrite>,
+    /// A grace period that ends at the given time, or (None) is cancelled.
+    pub expiries: Vec<(UserId, Option<DateTime<Utc>>)>,
+    /// Appended to each recipient's log and delivered live, in this order.
+    pub events: Vec<(UserId, Event)>,
+    /// `update_user` to every presence session; not logged.
+    pub broadcast: Vec<Event>,
+    /// The idempotent answer to keep: (user, key, record).
+    pub record: Option<(UserId, IdempotencyKey, String)>,
+    /// When the call that caused the step was accepted (µs), for latency metrics.
+    pub accepted_us: i64,
+}
+
+impl Step {
+    pub fn new(accepted_us: i64) -> Self {
+        Self { accepted_us, ..Self::default() }
+    }
+
+    pub fn guard(mut self, g: Guard) -> Self {
+        self.guards.push(g);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+            && self.rooms.is_empty()
+            && self.touch.is_none()
+            && self.sessions.is_empty()
+            && self.expiries.is_empty()
+            && self.events.is_empty()
+            && self.broadcast.is_empty()
+            && self.record.is_none()
+    }
+}
+
+/// How a commit ended.
+#[derive(Debug, PartialEq)]
+pub enum Commit {
+    Done,
+    /// A guard failed because something changed since the read: read again.
+    Conflict,
+    /// An answer is already kept under the step's key: this is a retry.
+    Recorded(String),
+    /// `Guard::Open` found the room closed.
+    Closed,
+    /// `Guard::Open` found no such room.
+    Missing,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn user(&self, id: &UserId) -> Result<Option<UserState>>;
+    /// One round trip.
+    async fn read(&self, q: &Read) -> Result<Snapshot>;
+
+    /// One round trip: all of the step, or (a guard failed) none of it.
+    async fn commit(&self, step: &Step) -> Result<Commit>;
+
     async fn users(&self, q: &UserQuery) -> Result<UserPage>;
-    async fn room(&self, id: &RoomId) -> Result<Option<Connection>>;
 
-    /// Camera on, creating the user if new; `meta` replaces the old one when given.
-    /// With no session open anywhere, the grace period starts (expiry at `expire_at`).
-    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState>;
-
-    /// Camera off, and every open room the user owns closed with reason `camera_off`.
-    /// `user` is None when the camera was already off.
-    async fn camera_off(&self, id: &UserId, now: DateTime<Utc>) -> Result<Change>;
-
-    /// Opens a room from `abonent` to `owner`'s camera, or returns the one already open.
-    /// Checks, in order: owner exists (404), camera on (409), viewer slots (409).
-    async fn show(&self, owner: &UserId, abonent: &UserId, max_viewers: usize, now: DateTime<Utc>) -> Result<Show>;
-
-    /// Applies `op` to a room (404 if unknown). A room the op closes leaves the open indexes.
-    async fn update_room(&self, id: &RoomId, op: RoomOp<'_>) -> Result<(Connection, Role)>;
-
-    /// Records a live session. Returns the new state when the user just came online.
-    async fn session_opened(&self, user: &UserId, session: &SessionId, node: &str, now: DateTime<Utc>) -> Result<Option<UserState>>;
-
-    /// Forgets a session. When it was the user's last one, the user goes offline
-    /// (the new state is returned) and their expiry is due at `expire_at`.
-    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>>;
-
-    /// Takes the users whose grace period ended by `now`; each is handed to one caller only.
+    /// Users whose grace period ended by `now`. Each is held for the caller for
+    /// `CLAIM_HOLD_MS`; the expiry step itself removes it.
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
 
-    /// The grace period ran out: if the user still has no session, the camera goes
-    /// off (owned rooms close with `camera_off`) and rooms they watch close with `gone`.
-    async fn expire(&self, user: &UserId, now: DateTime<Utc>) -> Result<Change>;
-
-    /// Closes rooms stuck negotiating since before `cutoff`, with reason `timeout`.
-    async fn close_idle(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Connection>>;
+    /// Rooms still negotiating with no activity since `cutoff`.
+    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>>;
 
     /// Ok when the store can serve.
     async fn ping(&self) -> Result<()>;
-
-    /// Keeps `value` under the user's idempotency `key` for `ttl`, unless a record
-    /// is there already: then nothing changes and that record is returned.
-    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
-
-    /// Replaces the record under the user's idempotency `key`, for `ttl`.
-    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<()>;
-
-    /// Drops the record under the user's idempotency `key`.
-    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()>;
 
     /// Renews this node's lease until `until`; a node whose lease ends is dead.
     /// The memory store serves one node, which never outlives itself.
@@ -127,14 +232,19 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Takes the nodes whose lease ended by `now`, with when it ended; each
-    /// dead node is handed to one caller only.
+    /// Nodes whose lease ended by `now`, with when it ended. Each is held for
+    /// the caller for `CLAIM_HOLD_MS`, until `forget_node`.
     async fn claim_dead_nodes(&self, _now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
         Ok(vec![])
     }
 
-    /// The sessions a node had open, forgotten from its list as they are returned.
-    async fn take_node_sessions(&self, _node: &str) -> Result<Vec<(UserId, SessionId)>> {
+    /// The sessions registered on a node.
+    async fn node_sessions(&self, _node: &str) -> Result<Vec<(UserId, SessionId)>> {
         Ok(vec![])
+    }
+
+    /// A dead node whose sessions are all closed.
+    async fn forget_node(&self, _node: &str) -> Result<()> {
+        Ok(())
     }
 }

@@ -1,493 +1,337 @@
 //! The shared store on Redis, for many nodes.
 //!
-//! Every method is one optimistic transaction: WATCH the keys it reads, apply
-//! the same pure `domain` rules as the memory store, then MULTI/EXEC; a
-//! concurrent change on another node aborts EXEC and the step runs again.
-//! Every call is bounded by `OP_TIMEOUT`, so an unreachable Redis answers
-//! `unavailable` at once instead of hanging.
+//! A `Read` is one `read.lua` call; a `Step` is one `commit.lua` call, which
+//! checks the step's guards and then writes the state, appends each event to
+//! its recipient's log and publishes it, and keeps the idempotent answer, all
+//! inside one script: atomic, and one round trip. No WATCH, no MULTI.
+//! The keys are in `crate::redis::keys`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use deadpool_redis::{Connection, Pool};
-use redis::{Pipeline, Script};
-use serde::Serialize;
+use redis::Value;
 use serde::de::DeserializeOwned;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::{Change, RoomOp, Show, Store, UserPage, UserQuery, listed};
-use crate::domain::{Camera, ConnState, Connection as Room, Role, RoomId, SessionId, UserId, UserState};
+use super::{CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed};
+use crate::broker::LogBounds;
+use crate::domain::{Connection, ConnState, RoomId, SessionId, UserId, UserState};
 use crate::error::{Error, Result};
+use crate::redis::step::Program;
+use crate::redis::{Keys, Redis, keys::SEP};
 
-/// Longest any store call may take before it counts as unreachable.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Optimistic retries before a step gives up under contention.
-const MAX_TRIES: usize = 32;
-/// How long a closed room stays readable.
-const CLOSED_ROOM_KEEP_S: u64 = 600;
-
-const USERS: &str = "camsig:users";
-const EXPIRIES: &str = "camsig:expiries";
-const NODES: &str = "camsig:nodes";
-const NEGOTIATING: &str = "camsig:negotiating";
-
-fn user_key(u: &UserId) -> String {
-    format!("camsig:user:{u}")
-}
-fn room_key(r: &RoomId) -> String {
-    format!("camsig:room:{r}")
-}
-fn open_key(u: &UserId) -> String {
-    format!("camsig:open:{u}")
-}
-fn sessions_key(u: &UserId) -> String {
-    format!("camsig:sessions:{u}")
-}
-/// User ids hold no spaces, so the space keeps (user, key) pairs apart.
-fn record_key(u: &UserId, key: &str) -> String {
-    format!("camsig:idem:{u}{SEP}{key}")
-}
-
-fn node_sessions_key(node: &str) -> String {
-    format!("camsig:node:{node}:sessions")
-}
-/// A node's session list holds `user SEP session`; neither may contain it.
-const SEP: char = ' ';
-
-pub fn redis_error(e: redis::RedisError) -> Error {
-    Error::unavailable(e)
+pub struct RedisStore {
+    r: Arc<Redis>,
+    bounds: LogBounds,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn to_json<T: Serialize>(v: &T) -> String {
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Unexpected(anyhow::anyhow!("unexpected value in Redis: {what}"))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Result<usize> {
+    match v {
+        Value::Int(i) => Ok(*i as usize),
+        other => Err(corrupt(format!("{other:?} is not a count"))),
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        _ => &[],
+    }
+}
+
+/// A flat `HGETALL` answer as a map.
+fn hash(v: &Value) -> HashMap<String, String> {
+    items(v).chunks(2).filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?))).collect()
+}
+
+fn json<T: DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(corrupt)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store values serialize")
 }
 
-fn from_json<T: DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Unexpected(anyhow::anyhow!("corrupt value in Redis: {e}")))
+fn user_of(h: &HashMap<String, String>) -> Result<Option<UserState>> {
+    h.get("doc").map(|d| json(d)).transpose()
 }
 
-async fn watch(c: &mut Connection, keys: &[String]) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
+fn room_of(h: &HashMap<String, String>) -> Result<Option<RoomRead>> {
+    let Some(doc) = h.get("doc") else { return Ok(None) };
+    let mut room: Connection = json(doc)?;
+    // ICE touches `t` without rewriting the document.
+    if let Some(t) = h.get("t").and_then(|t| t.parse::<i64>().ok()).and_then(|t| Utc.timestamp_millis_opt(t).single()) {
+        room.updated_at = room.updated_at.max(t);
     }
-    redis::cmd("WATCH").arg(keys).query_async::<()>(c).await.map_err(redis_error)
-}
-
-/// WATCH `key` and read it, in one round trip.
-async fn watch_get<T: DeserializeOwned>(c: &mut Connection, key: &str) -> Result<Option<T>> {
-    let (s,): (Option<String>,) = redis::pipe().cmd("WATCH").arg(key).ignore().cmd("GET").arg(key).query_async(c).await.map_err(redis_error)?;
-    s.as_deref().map(from_json).transpose()
-}
-
-async fn get<T: DeserializeOwned>(c: &mut Connection, key: &str) -> Result<Option<T>> {
-    let s: Option<String> = redis::cmd("GET").arg(key).query_async(c).await.map_err(redis_error)?;
-    s.as_deref().map(from_json).transpose()
-}
-
-async fn mget<T: DeserializeOwned>(c: &mut Connection, keys: &[String]) -> Result<Vec<Option<T>>> {
-    if keys.is_empty() {
-        return Ok(vec![]);
-    }
-    let vals: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(c).await.map_err(redis_error)?;
-    vals.iter().map(|v| v.as_deref().map(from_json).transpose()).collect()
-}
-
-async fn members(c: &mut Connection, key: &str) -> Result<Vec<String>> {
-    redis::cmd("SMEMBERS").arg(key).query_async(c).await.map_err(redis_error)
-}
-
-/// Runs the MULTI/EXEC; false when a watched key changed (run the step again).
-async fn exec(c: &mut Connection, p: &Pipeline) -> Result<bool> {
-    let r: Option<redis::Value> = p.query_async(c).await.map_err(redis_error)?;
-    Ok(r.is_some())
-}
-
-/// Writes a room and keeps the open and negotiating indexes true to its state.
-fn write_room(p: &mut Pipeline, r: &Room) {
-    let key = room_key(&r.room_id);
-    if r.is_open() {
-        p.cmd("SET").arg(&key).arg(to_json(r)).ignore();
-        if matches!(r.state, ConnState::Requested | ConnState::Offered) {
-            p.cmd("ZADD").arg(NEGOTIATING).arg(ms(r.updated_at)).arg(r.room_id.as_str()).ignore();
-        } else {
-            p.cmd("ZREM").arg(NEGOTIATING).arg(r.room_id.as_str()).ignore();
-        }
-    } else {
-        p.cmd("SET").arg(&key).arg(to_json(r)).arg("EX").arg(CLOSED_ROOM_KEEP_S).ignore();
-        p.cmd("ZREM").arg(NEGOTIATING).arg(r.room_id.as_str()).ignore();
-        for u in [&r.owner, &r.abonent] {
-            p.cmd("SREM").arg(open_key(u)).arg(r.room_id.as_str()).ignore();
-        }
-    }
-}
-
-fn write_user(p: &mut Pipeline, u: &UserState) {
-    p.cmd("SET").arg(user_key(&u.user_id)).arg(to_json(u)).ignore();
-    p.cmd("ZADD").arg(USERS).arg(0).arg(u.user_id.as_str()).ignore();
-}
-
-/// Watches and reads the user's open rooms (the open set must already be watched).
-async fn open_rooms(c: &mut Connection, user: &UserId) -> Result<Vec<Room>> {
-    let ids = members(c, &open_key(user)).await?;
-    let keys: Vec<String> = ids.iter().map(|id| format!("camsig:room:{id}")).collect();
-    watch(c, &keys).await?;
-    Ok(mget::<Room>(c, &keys).await?.into_iter().flatten().filter(Room::is_open).collect())
-}
-
-/// Closes the rooms where `user` has `role`, into `p`.
-fn close_rooms(p: &mut Pipeline, rooms: &[Room], user: &UserId, role: Role, reason: &str, now: DateTime<Utc>) -> Vec<Room> {
-    let mut closed = Vec::new();
-    for r in rooms.iter().filter(|r| r.role_of(user) == Some(role)) {
-        let mut r = r.clone();
-        r.close(reason, now);
-        write_room(p, &r);
-        closed.push(r);
-    }
-    closed
-}
-
-/// Pops members of a sorted set scored at most `max`: each goes to one caller.
-const CLAIM_DUE: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 500)
-for i = 1, #due, 2 do redis.call('ZREM', KEYS[1], due[i]) end
-return due
-";
-
-/// Runs `$body` (with `$c: &mut Connection`) until its EXEC goes through,
-/// bounded by `OP_TIMEOUT`. The body returns `Ok(None)` when EXEC was aborted
-/// by a concurrent change on a watched key, and the step runs again.
-macro_rules! atomically {
-    ($store:expr, |$c:ident| $body:block) => {
-        $store
-            .bounded(async {
-                let mut conn = $store.conn().await?;
-                for _ in 0..MAX_TRIES {
-                    let step = async {
-                        let $c: &mut Connection = &mut conn;
-                        $body
-                    }
-                    .await;
-                    match step {
-                        Ok(Some(t)) => return Ok(t),
-                        Ok(None) => continue,
-                        Err(e) => {
-                            let _ = redis::cmd("UNWATCH").query_async::<()>(&mut conn).await;
-                            return Err(e);
-                        }
-                    }
-                }
-                Err(Error::Unexpected(anyhow::anyhow!("gave up after {MAX_TRIES} conflicting tries")))
-            })
-            .await
-    };
-}
-
-pub struct RedisStore {
-    pool: Pool,
-    claim_due: Script,
+    let rev = h.get("rev").and_then(|r| r.parse().ok()).unwrap_or(0);
+    Ok(Some(RoomRead { room, rev }))
 }
 
 impl RedisStore {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool, claim_due: Script::new(CLAIM_DUE) }
+    pub fn new(r: Arc<Redis>, bounds: LogBounds) -> Self {
+        Self { r, bounds }
     }
 
-    async fn conn(&self) -> Result<Connection> {
-        self.pool.get().await.map_err(Error::unavailable)
+    fn keys(&self) -> &Keys {
+        &self.r.keys
     }
 
-    /// Bounds a call by `OP_TIMEOUT`.
-    async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(OP_TIMEOUT, f)
-            .await
-            .unwrap_or_else(|_| Err(Error::unavailable(anyhow::anyhow!("Redis did not answer in {OP_TIMEOUT:?}"))))
+    /// The commit program of a step: guards first, then writes, records and events.
+    fn compile(&self, step: &Step) -> Program {
+        let k = self.keys();
+        let mut p = Program::new();
+        for g in &step.guards {
+            match g {
+                Guard::Fresh(u, key) => p.op("fresh").key(k.record(u, key)),
+                Guard::User(u, v) => p.op("feq").key(k.user(u)).arg("v").arg(v),
+                Guard::Room(r, rev) => p.op("feq").key(k.room(r)).arg("rev").arg(rev),
+                Guard::Open(r) => p.op("open").key(k.room(r)),
+                Guard::Sessions(u, n) => p.op("len").key(k.sessions(u)).arg(n),
+                Guard::Owned(u, n) => p.op("len").key(k.viewers(u)).arg(n),
+                Guard::Watched(u, n) => p.op("len").key(k.watching(u)).arg(n),
+                Guard::CanShow { owner, abonent, max } => p.op("canshow").key(k.viewers(owner)).arg(abonent).arg(max),
+                Guard::HasSession(u, s) => p.op("has").key(k.sessions(u)).arg(s),
+            };
+        }
+        for u in &step.users {
+            p.op("hset").key(k.user(&u.user_id)).arg(2).arg("doc").arg(to_json(u)).arg("v").arg(u.version);
+            p.op("zadd").key(k.users()).arg(0).arg(&u.user_id);
+        }
+        for (r, created) in &step.rooms {
+            let (rk, id) = (k.room(&r.room_id), r.room_id.as_str());
+            p.op("hset").key(rk.clone()).arg(1).arg("doc").arg(to_json(r));
+            p.op("hincr").key(rk.clone()).arg("rev");
+            if r.is_open() {
+                p.op("hset").key(rk).arg(1).arg("open").arg(1);
+                if *created {
+                    p.op("hset").key(k.viewers(&r.owner)).arg(1).arg(&r.abonent).arg(id);
+                    p.op("hset").key(k.watching(&r.abonent)).arg(1).arg(&r.owner).arg(id);
+                }
+                if matches!(r.state, ConnState::Requested | ConnState::Offered) {
+                    p.op("zadd").key(k.negotiating()).arg(ms(r.updated_at)).arg(id);
+                } else {
+                    p.op("zrem").key(k.negotiating()).arg(id);
+                }
+            } else {
+                p.op("hdel").key(rk.clone()).arg("open");
+                p.op("pexpire").key(rk).arg(CLOSED_ROOM_KEEP_S * 1000);
+                p.op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
+                p.op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
+                p.op("zrem").key(k.negotiating()).arg(id);
+            }
+        }
+        if let Some((r, at)) = &step.touch {
+            p.op("hset").key(k.room(r)).arg(1).arg("t").arg(ms(*at));
+            p.op("zaddxx").key(k.negotiating()).arg(ms(*at)).arg(r);
+        }
+        for w in &step.sessions {
+            let member = Keys::node_session_member(&w.user, &w.session);
+            if w.open {
+                p.op("hset").key(k.sessions(&w.user)).arg(1).arg(&w.session).arg(&w.node);
+                p.op("sadd").key(k.node_sessions(&w.node)).arg(member);
+            } else {
+                p.op("hdel").key(k.sessions(&w.user)).arg(&w.session);
+                p.op("srem").key(k.node_sessions(&w.node)).arg(member);
+            }
+        }
+        for (u, at) in &step.expiries {
+            match at {
+                Some(at) => p.op("zadd").key(k.expiries()).arg(ms(*at)).arg(u),
+                None => p.op("zrem").key(k.expiries()).arg(u),
+            };
+        }
+        if let Some((u, key, v)) = &step.record {
+            p.op("setpx").key(k.record(u, key)).arg(v).arg(RECORD_KEEP_S * 1000);
+        }
+        for (to, ev) in &step.events {
+            p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());
+            p.arg(self.bounds.keep_max).arg(self.bounds.keep_s * 1000);
+        }
+        for ev in &step.broadcast {
+            p.op("pub").key(k.presence()).arg(format!("{}\n{}", step.accepted_us, ev.to_json()));
+        }
+        p
     }
 
-    async fn claim(&self, key: &'static str, now: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            let flat: Vec<String> = self.claim_due.key(key).arg(ms(now)).invoke_async(&mut c).await.map_err(redis_error)?;
-            Ok(flat.chunks(2).map(|p| (p[0].clone(), p[1].parse::<f64>().unwrap_or(0.0) as i64)).collect())
-        })
-        .await
+    async fn claim(&self, key: String, now: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
+        let args = [ms(now).to_string().into_bytes(), (ms(now) + CLAIM_HOLD_MS).to_string().into_bytes()];
+        let flat: Vec<String> = self.r.run(&self.r.scripts.claim_due, &[key], &args).await?;
+        Ok(flat.chunks(2).map(|p| (p[0].clone(), p[1].parse::<f64>().unwrap_or(0.0) as i64)).collect())
     }
+}
+
+/// What each read instruction is for, to file its answer.
+enum Slot {
+    User(UserId),
+    Room(RoomId),
+    Owned,
+    Watched,
+    Pair,
+    Sessions,
+    Record,
 }
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn user(&self, id: &UserId) -> Result<Option<UserState>> {
-        self.bounded(async { get(&mut self.conn().await?, &user_key(id)).await }).await
+    async fn read(&self, q: &Read) -> Result<Snapshot> {
+        let k = self.keys();
+        let mut p = Program::new();
+        let mut slots = Vec::new();
+        for u in &q.users {
+            p.op("hash").key(k.user(u));
+            slots.push(Slot::User(u.clone()));
+        }
+        for r in &q.rooms {
+            p.op("hash").key(k.room(r));
+            slots.push(Slot::Room(r.clone()));
+        }
+        if let Some(u) = &q.owned_by {
+            p.op("index").key(k.viewers(u)).arg(k.room_prefix());
+            slots.push(Slot::Owned);
+        }
+        if let Some(u) = &q.watched_by {
+            p.op("index").key(k.watching(u)).arg(k.room_prefix());
+            slots.push(Slot::Watched);
+        }
+        if let Some((o, a)) = &q.pair {
+            p.op("pair").key(k.viewers(o)).arg(a).arg(k.room_prefix());
+            slots.push(Slot::Pair);
+        }
+        if let Some(u) = &q.sessions_of {
+            p.op("hash").key(k.sessions(u));
+            slots.push(Slot::Sessions);
+        }
+        if let Some((u, key)) = &q.record {
+            p.op("get").key(k.record(u, key));
+            slots.push(Slot::Record);
+        }
+        let mut s = Snapshot::default();
+        if p.is_empty() {
+            return Ok(s);
+        }
+        let out: Vec<Value> = self.r.run(&self.r.scripts.read, p.keys(), p.args()).await?;
+        let rooms = |v: &Value| -> Result<Vec<RoomRead>> { Ok(items(v).iter().map(|h| room_of(&hash(h))).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect()) };
+        for (slot, v) in slots.into_iter().zip(out.iter()) {
+            match slot {
+                Slot::User(u) => {
+                    if let Some(x) = user_of(&hash(v))? {
+                        s.users.insert(u, x);
+                    }
+                }
+                Slot::Room(r) => {
+                    if let Some(x) = room_of(&hash(v))? {
+                        s.rooms.insert(r, x);
+                    }
+                }
+                Slot::Owned => s.owned = rooms(v)?,
+                Slot::Watched => s.watched = rooms(v)?,
+                Slot::Pair => {
+                    let parts = items(v);
+                    s.viewers = parts.first().map(int).transpose()?.unwrap_or(0);
+                    s.pair_room = parts.get(1).map(|h| room_of(&hash(h))).transpose()?.flatten();
+                }
+                Slot::Sessions => s.sessions = hash(v).into_iter().map(|(id, node)| (SessionId::from_string(id), node)).collect(),
+                Slot::Record => s.record = text(v).filter(|t| !t.is_empty()),
+            }
+        }
+        Ok(s)
+    }
+
+    async fn commit(&self, step: &Step) -> Result<Commit> {
+        let p = self.compile(step);
+        if p.is_empty() {
+            return Ok(Commit::Done);
+        }
+        let out: Vec<Value> = self.r.run(&self.r.scripts.commit, p.keys(), p.args()).await?;
+        match out.first().and_then(text).as_deref() {
+            Some("ok") => Ok(Commit::Done),
+            Some("conflict") => Ok(Commit::Conflict),
+            Some("closed") => Ok(Commit::Closed),
+            Some("missing") => Ok(Commit::Missing),
+            Some("recorded") => Ok(Commit::Recorded(out.get(1).and_then(text).unwrap_or_default())),
+            _ => Err(corrupt(format!("commit answered {out:?}"))),
+        }
     }
 
     async fn users(&self, q: &UserQuery) -> Result<UserPage> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            let batch = (q.limit * 2).max(100);
-            let mut start = match &q.after {
-                Some(a) => format!("({a}"),
-                None => "-".into(),
-            };
-            let mut users = Vec::new();
-            loop {
-                let ids: Vec<String> = redis::cmd("ZRANGE").arg(USERS).arg(&start).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(batch)
-                    .query_async(&mut c).await.map_err(redis_error)?;
-                let keys: Vec<String> = ids.iter().map(|id| format!("camsig:user:{id}")).collect();
-                for u in mget::<UserState>(&mut c, &keys).await?.into_iter().flatten() {
-                    if listed(&u, q.camera) {
-                        users.push(u);
-                    }
-                }
-                if users.len() > q.limit || ids.len() < batch {
-                    break;
-                }
-                start = format!("({}", ids.last().expect("a full batch"));
-            }
-            Ok(UserPage::from_overfetch(users, q.limit))
-        })
-        .await
-    }
-
-    async fn room(&self, id: &RoomId) -> Result<Option<Room>> {
-        self.bounded(async { get(&mut self.conn().await?, &room_key(id)).await }).await
-    }
-
-    async fn camera_on(&self, id: &UserId, meta: Option<serde_json::Value>, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<UserState> {
-        atomically!(self, |c| {
-                let (uk, sk) = (user_key(id), sessions_key(id));
-                watch(c, &[uk.clone(), sk.clone()]).await?;
-                let mut u = get::<UserState>(c, &uk).await?.unwrap_or_else(|| UserState::new(id.clone(), now));
-                let sessions: usize = redis::cmd("HLEN").arg(&sk).query_async(c).await.map_err(redis_error)?;
-                u.camera_on(meta.clone(), now);
-                let mut p = redis::pipe();
-                p.atomic();
-                write_user(&mut p, &u);
-                if sessions == 0 {
-                    p.cmd("ZADD").arg(EXPIRIES).arg(ms(expire_at)).arg(id.as_str()).ignore();
-                }
-                Ok(exec(c, &p).await?.then_some(u))
-        })
-    }
-
-    async fn camera_off(&self, id: &UserId, now: DateTime<Utc>) -> Result<Change> {
-        atomically!(self, |c| {
-                let uk = user_key(id);
-                watch(c, &[uk.clone(), open_key(id)]).await?;
-                let Some(mut u) = get::<UserState>(c, &uk).await? else {
-                    redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
-                    return Ok(Some(Change::default()));
-                };
-                if !u.camera_off(now) {
-                    redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
-                    return Ok(Some(Change::default()));
-                }
-                let rooms = open_rooms(c, id).await?;
-                let mut p = redis::pipe();
-                p.atomic();
-                write_user(&mut p, &u);
-                let closed = close_rooms(&mut p, &rooms, id, Role::Owner, "camera_off", now);
-                Ok(exec(c, &p).await?.then_some(Change { user: Some(u), closed }))
-        })
-    }
-
-    async fn show(&self, owner: &UserId, abonent: &UserId, max_viewers: usize, now: DateTime<Utc>) -> Result<Show> {
-        atomically!(self, |c| {
-                let uk = user_key(owner);
-                watch(c, &[uk.clone(), open_key(owner)]).await?;
-                let o = get::<UserState>(c, &uk).await?.ok_or(Error::UserNotFound)?;
-                if o.camera != Camera::On {
-                    return Err(Error::CameraOff);
-                }
-                let rooms = open_rooms(c, owner).await?;
-                let owned: Vec<&Room> = rooms.iter().filter(|r| r.owner == *owner).collect();
-                if let Some(r) = owned.iter().find(|r| r.abonent == *abonent) {
-                    redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
-                    return Ok(Some(Show::Existing((*r).clone())));
-                }
-                if owned.len() >= max_viewers {
-                    return Err(Error::TooManyViewers);
-                }
-                let r = Room::new(owner.clone(), abonent.clone(), now);
-                let mut p = redis::pipe();
-                p.atomic();
-                write_room(&mut p, &r);
-                for u in [owner, abonent] {
-                    p.cmd("SADD").arg(open_key(u)).arg(r.room_id.as_str()).ignore();
-                }
-                Ok(exec(c, &p).await?.then_some(Show::Created(r)))
-        })
-    }
-
-    async fn update_room(&self, id: &RoomId, op: RoomOp<'_>) -> Result<(Room, Role)> {
-        let key = room_key(id);
-        atomically!(self, |c| {
-            let mut r = watch_get::<Room>(c, &key).await?.ok_or(Error::RoomNotFound)?;
-            let to = op(&mut r)?;
-            let mut p = redis::pipe();
-            p.atomic();
-            write_room(&mut p, &r);
-            Ok(exec(c, &p).await?.then_some((r, to)))
-        })
-    }
-
-    async fn session_opened(&self, user: &UserId, session: &SessionId, node: &str, now: DateTime<Utc>) -> Result<Option<UserState>> {
-        atomically!(self, |c| {
-                let (uk, sk) = (user_key(user), sessions_key(user));
-                watch(c, &[uk.clone(), sk.clone()]).await?;
-                let mut u = get::<UserState>(c, &uk).await?.unwrap_or_else(|| UserState::new(user.clone(), now));
-                let changed = u.set_online(true, now);
-                let mut p = redis::pipe();
-                p.atomic();
-                p.cmd("HSET").arg(&sk).arg(session.as_str()).arg(node).ignore();
-                p.cmd("SADD").arg(node_sessions_key(node)).arg(format!("{user}{SEP}{session}")).ignore();
-                p.cmd("ZREM").arg(EXPIRIES).arg(user.as_str()).ignore();
-                write_user(&mut p, &u);
-                Ok(exec(c, &p).await?.then(|| changed.then_some(u)))
-        })
-    }
-
-    async fn session_closed(&self, user: &UserId, session: &SessionId, now: DateTime<Utc>, expire_at: DateTime<Utc>) -> Result<Option<UserState>> {
-        atomically!(self, |c| {
-                let (uk, sk) = (user_key(user), sessions_key(user));
-                watch(c, &[uk.clone(), sk.clone()]).await?;
-                let node: Option<String> = redis::cmd("HGET").arg(&sk).arg(session.as_str()).query_async(c).await.map_err(redis_error)?;
-                let Some(node) = node else {
-                    redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
-                    return Ok(Some(None));
-                };
-                let left: usize = redis::cmd("HLEN").arg(&sk).query_async(c).await.map_err(redis_error)?;
-                let mut p = redis::pipe();
-                p.atomic();
-                p.cmd("HDEL").arg(&sk).arg(session.as_str()).ignore();
-                p.cmd("SREM").arg(node_sessions_key(&node)).arg(format!("{user}{SEP}{session}")).ignore();
-                let mut offline = None;
-                if left <= 1 {
-                    p.cmd("ZADD").arg(EXPIRIES).arg(ms(expire_at)).arg(user.as_str()).ignore();
-                    if let Some(mut u) = get::<UserState>(c, &uk).await?
-                        && u.set_online(false, now)
+        let k = self.keys();
+        let batch = (q.limit * 2).max(100);
+        let mut start = match &q.after {
+            Some(a) => format!("({a}"),
+            None => "-".into(),
+        };
+        let mut users = Vec::new();
+        loop {
+            let ids: Vec<String> = self.r.query(redis::cmd("ZRANGE").arg(k.users()).arg(&start).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(batch)).await?;
+            if !ids.is_empty() {
+                let read = Read { users: ids.iter().filter_map(|id| UserId::parse(id).ok()).collect(), ..Read::default() };
+                let snap = self.read(&read).await?;
+                for id in &read.users {
+                    if let Some(u) = snap.users.get(id)
+                        && listed(u, q.camera)
                     {
-                        write_user(&mut p, &u);
-                        offline = Some(u);
+                        users.push(u.clone());
                     }
                 }
-                Ok(exec(c, &p).await?.then_some(offline))
-        })
+            }
+            if users.len() > q.limit || ids.len() < batch {
+                break;
+            }
+            start = format!("({}", ids.last().expect("a full batch"));
+        }
+        Ok(UserPage::from_overfetch(users, q.limit))
     }
 
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        let due = self.claim(EXPIRIES, now).await?;
+        let due = self.claim(self.keys().expiries(), now).await?;
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
-    async fn expire(&self, user: &UserId, now: DateTime<Utc>) -> Result<Change> {
-        atomically!(self, |c| {
-                let (uk, sk) = (user_key(user), sessions_key(user));
-                watch(c, &[uk.clone(), sk.clone(), open_key(user)]).await?;
-                let sessions: usize = redis::cmd("HLEN").arg(&sk).query_async(c).await.map_err(redis_error)?;
-                if sessions > 0 {
-                    redis::cmd("UNWATCH").query_async::<()>(c).await.map_err(redis_error)?;
-                    return Ok(Some(Change::default()));
-                }
-                let mut p = redis::pipe();
-                p.atomic();
-                let mut change = Change::default();
-                if let Some(mut u) = get::<UserState>(c, &uk).await?
-                    && u.camera_off(now)
-                {
-                    write_user(&mut p, &u);
-                    change.user = Some(u);
-                }
-                let rooms = open_rooms(c, user).await?;
-                change.closed = close_rooms(&mut p, &rooms, user, Role::Owner, "camera_off", now);
-                change.closed.extend(close_rooms(&mut p, &rooms, user, Role::Abonent, "gone", now));
-                Ok(exec(c, &p).await?.then_some(change))
-        })
-    }
-
-    async fn close_idle(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Room>> {
-        let ids: Vec<String> = self
-            .bounded(async {
-                let mut c = self.conn().await?;
-                redis::cmd("ZRANGEBYSCORE").arg(NEGOTIATING).arg("-inf").arg(ms(cutoff)).arg("LIMIT").arg(0).arg(100)
-                    .query_async(&mut c).await.map_err(redis_error)
-            })
-            .await?;
-        let mut closed = Vec::new();
-        for id in ids {
-            let Ok(id) = RoomId::parse(&id) else { continue };
-            let op = |r: &mut Room| {
-                if !r.is_idle(cutoff) {
-                    return Err(Error::RoomClosed);
-                }
-                r.close("timeout", now);
-                Ok(Role::Owner)
-            };
-            match self.update_room(&id, &op).await {
-                Ok((r, _)) => closed.push(r),
-                // Another node closed it, or it moved on: nothing to do.
-                Err(Error::RoomClosed | Error::RoomNotFound) => {
-                    let _ = self.bounded(async {
-                        let mut c = self.conn().await?;
-                        redis::cmd("ZREM").arg(NEGOTIATING).arg(id.as_str()).query_async::<()>(&mut c).await.map_err(redis_error)
-                    }).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(closed)
+    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {
+        let ids: Vec<String> = self.r.query(redis::cmd("ZRANGEBYSCORE").arg(self.keys().negotiating()).arg("-inf").arg(ms(cutoff)).arg("LIMIT").arg(0).arg(100)).await?;
+        Ok(ids.iter().filter_map(|id| RoomId::parse(id).ok()).collect())
     }
 
     async fn ping(&self) -> Result<()> {
-        self.bounded(async { redis::cmd("PING").query_async::<()>(&mut self.conn().await?).await.map_err(redis_error) }).await
-    }
-
-    async fn record_once(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<Option<String>> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            redis::cmd("SET").arg(record_key(user, key)).arg(value).arg("NX").arg("GET").arg("PX").arg(ttl.as_millis() as u64)
-                .query_async(&mut c).await.map_err(redis_error)
-        })
-        .await
-    }
-
-    async fn record(&self, user: &UserId, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            redis::cmd("SET").arg(record_key(user, key)).arg(value).arg("PX").arg(ttl.as_millis() as u64)
-                .query_async(&mut c).await.map_err(redis_error)
-        })
-        .await
-    }
-
-    async fn forget_record(&self, user: &UserId, key: &str) -> Result<()> {
-        self.bounded(async { redis::cmd("DEL").arg(record_key(user, key)).query_async(&mut self.conn().await?).await.map_err(redis_error) }).await
+        self.r.query::<()>(&redis::cmd("PING")).await
     }
 
     async fn renew_lease(&self, node: &str, until: DateTime<Utc>) -> Result<()> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            redis::cmd("ZADD").arg(NODES).arg(ms(until)).arg(node).query_async::<()>(&mut c).await.map_err(redis_error)
-        })
-        .await
+        self.r.query(redis::cmd("ZADD").arg(self.keys().nodes()).arg(ms(until)).arg(node)).await
     }
 
     async fn claim_dead_nodes(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let dead = self.claim(NODES, now).await?;
+        let dead = self.claim(self.keys().nodes(), now).await?;
         Ok(dead.into_iter().map(|(n, at)| (n, Utc.timestamp_millis_opt(at).single().unwrap_or(now))).collect())
     }
 
-    async fn take_node_sessions(&self, node: &str) -> Result<Vec<(UserId, SessionId)>> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            let all: Vec<String> = redis::cmd("SPOP").arg(node_sessions_key(node)).arg(100_000).query_async(&mut c).await.map_err(redis_error)?;
-            Ok(all
-                .iter()
-                .filter_map(|e| e.split_once(SEP))
-                .filter_map(|(u, s)| Some((UserId::parse(u).ok()?, SessionId::from_string(s.to_owned()))))
-                .collect())
-        })
-        .await
+    async fn node_sessions(&self, node: &str) -> Result<Vec<(UserId, SessionId)>> {
+        let all: Vec<String> = self.r.query(redis::cmd("SMEMBERS").arg(self.keys().node_sessions(node))).await?;
+        Ok(all
+            .iter()
+            .filter_map(|e| e.split_once(SEP))
+            .filter_map(|(u, s)| Some((UserId::parse(u).ok()?, SessionId::from_string(s.to_owned()))))
+            .collect())
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<()> {
+        self.r.query(redis::cmd("ZREM").arg(self.keys().nodes()).arg(node)).await
     }
 }

@@ -16,19 +16,19 @@ async fn full_camera_flow_between_two_users() {
     // Ann (owner) and Bob (viewer) connect; each hears who comes online.
     let mut a = app.ws(&ann).await;
     assert_eq!(a.hello["data"]["user_id"], "ann");
-    a.expect_user("ann", true, "off", 1).await;
+    a.expect_user("ann", true, "off").await;
     let mut b = app.ws(&bob).await;
-    a.expect_user("bob", true, "off", 1).await;
-    b.expect_user("bob", true, "off", 1).await;
+    a.expect_user("bob", true, "off").await;
+    b.expect_user("bob", true, "off").await;
 
     // Camera on, with meta.
     let r = app.post("cameraOn", &ann, json!({"meta": {"name": "Ann"}})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["user"]["camera"], "on");
-    assert_eq!(r.body["user"]["version"], 2);
+    let on_version = r.body["user"]["version"].as_u64().unwrap();
     for ws in [&mut a, &mut b] {
-        let u = ws.expect_user("ann", true, "on", 2).await;
-        assert_eq!(u["meta"], json!({"name": "Ann"}));
+        let u = ws.expect_user("ann", true, "on").await;
+        assert_eq!((&u["meta"], u["version"].as_u64()), (&json!({"name": "Ann"}), Some(on_version)));
     }
 
     // Bob asks to see it: a room, and Ann hears show_cam.
@@ -80,14 +80,15 @@ async fn full_camera_flow_between_two_users() {
 
     // Camera off: everyone hears it; no hangup, the room is already closed.
     let r = app.post("cameraOff", &ann, json!({})).await;
-    assert_eq!((r.status, r.body["user"]["camera"].as_str(), r.body["user"]["version"].as_u64()), (200, Some("off"), Some(3)));
-    a.expect_user("ann", true, "off", 3).await;
-    b.expect_user("ann", true, "off", 3).await;
+    assert_eq!((r.status, r.body["user"]["camera"].as_str()), (200, Some("off")));
+    assert!(r.body["user"]["version"].as_u64().unwrap() > on_version);
+    a.expect_user("ann", true, "off").await;
+    b.expect_user("ann", true, "off").await;
 
     // A marker both hear next: nothing else was sent to either side in between.
     let _carl = app.ws(&token("carl")).await;
-    a.expect_user("carl", true, "off", 1).await;
-    b.expect_user("carl", true, "off", 1).await;
+    a.expect_user("carl", true, "off").await;
+    b.expect_user("carl", true, "off").await;
 
     // Each user's logged events carry strictly increasing ids, the newest in the next hello.
     let ann_ids = [&show, &answer, &hangup].map(event_id);

@@ -14,10 +14,10 @@ async fn a_client_that_never_answers_pings_is_closed_and_one_that_does_stays() {
     let app = spawn_app_with(|s| s.ws.heartbeat_s = 1).await;
     let mut watcher = app.ws(&token("watcher")).await;
     assert_eq!(watcher.hello["data"]["heartbeat_s"], 1);
-    watcher.expect_user("watcher", true, "off", 1).await;
+    watcher.expect_user("watcher", true, "off").await;
 
     let raw = raw_ws(&app, &token("mute")).await;
-    watcher.expect_user("mute", true, "off", 1).await;
+    watcher.expect_user("mute", true, "off").await;
     let started = tokio::time::Instant::now();
 
     // Read the mute client to EOF while the watcher keeps answering pings.

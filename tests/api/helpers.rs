@@ -242,11 +242,13 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub struct Ws {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub hello: Value,
+    /// The last `version` seen per user, to check that versions only grow.
+    pub versions: std::collections::HashMap<String, u64>,
 }
 
 impl Ws {
     async fn opened(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
-        let mut ws = Ws { stream, hello: Value::Null };
+        let mut ws = Ws { stream, hello: Value::Null, versions: Default::default() };
         let hello = ws.next().await;
         assert_eq!(hello["action"], "server-action:hello", "{hello}");
         ws.hello = hello;
@@ -264,18 +266,22 @@ impl Ws {
         }
     }
 
-    /// The next frame must be `update_user` for `user` with these values; returns the user.
+    /// The next frame must be `update_user` for `user` with these values, and a
+    /// `version` above any seen before for that user; returns the user.
     #[track_caller]
-    pub fn expect_user<'a>(&'a mut self, user: &'a str, online: bool, camera: &'a str, version: u64) -> impl std::future::Future<Output = Value> + 'a {
+    pub fn expect_user<'a>(&'a mut self, user: &'a str, online: bool, camera: &'a str) -> impl std::future::Future<Output = Value> + 'a {
         let caller = std::panic::Location::caller();
         async move {
             let v = self.next().await;
             let u = &v["data"]["user"];
             assert_eq!(
-                (v["action"].as_str(), u["user_id"].as_str(), u["online"].as_bool(), u["camera"].as_str(), u["version"].as_u64()),
-                (Some("server-action:update_user"), Some(user), Some(online), Some(camera), Some(version)),
+                (v["action"].as_str(), u["user_id"].as_str(), u["online"].as_bool(), u["camera"].as_str()),
+                (Some("server-action:update_user"), Some(user), Some(online), Some(camera)),
                 "at {caller}: {v}"
             );
+            let version = u["version"].as_u64().expect("a version");
+            let last = self.versions.insert(user.to_owned(), version).unwrap_or(0);
+            assert!(version > last, "at {caller}: version {version} after {last}: {v}");
             assert!(v.get("id").is_none(), "update_user carries no id: {v}");
             u.clone()
         }

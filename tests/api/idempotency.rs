@@ -35,7 +35,8 @@ async fn an_offer_retried_with_the_same_key_is_delivered_once() {
 #[actix_web::test]
 async fn concurrent_duplicates_run_once() {
     let app = spawn_app().await;
-    let (_a, _b, room) = app.ann_shows_bob().await;
+    let (a, _b, room) = app.ann_shows_bob().await;
+    let start = a.hello["data"]["last_id"].as_str().unwrap().to_owned();
     let bob = token("bob");
     let body = json!({"room_id": room, "candidate": candidate(1)});
     let (r1, r2, r3) = futures_util::join!(
@@ -43,11 +44,23 @@ async fn concurrent_duplicates_run_once() {
         app.post_once("ice", &bob, "same", body.clone()),
         app.post_once("ice", &bob, "same", body.clone()),
     );
-    for r in [&r1, &r2, &r3] {
-        assert_eq!(r.status, 202, "{}", r.body);
+    // The first runs; a duplicate while it runs is told so (409), one after it gets its answer.
+    let rs = [&r1, &r2, &r3];
+    assert!(rs.iter().any(|r| r.status == 202 && r.header("idempotent-replayed").is_none()), "one ran");
+    for r in rs {
+        match r.status {
+            202 => assert_eq!(r.body, json!({"room_id": room})),
+            409 => {
+                r.assert_error(409, "request_in_progress");
+                assert_eq!(r.header("retry-after"), Some("1"));
+            }
+            s => panic!("status {s}: {}", r.body),
+        }
     }
+    let after = app.post_once("ice", &bob, "same", body).await;
+    assert_eq!((after.status, after.header("idempotent-replayed")), (202, Some("true")));
     // Ann's log holds the candidate once.
-    let mut a = app.ws_query(&token("ann"), "?presence=false&since=0-0").await;
+    let mut a = app.ws_query(&token("ann"), &format!("?presence=false&since={start}")).await;
     a.expect("show_cam").await;
     a.expect("put_ice").await;
     quiet(&mut a).await;
@@ -60,8 +73,8 @@ async fn a_key_reused_for_another_request_is_refused() {
     let bob = token("bob");
     let ice = |n| json!({"room_id": room, "candidate": candidate(n)});
     assert_eq!(app.post_once("ice", &bob, "k", ice(1)).await.status, 202);
-    app.post_once("ice", &bob, "k", ice(2)).await.assert_error(400, "bad_request");
-    app.post_once("hangup", &bob, "k", json!({"room_id": room})).await.assert_error(400, "bad_request");
+    app.post_once("ice", &bob, "k", ice(2)).await.assert_error(422, "idempotency_key_reused");
+    app.post_once("hangup", &bob, "k", json!({"room_id": room})).await.assert_error(422, "idempotency_key_reused");
     // The room is still open: nothing of the refused calls happened.
     assert_eq!(app.get(&format!("/webrtc/connections/{room}"), Some(&bob)).await.body["state"], "requested");
 }

@@ -14,7 +14,8 @@ async fn since_replays_missed_events_in_order_then_live_ones() {
     let app = spawn_app().await;
     let (ann, bob) = (token("ann"), token("bob"));
     let mut a = app.ws_query(&ann, "?presence=false").await;
-    assert_eq!(a.hello["data"]["last_id"], "0-0");
+    let start = a.hello["data"]["last_id"].as_str().unwrap().to_owned();
+    assert_ne!(start, "0-0", "hello hands out a real position even for an empty log");
     app.camera_on(&ann).await;
     let room = app.show(&bob, "ann").await;
     let seen = a.expect("show_cam").await;
@@ -45,8 +46,12 @@ async fn since_replays_missed_events_in_order_then_live_ones() {
     let mut old = app.ws_query(&ann, "?presence=false&since=999999999999-0").await;
     assert_eq!(old.expect("resync").await["data"]["last_id"], live["id"]);
 
-    // From the start, everything; with no since, nothing old.
-    let mut all = app.ws_query(&ann, "?presence=false&since=0-0").await;
+    // `0-0` may predate the log (it could have been trimmed or expired): resync.
+    let mut zero = app.ws_query(&ann, "?presence=false&since=0-0").await;
+    assert_eq!(zero.expect("resync").await["data"]["last_id"], live["id"]);
+
+    // From the position the first hello gave, everything; with no since, nothing old.
+    let mut all = app.ws_query(&ann, &format!("?presence=false&since={start}")).await;
     for (want, id) in [("show_cam", &seen), ("put_ice", &e1), ("put_ice", &e2), ("hangup", &e3), ("show_cam", &live)] {
         assert_eq!(all.expect(want).await["id"], id["id"]);
     }
@@ -60,10 +65,11 @@ async fn a_since_the_log_does_not_cover_gets_resync_first() {
     let app = spawn_app_with(|s| s.events.keep_max = 2).await;
     let (ann, bob) = (token("ann"), token("bob"));
     let mut a = app.ws_query(&ann, "?presence=false").await;
+    let start = a.hello["data"]["last_id"].as_str().unwrap().to_owned();
 
-    // Never issued, for a user with no log yet.
+    // Never issued, for a user with an empty log.
     let mut r = app.ws_query(&ann, "?presence=false&since=999999999999-0").await;
-    assert_eq!(r.expect("resync").await["data"], json!({"last_id": "0-0"}));
+    assert_eq!(r.expect("resync").await["data"], json!({"last_id": start}));
 
     app.camera_on(&ann).await;
     let room = app.show(&bob, "ann").await;
@@ -77,6 +83,12 @@ async fn a_since_the_log_does_not_cover_gets_resync_first() {
     }
 
     // The first event was trimmed (keep_max 2): resync, then live events only.
+    // The same from the position hello gave for the empty log.
+    for since in [&start, first["id"].as_str().unwrap()] {
+        let mut r = app.ws_query(&ann, &format!("?presence=false&since={since}")).await;
+        let resync = r.expect("resync").await;
+        assert_eq!(resync["data"]["last_id"], last["id"], "{since}");
+    }
     let mut r = app.ws_query(&ann, &format!("?presence=false&since={}", first["id"].as_str().unwrap())).await;
     let resync = r.expect("resync").await;
     assert_eq!(resync["data"]["last_id"], last["id"]);

@@ -169,9 +169,10 @@ async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another() {
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("po"), token("pv"));
     nodes[0].camera_on(&owner).await;
+    let since = nodes[0].poll(&owner, "?timeout_s=0").await.body["last_id"].as_str().unwrap().to_owned();
     let poll = actix_web::rt::spawn({
         let (node, owner) = (nodes[1].clone(), owner.clone());
-        async move { node.poll(&owner, "?since=0-0&timeout_s=30").await }
+        async move { node.poll(&owner, &format!("?since={since}&timeout_s=30")).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished());

@@ -130,7 +130,7 @@ impl ProcNode {
         let mut req = format!("ws://127.0.0.1:{}/ws{query}", self.port).into_client_request().unwrap();
         req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
         let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
-        let mut ws = Ws { stream, hello: serde_json::Value::Null };
+        let mut ws = Ws { stream, hello: serde_json::Value::Null, versions: Default::default() };
         ws.hello = ws.next().await;
         assert_eq!(ws.hello["action"], "server-action:hello");
         ws

@@ -1,9 +1,10 @@
 //! The system under test: its own `redis-server` and camsig nodes on loopback,
-//! as child processes, so a run never touches anything else on the machine.
+//! as child processes, so a run never touches anything else on the machine;
+//! and the Socket.IO reference relay camsig is measured against, on the same Redis.
 
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -128,10 +129,140 @@ pub fn raise_nofile() -> u64 {
     hard
 }
 
-/// Commands Redis has processed so far (`INFO stats`), to count round trips per call.
+/// Commands Redis has processed so far (`INFO stats`), to count commands per call.
 pub async fn redis_commands(port: u16) -> u64 {
     let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else { return 0 };
     let Ok(mut c) = client.get_multiplexed_async_connection().await else { return 0 };
     let info: String = redis::cmd("INFO").arg("stats").query_async(&mut c).await.unwrap_or_default();
     info.lines().find_map(|l| l.strip_prefix("total_commands_processed:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Sums a Prometheus counter over every node's `GET /metrics` (all label sets);
+/// None when no node exposes it, or a node cannot be read.
+pub async fn metric_total(nodes: &[Proc], name: &str) -> Option<f64> {
+    let http = reqwest::Client::new();
+    let mut total = None;
+    for n in nodes {
+        let res = http.get(format!("{}/metrics", n.http())).timeout(Duration::from_secs(5)).send().await.ok()?;
+        let text = res.text().await.ok()?;
+        if let Some(v) = counter(&text, name) {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition.
+fn counter(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !rest.starts_with([' ', '{']) {
+            continue; // another metric with this name as a prefix
+        }
+        let value = rest.rsplit_once('}').map_or(rest, |(_, v)| v).split_whitespace().next();
+        if let Some(v) = value.and_then(|v| v.parse::<f64>().ok()) {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// The reference competitor: `benches/socketio-relay`, a Socket.IO server with
+/// the Redis adapter (Node.js), one process per node, on the cluster's Redis.
+pub struct Relay {
+    pub nodes: Vec<Proc>,
+}
+
+impl Relay {
+    /// The relay's directory in this repository.
+    pub fn default_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../socketio-relay")
+    }
+
+    /// Why the relay cannot run on this machine (no `node`, or no `node_modules`
+    /// and no `npm` to install them), or None.
+    pub fn missing_tools(dir: &Path) -> Option<String> {
+        let works = |cmd: &str| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !dir.join("server.js").is_file() {
+            return Some(format!("no relay at {}", dir.display()));
+        }
+        if !works("node") {
+            return Some("`node` is not installed".into());
+        }
+        if !Relay::installed(dir) && !works("npm") {
+            return Some(format!("`npm` is not installed and {} has no node_modules", dir.display()));
+        }
+        None
+    }
+
+    fn installed(dir: &Path) -> bool {
+        ["socket.io", "@socket.io/redis-adapter", "redis"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").is_file())
+    }
+
+    /// Installs the relay's packages if they are missing (`npm ci`, from the
+    /// committed lock file), then starts `nodes` relay processes on `redis_port`.
+    pub async fn start(dir: &Path, redis_port: u16, nodes: usize) -> Result<Relay> {
+        if !Relay::installed(dir) {
+            eprintln!("socketio: npm ci in {}", dir.display());
+            let status = tokio::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .context("npm ci")?;
+            if !status.success() || !Relay::installed(dir) {
+                bail!("npm ci in {} failed ({status})", dir.display());
+            }
+        }
+        let mut procs = Vec::new();
+        for _ in 0..nodes {
+            let port = free_port();
+            let child = Command::new("node")
+                .arg("server.js")
+                .current_dir(dir)
+                .env("PORT", port.to_string())
+                .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/"))
+                .env("NODE_ENV", "production")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("cannot start node")?;
+            procs.push(Proc { child, port });
+        }
+        let http = reqwest::Client::new();
+        for n in &mut procs {
+            let url = format!("{}/healthz", n.http());
+            let start = Instant::now();
+            loop {
+                if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                    break;
+                }
+                if let Ok(Some(status)) = n.child.try_wait() {
+                    bail!("socketio relay on port {} exited: {status}", n.port);
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    bail!("socketio relay on port {} never became ready", n.port);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(Relay { nodes: procs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter;
+
+    #[test]
+    fn counter_sums_every_label_set_and_skips_longer_names() {
+        let text = "# HELP camsig_redis_round_trips_total Round trips\n# TYPE camsig_redis_round_trips_total counter\n\
+                    camsig_redis_round_trips_total{node=\"bench-0\"} 1200\n\
+                    camsig_redis_round_trips_total{node=\"bench-0\",kind=\"script\"} 3e+02 1700000000\n\
+                    camsig_redis_round_trips_total_created 5\n";
+        assert_eq!(counter(text, "camsig_redis_round_trips_total"), Some(1500.0));
+        assert_eq!(counter("camsig_redis_round_trips_total 7\n", "camsig_redis_round_trips_total"), Some(7.0));
+        assert_eq!(counter("camsig_http_requests_total{route=\"/x\"} 3\n", "camsig_redis_round_trips_total"), None);
+    }
 }

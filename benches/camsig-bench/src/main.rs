@@ -5,18 +5,30 @@
 //!
 //! `--smoke` runs every scenario for a moment, to keep the tool working in CI;
 //! it asserts nothing about speed.
+//!
+//! The `socketio` scenario runs the latency load against a reference
+//! competitor on the same Redis: `benches/socketio-relay`, two Node.js
+//! Socket.IO servers joined by `@socket.io/redis-adapter` (needs `node`, and
+//! `npm` the first time to install its packages).
 
 mod cluster;
 mod report;
 mod scenarios;
+mod sio;
 mod ws;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
+const SCENARIOS: [&str; 6] = ["control", "latency", "throughput", "socketio", "fanout", "idle"];
+
 struct Plan {
     pairs: usize,
+    /// Load at the first latency rate before anything is measured, the same for
+    /// camsig and the Socket.IO relay: connections, caches, and Node's JIT (the
+    /// relay's first 5 s after a 0.5 s warm-up had 2-3x the p99 of the next 5 s).
+    warmup: Duration,
     latency_rates: Vec<u64>,
     latency_for: Duration,
     ramp: Vec<u64>,
@@ -29,6 +41,7 @@ impl Plan {
     fn full() -> Plan {
         Plan {
             pairs: 64,
+            warmup: Duration::from_secs(5),
             latency_rates: vec![1000, 5000, 10000],
             latency_for: Duration::from_secs(10),
             ramp: vec![2000, 4000, 6000, 8000, 10000, 12000, 15000, 20000],
@@ -41,6 +54,7 @@ impl Plan {
     fn smoke() -> Plan {
         Plan {
             pairs: 4,
+            warmup: Duration::from_millis(500),
             latency_rates: vec![200],
             latency_for: Duration::from_secs(1),
             ramp: vec![200, 400],
@@ -57,6 +71,7 @@ async fn main() -> Result<()> {
     let (mut smoke, mut camsig, mut out) = (false, PathBuf::from("target/release/camsig"), PathBuf::from("target/bench"));
     let mut only: Option<Vec<String>> = None;
     let (mut rates, mut seconds): (Option<Vec<u64>>, Option<u64>) = (None, None);
+    let mut relay_dir = cluster::Relay::default_dir();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
@@ -64,9 +79,16 @@ async fn main() -> Result<()> {
             "--out" => out = args.next().context("--out <dir>")?.into(),
             "--rates" => rates = Some(args.next().context("--rates 1000,5000")?.split(',').map(str::parse).collect::<Result<_, _>>()?),
             "--seconds" => seconds = Some(args.next().context("--seconds N")?.parse()?),
-            "--only" => only = Some(args.next().context("--only a,b")?.split(',').map(str::to_owned).collect()),
+            "--only" => {
+                let o: Vec<String> = args.next().context("--only a,b")?.split(',').map(str::to_owned).collect();
+                if let Some(x) = o.iter().find(|x| !SCENARIOS.contains(&x.as_str())) {
+                    bail!("--only: unknown scenario {x} (one of {})", SCENARIOS.join(", "));
+                }
+                only = Some(o);
+            }
+            "--relay" => relay_dir = args.next().context("--relay <dir>")?.into(),
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,fanout,idle,control] [--rates R1,R2] [--seconds S]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,fanout,idle,control] [--rates R1,R2] [--seconds S] [--relay DIR]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -102,18 +124,17 @@ async fn main() -> Result<()> {
     let (mut latency, mut throughput, mut max_delivered) = (Vec::new(), Vec::new(), 0.0);
     if runs("latency") || runs("throughput") {
         let mut pairs = scenarios::Pairs::setup(&cluster, plan.pairs).await?;
-        // Warm up connections and caches.
-        scenarios::load(&mut pairs, plan.latency_rates[0], Duration::from_millis(500)).await;
+        scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
         if runs("latency") {
             for &rate in &plan.latency_rates {
-                let r = measured_load(&cluster, &mut pairs, rate, plan.latency_for).await;
+                let r = measured_load(&cluster, &cluster.nodes, &mut pairs, rate, plan.latency_for).await;
                 print_load("latency", &r);
                 latency.push(r);
             }
         }
         if runs("throughput") {
             for &rate in &plan.ramp {
-                let r = measured_load(&cluster, &mut pairs, rate, plan.ramp_for).await;
+                let r = measured_load(&cluster, &cluster.nodes, &mut pairs, rate, plan.ramp_for).await;
                 print_load("ramp", &r);
                 let good = r.latency.p99_ms <= 50.0 && r.lost == 0 && r.duplicates == 0 && r.out_of_order == 0;
                 if good {
@@ -122,6 +143,29 @@ async fn main() -> Result<()> {
                 throughput.push(r);
                 if !good {
                     break;
+                }
+            }
+        }
+    }
+
+    // The same latency load against the reference competitor, on the same Redis.
+    let (mut socketio, mut socketio_skipped) = (Vec::new(), None);
+    if runs("socketio") {
+        match cluster::Relay::missing_tools(&relay_dir) {
+            Some(why) => {
+                eprintln!("socketio skipped: {why}");
+                socketio_skipped = Some(why);
+            }
+            None => {
+                let relay = cluster::Relay::start(&relay_dir, cluster.redis.port, 2).await?;
+                eprintln!("socketio-relay: nodes :{} and :{} on redis :{}", relay.nodes[0].port, relay.nodes[1].port, cluster.redis.port);
+                let mut pairs = scenarios::Pairs::setup_socketio(&relay, plan.pairs).await?;
+                scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
+                for &rate in &plan.latency_rates {
+                    // No round-trip counter there: each call is one PUBLISH, which the command count shows.
+                    let r = measured_load(&cluster, &[], &mut pairs, rate, plan.latency_for).await;
+                    print_load("socketio-relay", &r);
+                    socketio.push(r);
                 }
             }
         }
@@ -157,24 +201,48 @@ async fn main() -> Result<()> {
         }
     }
 
-    let run = report::Run { started_at, command, smoke, machine, latency, throughput, max_delivered_per_s: max_delivered, fanout, idle, control };
+    let run = report::Run {
+        started_at,
+        command,
+        smoke,
+        machine,
+        latency,
+        throughput,
+        max_delivered_per_s: max_delivered,
+        socketio,
+        socketio_skipped,
+        fanout,
+        idle,
+        control,
+    };
     let (json, svg) = report::write(&run, &out)?;
+    print!("{}", report::load_table(&run));
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }
 
-/// One load step, with the Redis commands it cost per call.
-async fn measured_load(cluster: &cluster::Cluster, pairs: &mut scenarios::Pairs, rate: u64, duration: Duration) -> scenarios::LoadResult {
+/// camsig's count of Redis round trips, on each node's `/metrics`.
+const ROUND_TRIPS: &str = "camsig_redis_round_trips_total";
+
+/// One load step, with the Redis commands it cost per call, and the round
+/// trips per call where `counted` (camsig's nodes) count them.
+async fn measured_load(cluster: &cluster::Cluster, counted: &[cluster::Proc], pairs: &mut scenarios::Pairs, rate: u64, duration: Duration) -> scenarios::LoadResult {
+    let trips_before = cluster::metric_total(counted, ROUND_TRIPS).await;
     let before = cluster::redis_commands(cluster.redis.port).await;
     let mut r = scenarios::load(pairs, rate, duration).await;
     let after = cluster::redis_commands(cluster.redis.port).await;
+    let trips_after = cluster::metric_total(counted, ROUND_TRIPS).await;
     r.redis_commands_per_call = after.saturating_sub(before) as f64 / r.sent.max(1) as f64;
+    if let (Some(b), Some(a)) = (trips_before, trips_after) {
+        r.redis_round_trips_per_call = Some((a - b).max(0.0) / r.sent.max(1) as f64);
+    }
     r
 }
 
 fn print_load(what: &str, r: &scenarios::LoadResult) {
+    let trips = r.redis_round_trips_per_call.map_or("n/a".to_owned(), |t| format!("{t:.1}"));
     eprintln!(
-        "{what:<8} {:>6}/s: {:.1} redis cmds/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
+        "{what:<8} {:>6}/s: {:.1} redis cmds/call, {trips} redis round trips/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
         r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
     );
 }

@@ -1,5 +1,6 @@
 //! What a run leaves behind: one JSON file with every number, and an SVG plot
-//! of cross-node latency against offered load, next to the Redis control.
+//! of cross-node latency against offered load, next to the Socket.IO relay
+//! and the Redis control; and a table of the load steps for the terminal.
 
 use anyhow::Result;
 use plotters::prelude::*;
@@ -47,6 +48,10 @@ pub struct Run {
     pub throughput: Vec<LoadResult>,
     /// The highest step of the ramp with p99 ≤ 50 ms and nothing lost.
     pub max_delivered_per_s: f64,
+    /// The latency load against the reference competitor (`benches/socketio-relay`).
+    pub socketio: Vec<LoadResult>,
+    /// Why the socketio scenario did not run, when it was asked for and could not.
+    pub socketio_skipped: Option<String>,
     pub fanout: Vec<FanoutResult>,
     pub idle: Vec<IdleResult>,
     pub control: Vec<ControlResult>,
@@ -62,13 +67,47 @@ pub fn write(run: &Run, dir: &Path) -> Result<(std::path::PathBuf, std::path::Pa
     Ok((json, svg))
 }
 
+/// Every load step of the run (camsig's latency and ramp, then the Socket.IO
+/// relay), one row each, with the same columns.
+pub fn load_table(run: &Run) -> String {
+    let rows: Vec<(&str, &LoadResult)> = run
+        .latency
+        .iter()
+        .map(|r| ("latency", r))
+        .chain(run.throughput.iter().map(|r| ("ramp", r)))
+        .chain(run.socketio.iter().map(|r| ("latency", r)))
+        .collect();
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out += "\n| system | scenario | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | lost / dup / reordered | http errors | redis cmds/call | redis round trips/call |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (scenario, r) in rows {
+        let trips = r.redis_round_trips_per_call.map_or("n/a".to_owned(), |t| format!("{t:.2}"));
+        let l = &r.latency;
+        out += &format!(
+            "| {} | {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} / {} | {} | {:.2} | {trips} |\n",
+            r.system, r.offered_per_s, r.delivered_per_s, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors, r.redis_commands_per_call
+        );
+    }
+    if let Some(why) = &run.socketio_skipped {
+        out += &format!("socketio-relay: skipped ({why})\n");
+    }
+    out += "\n";
+    out
+}
+
 fn plot(run: &Run, path: &Path) -> Result<()> {
     let points: Vec<&LoadResult> = run.latency.iter().chain(run.throughput.iter()).collect();
     let mut by_rate: Vec<&LoadResult> = points;
     by_rate.sort_by_key(|r| r.offered_per_s);
-    let max_rate = by_rate.iter().map(|r| r.offered_per_s).max().unwrap_or(1) as f64 * 1.1;
+    let mut socketio: Vec<&LoadResult> = run.socketio.iter().collect();
+    socketio.sort_by_key(|r| r.offered_per_s);
+    let max_rate = by_rate.iter().chain(socketio.iter()).map(|r| r.offered_per_s).max().unwrap_or(1) as f64 * 1.1;
     let max_ms = by_rate
         .iter()
+        .chain(socketio.iter())
         .map(|r| r.latency.p999_ms)
         .chain(run.control.iter().map(|c| c.latency.p999_ms))
         .fold(1.0, f64::max)
@@ -76,7 +115,14 @@ fn plot(run: &Run, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("camsig: cross-node latency, REST on node A to WebSocket on node B", ("sans-serif", 20))
+        .caption(
+            if socketio.is_empty() {
+                "camsig: cross-node latency, REST on node A to WebSocket on node B"
+            } else {
+                "cross-node latency, HTTP on node A to socket on node B: camsig (solid), socketio-relay (dashed)"
+            },
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
@@ -90,10 +136,26 @@ fn plot(run: &Run, path: &Path) -> Result<()> {
     ];
     for (name, f, color) in series {
         let pts: Vec<(f64, f64)> = by_rate.iter().filter(|r| r.latency.count > 0).map(|r| (r.offered_per_s as f64, f(r).max(0.05))).collect();
-        chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(name).legend(move |(x, y)| {
+        let label = if socketio.is_empty() { name.to_owned() } else { format!("camsig {name}") };
+        chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(label).legend(move |(x, y)| {
             PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
         });
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    for (name, f, color) in series {
+        let pts: Vec<(f64, f64)> = socketio.iter().filter(|r| r.latency.count > 0).map(|r| (r.offered_per_s as f64, f(r).max(0.05))).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, color.stroke_width(2)))?
+            .label(format!("socketio-relay {name}"))
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (8, 0)], color.stroke_width(2))
+                    + PathElement::new(vec![(12, 0), (20, 0)], color.stroke_width(2))
+            });
+        chart.draw_series(pts.into_iter().map(|p| Cross::new(p, 4, color.stroke_width(2))))?;
     }
     for c in &run.control {
         let p = (c.rate_per_s as f64, c.latency.p99_ms.max(0.05));

@@ -1,4 +1,5 @@
-//! The scenarios: open-loop cross-node latency, a throughput ramp, fan-out,
+//! The scenarios: open-loop cross-node latency (against camsig, and the same
+//! load against the Socket.IO reference relay), a throughput ramp, fan-out,
 //! idle connections, and the raw Redis control. Each returns plain data for
 //! the report.
 
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::cluster::{Cluster, token};
+use crate::cluster::{Cluster, Relay, token};
+use crate::sio;
 use crate::ws::{self, next_json};
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,10 +86,23 @@ struct Receipt {
     at: Instant,
 }
 
-/// Sender/receiver pairs, senders on node 0 and receivers on node 1, each in
-/// its own room. Each pair's calls are sent one after another, so the order
-/// the service accepts them in is `k` order, and the receiver must see that order.
+/// The ICE candidate call number `k` sends: the same bytes to camsig and to the
+/// Socket.IO relay, with `k` in `usernameFragment`.
+fn candidate(k: u64) -> serde_json::Value {
+    json!({"candidate": "candidate:1 1 udp 2113937151 192.0.2.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": k.to_string()})
+}
+
+/// The call number in a received `put_ice` event's data (`{"candidate": {...}}`).
+fn call_number(data: &serde_json::Value) -> Option<u64> {
+    data["candidate"]["usernameFragment"].as_str().and_then(|k| k.parse().ok())
+}
+
+/// Sender/receiver pairs, senders on node 0 and receivers on node 1. Each
+/// pair's calls are sent one after another, so the order the service accepts
+/// them in is `k` order, and the receiver must see that order.
 pub struct Pairs {
+    /// Which service the pairs talk to, as the report names it.
+    system: &'static str,
     queues: Vec<mpsc::UnboundedSender<u64>>,
     receipts: mpsc::UnboundedReceiver<Receipt>,
     errors: Arc<AtomicU64>,
@@ -97,13 +112,38 @@ pub struct Pairs {
 }
 
 impl Pairs {
+    fn new(system: &'static str) -> (Pairs, mpsc::UnboundedSender<Receipt>) {
+        let (rtx, receipts) = mpsc::unbounded_channel();
+        let pairs = Pairs { system, queues: Vec::new(), receipts, errors: Arc::default(), pending: Arc::default(), next_k: 0 };
+        (pairs, rtx)
+    }
+
+    /// The next pair's sender: `send(k)` for every call handed to it, one after
+    /// another; `send` answers whether the service accepted the call.
+    fn add_sender<F, Fut>(&mut self, mut send: F)
+    where
+        F: FnMut(u64) -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let (qtx, mut qrx) = mpsc::unbounded_channel::<u64>();
+        let (errors, pending) = (self.errors.clone(), self.pending.clone());
+        tokio::spawn(async move {
+            while let Some(k) = qrx.recv().await {
+                if !send(k).await {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+        self.queues.push(qtx);
+    }
+
+    /// camsig: `POST /webrtc/ice` on node A, each pair in its own room; the
+    /// receiver's `/ws` is on node B.
     pub async fn setup(cluster: &Cluster, n: usize) -> Result<Pairs> {
         let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
-        let (rtx, receipts) = mpsc::unbounded_channel();
-        let errors = Arc::new(AtomicU64::new(0));
-        let pending = Arc::new(AtomicU64::new(0));
-        let mut queues = Vec::new();
+        let http = http_client()?;
+        let (mut pairs, rtx) = Pairs::new("camsig");
         for i in 0..n {
             let (s, r) = (format!("bench-s{i}"), format!("bench-r{i}"));
             let (st, rt) = (token(&s), token(&r));
@@ -118,30 +158,53 @@ impl Pairs {
             tokio::spawn(async move {
                 while let Some(ev) = next_json(&mut rws).await {
                     if ev["action"] == "server-action:put_ice"
-                        && let Some(k) = ev["data"]["candidate"]["usernameFragment"].as_str().and_then(|k| k.parse().ok())
+                        && let Some(k) = call_number(&ev["data"])
                     {
                         let _ = tx.send(Receipt { pair: i, k, at: Instant::now() });
                     }
                 }
             });
-            let (qtx, mut qrx) = mpsc::unbounded_channel::<u64>();
-            let (http, url, errors, pending) = (http.clone(), format!("{}/webrtc/ice", a.http()), errors.clone(), pending.clone());
+            let (http, url) = (http.clone(), format!("{}/webrtc/ice", a.http()));
+            pairs.add_sender(move |k| {
+                let req = http.post(&url).bearer_auth(&st).json(&json!({"room_id": room, "candidate": candidate(k)}));
+                async move { req.send().await.is_ok_and(|r| r.status().as_u16() == 202) }
+            });
+        }
+        Ok(pairs)
+    }
+
+    /// The Socket.IO relay: `POST /publish` to relay node A with the same
+    /// candidate, emitted to room `bench-r{i}` through the Redis adapter; the
+    /// receiver's Socket.IO socket is on relay node B, in that room.
+    pub async fn setup_socketio(relay: &Relay, n: usize) -> Result<Pairs> {
+        let (a, b) = (&relay.nodes[0], &relay.nodes[1]);
+        let http = http_client()?;
+        let (mut pairs, rtx) = Pairs::new("socketio-relay");
+        for i in 0..n {
+            let r = format!("bench-r{i}");
+            let mut socket = sio::connect(b.port, &r).await.with_context(|| format!("Socket.IO connect to relay :{}", b.port))?;
+            let tx = rtx.clone();
             tokio::spawn(async move {
-                while let Some(k) = qrx.recv().await {
-                    let body = json!({"room_id": room, "candidate": {
-                        "candidate": "candidate:1 1 udp 2113937151 192.0.2.1 9 typ host",
-                        "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": k.to_string()}});
-                    let ok = http.post(&url).bearer_auth(&st).json(&body).send().await.is_ok_and(|r| r.status().as_u16() == 202);
-                    if !ok {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                while let Some((name, data)) = socket.next_event().await {
+                    if name == "put_ice"
+                        && let Some(k) = call_number(&data)
+                    {
+                        let _ = tx.send(Receipt { pair: i, k, at: Instant::now() });
                     }
-                    pending.fetch_sub(1, Ordering::Relaxed);
                 }
             });
-            queues.push(qtx);
+            let (http, url) = (http.clone(), format!("{}/publish", a.http()));
+            pairs.add_sender(move |k| {
+                let req = http.post(&url).json(&json!({"to": r, "data": {"candidate": candidate(k)}}));
+                async move { req.send().await.is_ok_and(|r| r.status().as_u16() == 202) }
+            });
         }
-        Ok(Pairs { queues, receipts, errors, pending, next_k: 0 })
+        Ok(pairs)
     }
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?)
 }
 
 async fn post(http: &reqwest::Client, base: &str, op: &str, token: &str, body: serde_json::Value) -> Result<serde_json::Value> {
@@ -156,6 +219,8 @@ async fn post(http: &reqwest::Client, base: &str, op: &str, token: &str, body: s
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadResult {
+    /// "camsig" or "socketio-relay".
+    pub system: &'static str,
     pub offered_per_s: u64,
     pub duration_s: f64,
     pub sent: u64,
@@ -167,6 +232,9 @@ pub struct LoadResult {
     pub http_errors: u64,
     /// Redis commands per call, all nodes together (housekeeping included).
     pub redis_commands_per_call: f64,
+    /// Redis round trips per call, from camsig's `camsig_redis_round_trips_total`
+    /// on both nodes; null where the service does not count them.
+    pub redis_round_trips_per_call: Option<f64>,
     /// From the call's scheduled send time to its event on the socket on the other node.
     pub latency: Percentiles,
 }
@@ -225,6 +293,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
     }
     let elapsed = (last_at - start).as_secs_f64();
     LoadResult {
+        system: pairs.system,
         offered_per_s: rate,
         duration_s: duration.as_secs_f64(),
         sent: total,
@@ -235,6 +304,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         out_of_order: ooo,
         http_errors: pairs.errors.load(Ordering::Relaxed),
         redis_commands_per_call: 0.0,
+        redis_round_trips_per_call: None,
         latency: Percentiles::of(&hist),
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
@@ -23,16 +24,28 @@ fn config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
-/// Opens `/ws{query}` on `port` as the holder of `token`, and reads the hello frame.
-pub async fn connect(port: u16, token: &str, query: &str) -> Result<(Ws, serde_json::Value)> {
+/// A TCP connection to `port` on loopback, from the next source address.
+async fn tcp(port: u16) -> Result<TcpStream> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)), 0))?;
     let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens the WebSocket `req` names on `port`, with the same client settings as for camsig.
+pub async fn open(port: u16, req: Request) -> Result<Ws> {
+    let stream = tcp(port).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config())).await.context("ws handshake")?;
+    Ok(ws)
+}
+
+/// Opens `/ws{query}` on `port` as the holder of `token`, and reads the hello frame.
+pub async fn connect(port: u16, token: &str, query: &str) -> Result<(Ws, serde_json::Value)> {
     let mut req = format!("ws://127.0.0.1:{port}/ws{query}").into_client_request()?;
     req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config())).await.context("ws handshake")?;
+    let mut ws = open(port, req).await?;
     let hello = next_json(&mut ws).await.context("no hello")?;
     Ok((ws, hello))
 }

@@ -1,0 +1,113 @@
+//! The request bodies of the REST calls (and the fields of the same WebSocket
+//! commands), and where they become typed `Command`s: ids, reasons and meta
+//! are parsed here, at the edge, so the service never sees a raw string.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use crate::domain::{IceCandidate, Meta, Reason, Role, RoomId, SessionDescription, UserId};
+use crate::error::{Error, Result};
+use crate::service::Command;
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct CameraOnBody {
+    /// Free-form JSON object shown to others (at most 1 KiB).
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>, example = json!({"name": "Ann"}))]
+    pub meta: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct CameraOffBody {}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ShowBody {
+    /// The owner of the camera to see.
+    #[schema(example = "42")]
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct OfferBody {
+    pub room_id: String,
+    pub offer: SessionDescription,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct AnswerBody {
+    pub room_id: String,
+    pub answer: SessionDescription,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct IceBody {
+    pub room_id: String,
+    pub candidate: IceCandidate,
+    /// Who the candidate is for; when given it must be the other side.
+    #[serde(default)]
+    pub dest: Option<Role>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct HangupBody {
+    pub room_id: String,
+    /// Defaults to `hangup`; 1 to 64 characters.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub reason: Option<String>,
+}
+
+impl CameraOnBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::CameraOn { meta: self.meta.map(Meta::parse).transpose()? })
+    }
+}
+
+impl ShowBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::CameraShow { owner: UserId::parse(&self.user_id)? })
+    }
+}
+
+impl OfferBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::Offer { room: RoomId::parse(&self.room_id)?, offer: self.offer })
+    }
+}
+
+impl AnswerBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::Answer { room: RoomId::parse(&self.room_id)?, answer: self.answer })
+    }
+}
+
+impl IceBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::Ice { room: RoomId::parse(&self.room_id)?, candidate: self.candidate, dest: self.dest })
+    }
+}
+
+impl HangupBody {
+    pub fn command(self) -> Result<Command> {
+        // The reason is checked first: a bad one is a 400 whatever the room.
+        let reason = Reason::parse(self.reason)?;
+        Ok(Command::Hangup { room: RoomId::parse(&self.room_id)?, reason })
+    }
+}
+
+/// A WebSocket command from its name and JSON fields.
+pub fn command(name: &str, fields: serde_json::Value) -> Result<Command> {
+    fn body<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+        serde_json::from_value(v).map_err(|e| Error::BadRequest(e.to_string()))
+    }
+    match name {
+        "cameraOn" => body::<CameraOnBody>(fields)?.command(),
+        "cameraOff" => Ok(Command::CameraOff),
+        "cameraShow" => body::<ShowBody>(fields)?.command(),
+        "offer" => body::<OfferBody>(fields)?.command(),
+        "answer" => body::<AnswerBody>(fields)?.command(),
+        "ice" => body::<IceBody>(fields)?.command(),
+        "hangup" => body::<HangupBody>(fields)?.command(),
+        other => Err(Error::BadRequest(format!("unknown cmd {other:?}"))),
+    }
+}

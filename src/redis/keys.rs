@@ -1,0 +1,102 @@
+//! The key table: every Redis key and channel camsig uses, under one prefix
+//! (`redis.prefix`, default `camsig`). `docs/architecture.md` has the same table.
+
+use crate::domain::{IdempotencyKey, RoomId, SessionId, UserId};
+
+/// Separates the parts of a composite member; user ids and keys hold no spaces.
+pub const SEP: char = ' ';
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    p: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { p: prefix.to_owned() }
+    }
+
+    /// Hash: `doc` (UserState JSON), `v` (its version, which guards writes).
+    pub fn user(&self, u: &UserId) -> String {
+        format!("{}:user:{u}", self.p)
+    }
+
+    /// Sorted set, every score 0: the directory, paged by id (`ZRANGE BYLEX`).
+    pub fn users(&self) -> String {
+        format!("{}:users", self.p)
+    }
+
+    /// Hash: `doc` (Connection JSON), `rev` (bumped on every write, guards
+    /// writes), `open` ("1" while open), `t` (ms of the last ICE candidate).
+    /// Expires `CLOSED_ROOM_KEEP_S` after it closes.
+    pub fn room(&self, r: &RoomId) -> String {
+        format!("{}{r}", self.room_prefix())
+    }
+
+    pub fn room_prefix(&self) -> String {
+        format!("{}:room:", self.p)
+    }
+
+    /// Hash: abonent → room id, for the open rooms this user owns.
+    pub fn viewers(&self, u: &UserId) -> String {
+        format!("{}:viewers:{u}", self.p)
+    }
+
+    /// Hash: owner → room id, for the open rooms this user watches.
+    pub fn watching(&self, u: &UserId) -> String {
+        format!("{}:watching:{u}", self.p)
+    }
+
+    /// Hash: session id → node id, for this user's open sessions.
+    pub fn sessions(&self, u: &UserId) -> String {
+        format!("{}:sessions:{u}", self.p)
+    }
+
+    /// Set of `user SEP session`: the sessions open on a node, for reaping it.
+    pub fn node_sessions(&self, node: &str) -> String {
+        format!("{}:node:{node}:sessions", self.p)
+    }
+
+    pub fn node_session_member(u: &UserId, s: &SessionId) -> String {
+        format!("{u}{SEP}{s}")
+    }
+
+    /// Sorted set: node id scored by when its lease ends (ms).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.p)
+    }
+
+    /// Sorted set: user scored by when their grace period ends (ms).
+    pub fn expiries(&self) -> String {
+        format!("{}:expiries", self.p)
+    }
+
+    /// Sorted set: rooms still negotiating, scored by their last activity (ms).
+    pub fn negotiating(&self) -> String {
+        format!("{}:negotiating", self.p)
+    }
+
+    /// String: the kept answer to an `Idempotency-Key` (10 minutes).
+    pub fn record(&self, u: &UserId, k: &IdempotencyKey) -> String {
+        format!("{}:idem:{u}{SEP}{}", self.p, k.as_str())
+    }
+
+    /// Stream: the user's event log, capped by `events.keep_max` and `keep_s`.
+    pub fn log(&self, u: &UserId) -> String {
+        format!("{}:log:{u}", self.p)
+    }
+
+    /// Channel: the user's events, live.
+    pub fn channel(&self, u: &UserId) -> String {
+        format!("{}{u}", self.channel_prefix())
+    }
+
+    pub fn channel_prefix(&self) -> String {
+        format!("{}:u:", self.p)
+    }
+
+    /// Channel: `update_user` for every presence session.
+    pub fn presence(&self) -> String {
+        format!("{}:presence", self.p)
+    }
+}

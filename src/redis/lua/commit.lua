@@ -1,0 +1,77 @@
+-- One atomic step: check every guard, then write, log, publish and record.
+-- It knows nothing of users or rooms: the node sends a small program of
+-- guards and writes (see src/redis/step.rs) built from the Rust domain rules.
+-- ARGV is a flat list of opcodes, each followed by its arguments; a key
+-- argument is an index into KEYS. Guards come before any write, so a failed
+-- guard leaves nothing behind.
+local a, i = ARGV, 1
+local function arg() local v = a[i]; i = i + 1; return v end
+local function key() return KEYS[tonumber(arg())] end
+local ids = {}
+while i <= #a do
+  local op = arg()
+  if op == 'fresh' then
+    local v = redis.call('GET', key())
+    if v then return {'recorded', v} end
+  elseif op == 'feq' then
+    local k, f, want = key(), arg(), arg()
+    local v = redis.call('HGET', k, f) or '0'
+    if v ~= want then return {'conflict'} end
+  elseif op == 'open' then
+    local k = key()
+    local v = redis.call('HGET', k, 'open')
+    if not v then
+      if redis.call('EXISTS', k) == 0 then return {'missing'} end
+      return {'closed'}
+    end
+  elseif op == 'len' then
+    local k, n = key(), tonumber(arg())
+    if redis.call('HLEN', k) ~= n then return {'conflict'} end
+  elseif op == 'canshow' then
+    local k, f, max = key(), arg(), tonumber(arg())
+    if redis.call('HEXISTS', k, f) == 1 or redis.call('HLEN', k) >= max then return {'conflict'} end
+  elseif op == 'has' then
+    local k, f = key(), arg()
+    if redis.call('HEXISTS', k, f) == 0 then return {'conflict'} end
+  elseif op == 'hset' then
+    local k, n = key(), tonumber(arg())
+    for _ = 1, n do redis.call('HSET', k, arg(), arg()) end
+  elseif op == 'hdel' then
+    redis.call('HDEL', key(), arg())
+  elseif op == 'hincr' then
+    redis.call('HINCRBY', key(), arg(), 1)
+  elseif op == 'pexpire' then
+    redis.call('PEXPIRE', key(), arg())
+  elseif op == 'persist' then
+    redis.call('PERSIST', key())
+  elseif op == 'zadd' then
+    local k, score, m = key(), arg(), arg()
+    redis.call('ZADD', k, score, m)
+  elseif op == 'zaddxx' then
+    local k, score, m = key(), arg(), arg()
+    redis.call('ZADD', k, 'XX', score, m)
+  elseif op == 'zrem' then
+    redis.call('ZREM', key(), arg())
+  elseif op == 'sadd' then
+    redis.call('SADD', key(), arg())
+  elseif op == 'srem' then
+    redis.call('SREM', key(), arg())
+  elseif op == 'setpx' then
+    local k, v, ms = key(), arg(), arg()
+    redis.call('SET', k, v, 'PX', ms)
+  elseif op == 'log' then
+    local log, chan, action, accepted, json, keep_max, keep_ms = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())
+    log_ensure(log, keep_ms)
+    local id = redis.call('XADD', log, '*', 'a', action, 't', accepted, 'e', json)
+    log_trim(log, keep_max, keep_ms)
+    redis.call('PEXPIRE', log, keep_ms)
+    redis.call('PUBLISH', chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
+    ids[#ids + 1] = id
+  elseif op == 'pub' then
+    local chan, payload = key(), arg()
+    redis.call('PUBLISH', chan, payload)
+  else
+    return redis.error_reply('commit: unknown op ' .. tostring(op))
+  end
+end
+return {'ok', ids}

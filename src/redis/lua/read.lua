@@ -1,0 +1,36 @@
+-- One round trip of reads. ARGV: opcodes with arguments, key arguments are
+-- indexes into KEYS; one result per opcode, in order.
+--   hash k            HGETALL
+--   get k             GET
+--   hlen k            HLEN
+--   index k prefix    HGETALL of an index (field -> id), then HGETALL prefix..id of each
+--   pair k field prefix   {HLEN k, HGETALL prefix..HGET(k, field) or {}}
+local a, i = ARGV, 1
+local function arg() local v = a[i]; i = i + 1; return v end
+local function key() return KEYS[tonumber(arg())] end
+local out = {}
+while i <= #a do
+  local op = arg()
+  if op == 'hash' then
+    out[#out + 1] = redis.call('HGETALL', key())
+  elseif op == 'get' then
+    out[#out + 1] = redis.call('GET', key()) or ''
+  elseif op == 'hlen' then
+    out[#out + 1] = redis.call('HLEN', key())
+  elseif op == 'index' then
+    local k, prefix = key(), arg()
+    local ix = redis.call('HGETALL', k)
+    local rooms = {}
+    for j = 2, #ix, 2 do rooms[#rooms + 1] = redis.call('HGETALL', prefix .. ix[j]) end
+    out[#out + 1] = rooms
+  elseif op == 'pair' then
+    local k, f, prefix = key(), arg(), arg()
+    local id = redis.call('HGET', k, f)
+    local room = {}
+    if id then room = redis.call('HGETALL', prefix .. id) end
+    out[#out + 1] = {redis.call('HLEN', k), room}
+  else
+    return redis.error_reply('read: unknown op ' .. tostring(op))
+  end
+end
+return out
