@@ -39,6 +39,7 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
     let (owner, viewer) = (token("own"), token("see"));
     let mut ows = nodes[0].ws(&owner).await;
     let mut vws = nodes[1].ws(&viewer).await;
+    let before = nodes[0].camera_on(&owner).await.body["user"]["version"].as_u64().unwrap();
 
     redis.stop();
     let asked = Instant::now();
@@ -62,6 +63,9 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
     .await;
     until(Duration::from_secs(15), "cameraOn to succeed", async || nodes[2].camera_on(&owner).await.status == 200).await;
     vws.wait_user("own", |u| u["camera"] == "on").await;
+    // Redis forgot the user, yet the version did not go back: it is clock-based.
+    let after = nodes[2].get("/webrtc/users/own", Some(&viewer)).await.body["version"].as_u64().unwrap();
+    assert!(after > before, "version went from {before} to {after} across an empty Redis");
     let room = nodes[2].show(&viewer, "own").await;
     let ev = ows.next_event().await;
     assert_eq!(ev["action"], "server-action:show_cam");
@@ -121,4 +125,49 @@ async fn killing_the_viewers_node_mid_negotiation_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(TTL_S + GRACE_S + 1)).await;
     assert_eq!(nodes[1].get(&format!("/webrtc/connections/{room}"), Some(&owner)).await.body["state"], "answered");
     assert_eq!(nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"], true);
+}
+
+/// A node dies at a failpoint around the atomic step of an offer sent with an
+/// `Idempotency-Key`; the client retries the same key on another node at once.
+async fn offer_dies_at(failpoint: &str) -> (Res, Vec<serde_json::Value>) {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut doomed = ProcNode::start_with(&redis, &format!("fp-{failpoint}"), &[("CAMSIG_FAILPOINT", failpoint)]).await;
+    let (owner, viewer) = (token("fpo"), token("fpv"));
+    let _ows = nodes[0].ws_query(&owner, "?presence=false").await;
+    let mut vws = nodes[1].ws_query(&viewer, "?presence=false").await;
+    nodes[0].camera_on(&owner).await;
+    let room = nodes[1].show(&viewer, "fpo").await;
+    let body = json!({"room_id": room, "offer": sdp("offer")});
+
+    let died = doomed.post_once("offer", &owner, "fp-key", body.clone()).await;
+    assert!(died.is_err(), "the node answered {died:?} instead of dying at {failpoint}");
+    until(Duration::from_secs(5), "the node to exit at the failpoint", async || doomed.exited()).await;
+
+    let retry = nodes[2].post_once("offer", &owner, "fp-key", body).await;
+    let mut got = vec![];
+    while let Some(ev) = vws.try_next(Duration::from_millis(700)).await {
+        got.push(ev);
+    }
+    (retry, got)
+}
+
+#[actix_web::test]
+async fn a_node_dying_right_after_the_step_leaves_the_answer_for_the_retry() {
+    let (retry, events) = offer_dies_at("after_commit").await;
+    // The step happened: the retry gets its answer at once, and the offer went out once.
+    assert_eq!((retry.status, retry.header("idempotent-replayed")), (202, Some("true")), "{}", retry.body);
+    assert_eq!(retry.body["connection"]["state"], "offered");
+    let offers: Vec<_> = events.iter().filter(|e| e["action"] == "server-action:put_offer").collect();
+    assert_eq!(offers.len(), 1, "{events:?}");
+    assert_eq!(offers[0]["data"]["offer"], sdp("offer"));
+}
+
+#[actix_web::test]
+async fn a_node_dying_right_before_the_step_lets_the_retry_run_the_call() {
+    let (retry, events) = offer_dies_at("before_commit").await;
+    // Nothing happened: the retry runs the call, at once, and the offer goes out once.
+    assert_eq!((retry.status, retry.header("idempotent-replayed")), (202, None), "{}", retry.body);
+    let offers: Vec<_> = events.iter().filter(|e| e["action"] == "server-action:put_offer").collect();
+    assert_eq!(offers.len(), 1, "{events:?}");
 }

@@ -77,6 +77,11 @@ pub const GRACE_S: u64 = 1;
 
 /// An in-process node on `redis`.
 pub async fn node(redis: &Redis, name: &str) -> TestApp {
+    node_with(redis, name, |_| {}).await
+}
+
+/// An in-process node on `redis`, with settings changed by `f`.
+pub async fn node_with(redis: &Redis, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
     let url = redis.url();
     let name = name.to_owned();
     spawn_app_with(move |s| {
@@ -84,6 +89,7 @@ pub async fn node(redis: &Redis, name: &str) -> TestApp {
         s.node.id = Some(name);
         s.presence.ttl_s = TTL_S;
         s.presence.grace_s = GRACE_S;
+        f(s);
     })
     .await
 }
@@ -100,8 +106,14 @@ pub struct ProcNode {
 
 impl ProcNode {
     pub async fn start(redis: &Redis, name: &str) -> ProcNode {
+        Self::start_with(redis, name, &[]).await
+    }
+
+    /// With extra environment, e.g. `CAMSIG_FAILPOINT`.
+    pub async fn start_with(redis: &Redis, name: &str, env: &[(&str, &str)]) -> ProcNode {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_camsig"))
+            .envs(env.iter().copied())
             .env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("CAMSIG__REDIS__URL", redis.url())
             .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
@@ -134,6 +146,18 @@ impl ProcNode {
         ws.hello = ws.next().await;
         assert_eq!(ws.hello["action"], "server-action:hello");
         ws
+    }
+
+    /// POST `/webrtc/<op>` with an `Idempotency-Key`; Err when the node died before answering.
+    pub async fn post_once(&self, op: &str, token: &str, key: &str, body: serde_json::Value) -> Result<u16, String> {
+        let url = format!("http://127.0.0.1:{}/webrtc/{op}", self.port);
+        let req = awc::Client::default().post(url).insert_header(("Authorization", format!("Bearer {token}"))).insert_header(("Idempotency-Key", key));
+        req.send_json(&body).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    }
+
+    /// Whether the process has ended (by itself, e.g. at a failpoint).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// SIGKILL: no goodbye to Redis, no closed sessions.
