@@ -29,6 +29,9 @@ type Entry = (String, Vec<String>);
 struct Shared {
     sink: Arc<dyn Sink>,
     keys: Keys,
+    /// `keys.presence()` and `keys.channel_prefix()`, built once.
+    presence: String,
+    channel_prefix: String,
     /// Users this node wants events for; resubscribed after every reconnect.
     subs: Mutex<HashSet<UserId>>,
     /// The live connection's command half; None while Redis is unreachable.
@@ -48,6 +51,8 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             sink,
             keys: r.keys.clone(),
+            presence: r.keys.presence(),
+            channel_prefix: r.keys.channel_prefix(),
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
             reconnects: watch::channel(0).0,
@@ -171,13 +176,13 @@ async fn listen(client: redis::Client, shared: Arc<Shared>) {
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
     let Ok(payload) = std::str::from_utf8(payload) else { return };
-    if channel == shared.keys.presence() {
+    if channel == shared.presence {
         if let Some((accepted, json)) = payload.split_once('\n') {
             shared.sink.to_all(Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
         }
         return;
     }
-    let Some(user) = channel.strip_prefix(&shared.keys.channel_prefix()).and_then(|u| UserId::parse(u).ok()) else { return };
+    let Some(user) = channel.strip_prefix(&shared.channel_prefix).and_then(|u| UserId::parse(u).ok()) else { return };
     let mut parts = payload.splitn(4, '\n');
     let (Some(id), Some(action), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return;
