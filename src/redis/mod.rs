@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 const LOG_LUA: &str = include_str!("lua/log.lua");
+const PROGRAM_LUA: &str = include_str!("lua/program.lua");
 
 pub fn redis_error(e: redis::RedisError) -> Error {
     Error::unavailable(e)
@@ -38,8 +39,8 @@ pub struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            commit: Script::new(&format!("{LOG_LUA}\n{}", include_str!("lua/commit.lua"))),
-            read: Script::new(include_str!("lua/read.lua")),
+            commit: Script::new(&format!("{PROGRAM_LUA}\n{LOG_LUA}\n{}", include_str!("lua/commit.lua"))),
+            read: Script::new(&format!("{PROGRAM_LUA}\n{}", include_str!("lua/read.lua"))),
             log_read: Script::new(&format!("{LOG_LUA}\n{}", include_str!("lua/log_read.lua"))),
             claim_due: Script::new(include_str!("lua/claim_due.lua")),
         }

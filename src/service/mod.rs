@@ -423,8 +423,10 @@ impl Service {
         for room in self.store.idle_rooms(cutoff).await? {
             let read = Read { rooms: vec![room.clone()], ..Read::default() };
             let accepted = crate::domain::event::now_us();
+            let mut closes = false;
             self.run(read, None, |s| {
                 let mut step = Step::new(accepted);
+                closes = false;
                 if let Some(r) = s.rooms.get(&room).filter(|r| r.room.is_idle(cutoff)) {
                     let mut c = r.room.clone();
                     c.close("timeout", now);
@@ -434,11 +436,12 @@ impl Service {
                         step.events.push((c.user(role).clone(), Event::hangup(&c, c.user(role.other()), "timeout")));
                     }
                     step.rooms.push((c, false));
-                    closed += 1;
+                    closes = true;
                 }
                 Ok(Plan { step, reply: None })
             })
             .await?;
+            closed += usize::from(closes);
         }
         Ok(closed)
     }

@@ -4,11 +4,8 @@
 -- ARGV is a flat list of opcodes, each followed by its arguments; a key
 -- argument is an index into KEYS. Guards come before any write, so a failed
 -- guard leaves nothing behind.
-local a, i = ARGV, 1
-local function arg() local v = a[i]; i = i + 1; return v end
-local function key() return KEYS[tonumber(arg())] end
 local ids = {}
-while i <= #a do
+while more() do
   local op = arg()
   if op == 'fresh' then
     local v = redis.call('GET', key())

@@ -5,11 +5,8 @@
 --   hlen k            HLEN
 --   index k prefix    HGETALL of an index (field -> id), then HGETALL prefix..id of each
 --   pair k field prefix   {HLEN k, HGETALL prefix..HGET(k, field) or {}}
-local a, i = ARGV, 1
-local function arg() local v = a[i]; i = i + 1; return v end
-local function key() return KEYS[tonumber(arg())] end
 local out = {}
-while i <= #a do
+while more() do
   local op = arg()
   if op == 'hash' then
     out[#out + 1] = redis.call('HGETALL', key())

@@ -1,0 +1,6 @@
+-- Shared by commit.lua and read.lua: ARGV is a program of opcodes, each
+-- followed by its arguments; a key argument is an index into KEYS.
+local a, i = ARGV, 1
+local function more() return i <= #a end
+local function arg() local v = a[i]; i = i + 1; return v end
+local function key() return KEYS[tonumber(arg())] end
