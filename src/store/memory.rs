@@ -188,11 +188,12 @@ impl Store for MemoryStore {
             inner.records.insert((u.clone(), k.as_str().to_owned()), (v.clone(), until));
         }
         // Under the store lock: a reader sees the state only with its events.
-        for (to, ev) in &step.events {
-            self.broker.append(to, ev, step.accepted_us);
-        }
+        // The state change goes out before its consequences, as on Redis.
         for ev in &step.broadcast {
             self.broker.broadcast_now(ev, step.accepted_us);
+        }
+        for (to, ev) in &step.events {
+            self.broker.append(to, ev, step.accepted_us);
         }
         Ok(Commit::Done)
     }

@@ -160,12 +160,14 @@ impl RedisStore {
         if let Some((u, key, v)) = &step.record {
             p.op("setpx").key(k.record(u, key)).arg(v).arg(RECORD_KEEP_S * 1000);
         }
+        // Everyone hears the state change before its consequences (a camera
+        // off before the hangups it causes), as the memory store sends them.
+        for ev in &step.broadcast {
+            p.op("pub").key(k.presence()).arg(format!("{}\n{}", step.accepted_us, ev.to_json()));
+        }
         for (to, ev) in &step.events {
             p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());
             p.arg(self.bounds.keep_max).arg(self.bounds.keep_s * 1000);
-        }
-        for ev in &step.broadcast {
-            p.op("pub").key(k.presence()).arg(format!("{}\n{}", step.accepted_us, ev.to_json()));
         }
         p
     }
