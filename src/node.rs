@@ -11,18 +11,16 @@ use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 use crate::actors::registry::Registry;
 use crate::actors::session::MISSED_HEARTBEATS;
-use crate::actors::user::{Execute, Listen, Unlisten, ask};
+use crate::actors::user::{Execute, ask};
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, LogBounds, Replay};
+use crate::broker::{Broker, LogBounds};
 use crate::config::Settings;
-use crate::domain::event::{ResyncData, now_us};
-use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId, UserId};
+use crate::domain::{IdempotencyKey, UserId};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::redis::Redis;
@@ -30,14 +28,6 @@ use crate::service::{Command, Executed, Service};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-
-/// What a long poll returns.
-pub struct Polled {
-    /// Oldest first; or one `resync` when events after `since` are gone.
-    pub events: Vec<Frame>,
-    /// The `since` for the next poll.
-    pub last_id: EventId,
-}
 
 pub struct NodeInner {
     pub id: Arc<str>,
@@ -134,38 +124,5 @@ impl Node {
         // Before queueing: a duplicate must not wait behind the call it repeats.
         let _running = key.as_ref().map(|k| self.service.running(caller, k)).transpose()?;
         ask(&self.actors, caller, Execute { cmd, key, span: tracing::Span::current() }).await?
-    }
-
-    /// A long poll: `user`'s events after `since` (from now when absent), waiting
-    /// up to `wait` for the first one. Woken by the event itself, not a timer.
-    pub async fn poll(&self, user: &UserId, since: Option<EventId>, wait: Duration) -> Result<Polled> {
-        let id = SessionId::new();
-        let wake = Arc::new(Notify::new());
-        // Listen first, read next: an event between the two still wakes the wait.
-        let actor = ask(&self.actors, user, Listen { id: id.clone(), wake: wake.clone() }).await??;
-        // Dropped however the poll ends, the client going away included.
-        let _listening = scopeguard::guard((), move |()| actor.do_send(Unlisten { id }));
-        let broker = self.service.broker();
-        let since = match since {
-            Some(s) => s,
-            None => broker.last_id(user).await?,
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match broker.replay(user, since).await? {
-                Replay::Gone { last_id } => {
-                    let ev = Event::Resync(ResyncData { last_id: last_id.to_string() });
-                    return Ok(Polled { events: vec![Frame::from_event(None, &ev, now_us())], last_id });
-                }
-                Replay::Events(events) if !events.is_empty() => {
-                    let last_id = events.last().and_then(|f| f.id).unwrap_or(since);
-                    return Ok(Polled { events, last_id });
-                }
-                Replay::Events(_) if tokio::time::Instant::now() >= deadline => return Ok(Polled { events: vec![], last_id: since }),
-                Replay::Events(_) => {
-                    let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
-                }
-            }
-        }
     }
 }

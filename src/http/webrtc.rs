@@ -331,7 +331,7 @@ pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsP
     if wait > MAX_POLL_S {
         return Err(Error::BadRequest(format!("timeout_s is 0 to {MAX_POLL_S}")));
     }
-    let polled = node.poll(&caller.user, since, std::time::Duration::from_secs(wait)).await?;
+    let polled = crate::actors::poll::poll(&node.actors, &caller.user, since, std::time::Duration::from_secs(wait)).await?;
     let events = polled.events.iter().map(|f| RawValue::from_string(f.json.to_string()).expect("frames are JSON")).collect();
     Ok(HttpResponse::Ok().json(EventsPage { events, last_id: polled.last_id.to_string() }))
 }

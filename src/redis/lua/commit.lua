@@ -60,8 +60,7 @@ while more() do
     local log, chan, action, accepted, json, keep_max, keep_ms = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())
     log_ensure(log, keep_ms)
     local id = redis.call('XADD', log, '*', 'a', action, 't', accepted, 'e', json)
-    log_trim(log, keep_max, keep_ms)
-    redis.call('PEXPIRE', log, keep_ms)
+    log_trim_count(log, keep_max)
     redis.call('PUBLISH', chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
     ids[#ids + 1] = id
   elseif op == 'pub' then

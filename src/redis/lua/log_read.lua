@@ -3,7 +3,8 @@
 -- (at a marker) when there is none, so the id handed out is a real position.
 local log, since, keep_ms, want, keep_max = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 log_ensure(log, keep_ms)
-log_trim(log, keep_max, keep_ms)
+log_trim_count(log, keep_max)
+log_trim_age(log, keep_ms)
 local info = redis.call('XINFO', 'STREAM', log)
 local last, maxdel = '0-0', '0-0'
 for j = 1, #info, 2 do
