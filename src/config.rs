@@ -112,11 +112,13 @@ pub struct LimitSettings {
     /// Calls per second per user, with a burst of the same size.
     pub rate_per_s: u32,
     pub max_viewers: usize,
+    /// Members of one meeting: a mesh beyond 8 overloads a phone's uplink.
+    pub max_meeting_members: usize,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50 }
+        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50, max_meeting_members: 8 }
     }
 }
 
@@ -266,6 +268,9 @@ impl Settings {
         }
         if self.limits.max_viewers == 0 {
             return Err(bad("limits.max_viewers", "must be at least 1"));
+        }
+        if !(2..=64).contains(&self.limits.max_meeting_members) {
+            return Err(bad("limits.max_meeting_members", "must be 2 to 64"));
         }
         if self.events.keep_s == 0 || self.events.keep_max == 0 {
             return Err(bad("events.keep_s", "events.keep_s and events.keep_max must be at least 1"));

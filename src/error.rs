@@ -22,6 +22,12 @@ pub enum Error {
     UserNotFound,
     #[error("no such room")]
     RoomNotFound,
+    #[error("no such meeting")]
+    MeetingNotFound,
+    #[error("this name is taken in the meeting")]
+    NameTaken,
+    #[error("the meeting is full")]
+    MeetingFull,
     #[error("the camera is off")]
     CameraOff,
     #[error("the room is closed")]
@@ -66,10 +72,13 @@ pub enum ErrorCode {
     Forbidden,
     UserNotFound,
     RoomNotFound,
+    MeetingNotFound,
     CameraOff,
     RoomClosed,
     NoOffer,
     TooManyViewers,
+    MeetingFull,
+    NameTaken,
     PayloadTooLarge,
     InvalidSdp,
     InvalidCandidate,
@@ -108,6 +117,9 @@ impl Error {
             Forbidden(_) => ErrorCode::Forbidden,
             UserNotFound => ErrorCode::UserNotFound,
             RoomNotFound => ErrorCode::RoomNotFound,
+            MeetingNotFound => ErrorCode::MeetingNotFound,
+            NameTaken => ErrorCode::NameTaken,
+            MeetingFull => ErrorCode::MeetingFull,
             CameraOff => ErrorCode::CameraOff,
             RoomClosed => ErrorCode::RoomClosed,
             NoOffer => ErrorCode::NoOffer,
@@ -150,9 +162,9 @@ impl ResponseError for Error {
             BadRequest | CannotShowSelf => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            UserNotFound | RoomNotFound | NotFound => StatusCode::NOT_FOUND,
+            UserNotFound | RoomNotFound | MeetingNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            CameraOff | RoomClosed | NoOffer | TooManyViewers | RequestInProgress => StatusCode::CONFLICT,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -131,7 +131,8 @@ impl Service {
             Ok(Plan { step, reply: None })
         })
         .await?;
-        Ok(())
+        // Each meeting is a step of its own; each checks the user is still gone.
+        self.leave_meetings(user, "gone").await
     }
 
     /// Closes the sessions of nodes whose lease ran out; their users' grace

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ids::{RoomId, UserId};
+use super::meeting::MeetingId;
 use super::sdp::{IceCandidate, SdpKind, SessionDescription};
 use crate::error::Error;
 
@@ -84,6 +85,10 @@ pub struct Connection {
     /// Why the room was closed, once it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set on a pair of a meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub meeting_id: Option<MeetingId>,
 }
 
 impl Connection {
@@ -98,7 +103,13 @@ impl Connection {
             offer: None,
             answer: None,
             reason: None,
+            meeting_id: None,
         }
+    }
+
+    /// A pair of a meeting: `owner` was there first, `abonent` is the newcomer.
+    pub fn in_meeting(meeting: MeetingId, owner: UserId, abonent: UserId, now: DateTime<Utc>) -> Self {
+        Self { meeting_id: Some(meeting), ..Self::new(owner, abonent, now) }
     }
 
     pub fn is_open(&self) -> bool {

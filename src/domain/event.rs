@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::connection::Connection;
 use super::ids::{RoomId, UserId};
+use super::meeting::MeetingId;
 use super::sdp::{IceCandidate, SessionDescription};
 use super::user::UserState;
 
@@ -118,6 +119,29 @@ pub struct HangupData {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberJoinedData {
+    #[schema(value_type = String)]
+    pub meeting_id: MeetingId,
+    /// The newcomer.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    pub name: String,
+    /// Your pair with the newcomer: you are its `owner`, send your offer here.
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberLeftData {
+    #[schema(value_type = String)]
+    pub meeting_id: MeetingId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// `left`, `gone` or `kicked`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResyncData {
     /// Events after `since` are gone; reload state through REST and resume from here.
     pub last_id: String,
@@ -143,6 +167,10 @@ pub enum Event {
     Hangup(HangupData),
     #[serde(rename = "server-action:resync")]
     Resync(ResyncData),
+    #[serde(rename = "server-action:member_joined")]
+    MemberJoined(MemberJoinedData),
+    #[serde(rename = "server-action:member_left")]
+    MemberLeft(MemberLeftData),
 }
 
 impl Event {
@@ -157,6 +185,8 @@ impl Event {
             Event::PutIce(_) => "put_ice",
             Event::Hangup(_) => "hangup",
             Event::Resync(_) => "resync",
+            Event::MemberJoined(_) => "member_joined",
+            Event::MemberLeft(_) => "member_left",
         }
     }
 
@@ -206,7 +236,8 @@ pub fn now_us() -> i64 {
 
 /// Maps a short action name back to its static str (events read back from a store).
 pub fn action_name(s: &str) -> &'static str {
-    const NAMES: [&str; 8] = ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync"];
+    const NAMES: [&str; 10] =
+        ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync", "member_joined", "member_left"];
     NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
 }
 

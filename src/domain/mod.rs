@@ -4,12 +4,14 @@
 pub mod connection;
 pub mod event;
 pub mod ids;
+pub mod meeting;
 pub mod sdp;
 pub mod user;
 
 pub use connection::{Connection, ConnState, Reason, Role};
 pub use event::{Event, EventId, Frame};
 pub use ids::{IdempotencyKey, RoomId, SessionId, UserId};
+pub use meeting::{Meeting, MeetingId, MemberName};
 pub use sdp::{IceCandidate, SessionDescription};
 pub use user::{Camera, Meta, UserState};
 

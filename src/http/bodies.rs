@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
-use crate::domain::{IceCandidate, Meta, Reason, Role, RoomId, SessionDescription, UserId};
+use crate::domain::{IceCandidate, MeetingId, MemberName, Meta, Reason, Role, RoomId, SessionDescription, UserId};
 use crate::error::{Error, Result};
 use crate::service::Command;
 
@@ -55,6 +55,52 @@ pub struct HangupBody {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 64)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct MeetingCreateBody {
+    /// At most 128 characters.
+    #[schema(example = "Standup")]
+    pub title: Option<String>,
+    /// 1 to `limits.max_meeting_members` (default: that limit).
+    pub max_members: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MeetingJoinBody {
+    /// Your display name in the meeting: 1 to 64 characters, unique in it.
+    #[schema(example = "Ann")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MeetingJoinFields {
+    pub meeting_id: String,
+    /// Your display name in the meeting: 1 to 64 characters, unique in it.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MeetingRef {
+    pub meeting_id: String,
+}
+
+impl MeetingCreateBody {
+    pub fn command(self) -> Result<Command> {
+        Ok(Command::MeetingCreate { title: crate::service::meetings::parse_title(self.title)?, max_members: self.max_members })
+    }
+}
+
+impl MeetingJoinBody {
+    pub fn command(self, meeting: &str) -> Result<Command> {
+        let meeting = MeetingId::parse(meeting)?;
+        Ok(Command::MeetingJoin { meeting, name: MemberName::parse(&self.name)? })
+    }
+}
+
+/// A meeting id from a path.
+pub fn meeting_leave(meeting: &str) -> Result<Command> {
+    Ok(Command::MeetingLeave { meeting: MeetingId::parse(meeting)? })
 }
 
 impl CameraOnBody {
@@ -108,6 +154,12 @@ pub fn command(name: &str, fields: serde_json::Value) -> Result<Command> {
         "answer" => body::<AnswerBody>(fields)?.command(),
         "ice" => body::<IceBody>(fields)?.command(),
         "hangup" => body::<HangupBody>(fields)?.command(),
+        "meetingCreate" => body::<MeetingCreateBody>(fields)?.command(),
+        "meetingJoin" => {
+            let f = body::<MeetingJoinFields>(fields)?;
+            MeetingJoinBody { name: f.name }.command(&f.meeting_id)
+        }
+        "meetingLeave" => meeting_leave(&body::<MeetingRef>(fields)?.meeting_id),
         other => Err(Error::BadRequest(format!("unknown cmd {other:?}"))),
     }
 }

@@ -38,6 +38,10 @@ use crate::node::Node;
         crate::domain::event::PutIceData,
         crate::domain::event::HangupData,
         crate::domain::event::ResyncData,
+        crate::domain::event::MemberJoinedData,
+        crate::domain::event::MemberLeftData,
+        bodies::MeetingJoinFields,
+        bodies::MeetingRef,
         bodies::CameraOnBody,
     )),
     servers((url = "http://127.0.0.1:8080", description = "A node started with `cargo run`")),
@@ -45,6 +49,7 @@ use crate::node::Node;
     tags(
         (name = "camera", description = "Turning a camera on and off, and asking to see one"),
         (name = "signaling", description = "SDP offer/answer and ICE candidates between the two sides of a room"),
+        (name = "meetings", description = "Group calls: a mesh with one room per pair of members, roles given by the server"),
         (name = "directory", description = "Who is online, who has a camera on, rooms and ICE servers"),
         (name = "events", description = "My events by long poll, for clients that cannot hold the WebSocket `/ws`"),
         (name = "ops", description = "Health, readiness, metrics"),
@@ -78,6 +83,10 @@ where
                 .service(webrtc::answer)
                 .service(webrtc::ice)
                 .service(webrtc::hangup)
+                .service(webrtc::meeting_create)
+                .service(webrtc::meeting_join)
+                .service(webrtc::meeting_leave)
+                .service(webrtc::meeting)
                 .service(webrtc::users)
                 .service(webrtc::user)
                 .service(webrtc::connection)

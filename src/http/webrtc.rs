@@ -12,7 +12,9 @@ use crate::auth::Caller;
 use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
-use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, OfferBody, ShowBody};
+use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, OfferBody, ShowBody};
+use crate::service::meetings::{JoinReply, MeetingReply};
+use crate::domain::Meeting;
 use crate::service::{Command, ConnectionReply, Executed, IceReply, Reply, ShowReply, UserReply};
 use crate::turn::IceServers;
 use crate::store::UserQuery;
@@ -28,6 +30,8 @@ pub fn status(reply: &Reply) -> StatusCode {
         Reply::Show { created: true, .. } => StatusCode::CREATED,
         Reply::Show { created: false, .. } => StatusCode::OK,
         Reply::Offer(_) | Reply::Answer(_) | Reply::Ice(_) => StatusCode::ACCEPTED,
+        Reply::MeetingCreated(_) => StatusCode::CREATED,
+        Reply::MeetingJoined(_) | Reply::MeetingLeft(_) => StatusCode::OK,
     }
 }
 
@@ -348,4 +352,91 @@ pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsP
 #[get("/iceServers")]
 pub async fn ice_servers(node: web::Data<Node>, caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(node.service.ice_servers(&caller.user))
+}
+
+/// Create a meeting (a group call). The creator is not yet a member: join it too.
+#[utoipa::path(
+    operation_id = "meetingCreate", tag = "meetings", security(("bearer" = [])), params(Idempotency),
+    request_body(content = Option<MeetingCreateBody>, description = "Optional title and seat count"),
+    responses(
+        (status = 201, description = "The new meeting, with no member yet", body = MeetingReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 409, description = "request_in_progress", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/meetings")]
+pub async fn meeting_create(node: web::Data<Node>, caller: Caller, body: Body<MeetingCreateBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, body.0.command(), idem).await
+}
+
+/// Join a meeting under a name.
+///
+/// Answers your pair Connection with each earlier member (you are its
+/// `abonent`: they send the offers); each of them hears `member_joined` with
+/// the pair's `room_id`. Joining again answers the same pairs.
+#[utoipa::path(
+    operation_id = "meetingJoin", tag = "meetings", security(("bearer" = [])),
+    params(("meeting_id" = String, Path, description = "The meeting's id"), Idempotency),
+    request_body = MeetingJoinBody,
+    responses(
+        (status = 200, description = "You are a member", body = JoinReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 404, description = "meeting_not_found", body = ErrorResponse),
+        (status = 409, description = "name_taken, meeting_full, request_in_progress", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/meetings/{meeting_id}/join")]
+pub async fn meeting_join(node: web::Data<Node>, caller: Caller, path: web::Path<String>, body: Body<MeetingJoinBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, body.0.command(&path), idem).await
+}
+
+/// Leave a meeting. Your pairs close (reason `left`); the others hear `hangup` and `member_left`.
+#[utoipa::path(
+    operation_id = "meetingLeave", tag = "meetings", security(("bearer" = [])),
+    params(("meeting_id" = String, Path, description = "The meeting's id"), Idempotency),
+    request_body(content = Option<CameraOffBody>, description = "Empty"),
+    responses(
+        (status = 200, description = "You left", body = MeetingReply),
+        (status = 400, description = "bad_request", body = ErrorResponse),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden: not a member", body = ErrorResponse),
+        (status = 404, description = "meeting_not_found", body = ErrorResponse),
+        (status = 409, description = "request_in_progress", body = ErrorResponse),
+        (status = 413, description = "payload_too_large", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[post("/meetings/{meeting_id}/leave")]
+pub async fn meeting_leave(node: web::Data<Node>, caller: Caller, path: web::Path<String>, _body: Body<CameraOffBody>, idem: Idempotency) -> Result<HttpResponse> {
+    run(&node, &caller, super::bodies::meeting_leave(&path), idem).await
+}
+
+/// A meeting and its members (members only).
+#[utoipa::path(
+    operation_id = "getMeeting", tag = "meetings", security(("bearer" = [])),
+    params(("meeting_id" = String, Path, description = "The meeting's id")),
+    responses(
+        (status = 200, description = "The meeting", body = Meeting),
+        (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 403, description = "forbidden: not a member", body = ErrorResponse),
+        (status = 404, description = "meeting_not_found", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "unavailable", body = ErrorResponse),
+    )
+)]
+#[get("/meetings/{meeting_id}")]
+pub async fn meeting(node: web::Data<Node>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.service.meeting(&caller.user, &path).await?))
 }

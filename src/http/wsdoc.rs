@@ -33,6 +33,13 @@ const EVENTS: &[EventDoc] = &[
         logged: false,
         doc: "Right after hello (or as a long poll's only event) when `since` is older than the log: reload state through REST, then resume from `data.last_id`.",
     },
+    EventDoc {
+        name: "member_joined",
+        data: "MemberJoinedData",
+        logged: true,
+        doc: "To every earlier member of a meeting: someone joined. You own your pair with them: send your offer in `data.room_id`.",
+    },
+    EventDoc { name: "member_left", data: "MemberLeftData", logged: true, doc: "To every remaining member: someone left the meeting (`left`, `gone` or `kicked`); your pair with them is closed." },
 ];
 
 /// A command frame: `cmd`, the schema of its fields (the REST body), and the
@@ -52,6 +59,9 @@ const COMMANDS: &[CommandDoc] = &[
     CommandDoc { cmd: "answer", body: Some("AnswerBody"), reply: Some("ConnectionReply"), doc: "As POST /webrtc/answer." },
     CommandDoc { cmd: "ice", body: Some("IceBody"), reply: Some("IceReply"), doc: "As POST /webrtc/ice." },
     CommandDoc { cmd: "hangup", body: Some("HangupBody"), reply: Some("ConnectionReply"), doc: "As POST /webrtc/hangup." },
+    CommandDoc { cmd: "meetingCreate", body: Some("MeetingCreateBody"), reply: Some("MeetingReply"), doc: "As POST /webrtc/meetings." },
+    CommandDoc { cmd: "meetingJoin", body: Some("MeetingJoinFields"), reply: Some("JoinReply"), doc: "As POST /webrtc/meetings/{meeting_id}/join." },
+    CommandDoc { cmd: "meetingLeave", body: Some("MeetingRef"), reply: Some("MeetingReply"), doc: "As POST /webrtc/meetings/{meeting_id}/leave." },
     CommandDoc { cmd: "ping", body: None, reply: None, doc: "Acked with an empty result and no effect; not rate limited." },
 ];
 

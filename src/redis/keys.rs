@@ -1,7 +1,7 @@
 //! The key table: every Redis key and channel camsig uses, under one prefix
 //! (`redis.prefix`, default `camsig`). `docs/architecture.md` has the same table.
 
-use crate::domain::{IdempotencyKey, RoomId, SessionId, UserId};
+use crate::domain::{IdempotencyKey, MeetingId, RoomId, SessionId, UserId};
 
 /// Separates the parts of a composite member; user ids and keys hold no spaces.
 pub const SEP: char = ' ';
@@ -45,6 +45,23 @@ impl Keys {
     /// Hash: owner → room id, for the open rooms this user watches.
     pub fn watching(&self, u: &UserId) -> String {
         format!("{}:watching:{u}", self.p)
+    }
+
+    /// Hash: `doc` (Meeting JSON with its members), `rev` (bumped by every
+    /// write, guards writes). Expires `connections.idle_ttl_s` after its last
+    /// member left (or after its creation, if nobody joins).
+    pub fn meeting(&self, m: &MeetingId) -> String {
+        format!("{}:meeting:{m}", self.p)
+    }
+
+    /// Hash: pair key (`user user`, sorted) → room id, for a meeting's open pairs.
+    pub fn meeting_pairs(&self, m: &MeetingId) -> String {
+        format!("{}:meeting:{m}:pairs", self.p)
+    }
+
+    /// Hash: meeting id → "1", for the meetings this user is a member of.
+    pub fn memberships(&self, u: &UserId) -> String {
+        format!("{}:meetings:{u}", self.p)
     }
 
     /// Hash: session id → node id, for this user's open sessions.

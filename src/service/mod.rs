@@ -6,7 +6,10 @@
 //! `Idempotency-Key`, its answer. The rules are the pure `domain` ones; when a
 //! guard finds that another node changed what was read, the operation reads
 //! again and decides again. Presence (sessions, grace, dead nodes) is in
-//! `crate::presence`, idempotency in `crate::idempotency`.
+//! `crate::presence`, idempotency in `crate::idempotency`, meetings in
+//! `meetings`.
+
+pub mod meetings;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +21,7 @@ use utoipa::ToSchema;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::domain::event::{PutAnswerData, PutIceData, PutOfferData, ShowCamData};
-use crate::domain::{Connection, Event, IceCandidate, IdempotencyKey, Meta, Reason, Role, RoomId, SessionDescription, UserId, UserState};
+use crate::domain::{Connection, Event, IceCandidate, IdempotencyKey, MeetingId, MemberName, Meta, Reason, Role, RoomId, SessionDescription, UserId, UserState};
 use crate::error::{Error, Result};
 use crate::idempotency::{Idem, InFlight};
 use crate::store::{Commit, Guard, Read, Snapshot, Step, Store, UserPage, UserQuery};
@@ -42,6 +45,9 @@ pub enum Command {
     Answer { room: RoomId, answer: SessionDescription },
     Ice { room: RoomId, candidate: IceCandidate, dest: Option<Role> },
     Hangup { room: RoomId, reason: Reason },
+    MeetingCreate { title: Option<String>, max_members: Option<usize> },
+    MeetingJoin { meeting: MeetingId, name: MemberName },
+    MeetingLeave { meeting: MeetingId },
 }
 
 impl Command {
@@ -54,6 +60,9 @@ impl Command {
             Command::Answer { .. } => "answer",
             Command::Ice { .. } => "ice",
             Command::Hangup { .. } => "hangup",
+            Command::MeetingCreate { .. } => "meetingCreate",
+            Command::MeetingJoin { .. } => "meetingJoin",
+            Command::MeetingLeave { .. } => "meetingLeave",
         }
     }
 
@@ -97,6 +106,9 @@ pub enum Reply {
     Answer(ConnectionReply),
     Ice(IceReply),
     Hangup(ConnectionReply),
+    MeetingCreated(meetings::MeetingReply),
+    MeetingJoined(meetings::JoinReply),
+    MeetingLeft(meetings::MeetingReply),
 }
 
 impl Reply {
@@ -107,6 +119,8 @@ impl Reply {
             Reply::Show { reply, .. } => serde_json::to_value(reply),
             Reply::Offer(r) | Reply::Answer(r) | Reply::Hangup(r) => serde_json::to_value(r),
             Reply::Ice(r) => serde_json::to_value(r),
+            Reply::MeetingCreated(r) | Reply::MeetingLeft(r) => serde_json::to_value(r),
+            Reply::MeetingJoined(r) => serde_json::to_value(r),
         };
         v.expect("replies always serialize")
     }
@@ -174,6 +188,9 @@ impl Service {
                 self.room_op(room, accepted, idem, |c| c.hangup(caller, reason.as_str(), now), ev, Reply::Hangup).await
             }
             Command::Ice { room, candidate, dest } => self.ice(caller, room, candidate, dest, now, accepted, idem).await,
+            Command::MeetingCreate { title, max_members } => self.meeting_create(caller, title, max_members, now, accepted, idem).await,
+            Command::MeetingJoin { meeting, name } => self.meeting_join(caller, meeting, name, now, accepted, idem).await,
+            Command::MeetingLeave { meeting } => self.meeting_leave(caller, meeting, accepted, idem).await,
         }
     }
 

@@ -6,14 +6,17 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed};
+use super::{
+    CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+};
 use crate::broker::memory::MemoryBroker;
-use crate::domain::{Connection, ConnState, RoomId, SessionId, UserId, UserState};
+use crate::domain::meeting::pair_key;
+use crate::domain::{Connection, ConnState, MeetingId, RoomId, SessionId, UserId, UserState};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -31,6 +34,12 @@ struct Inner {
     expiries: HashMap<UserId, DateTime<Utc>>,
     /// Idempotency records by (user, key), with when they lapse.
     records: HashMap<(UserId, String), (String, Instant)>,
+    /// Meetings, and when an empty one is gone.
+    meetings: HashMap<MeetingId, (MeetingRead, Option<Instant>)>,
+    /// Open pair rooms by meeting, then pair key.
+    pairs: HashMap<MeetingId, BTreeMap<String, RoomId>>,
+    /// Meetings by member.
+    memberships: HashMap<UserId, BTreeSet<MeetingId>>,
 }
 
 fn index_len(ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> usize {
@@ -40,6 +49,11 @@ fn index_len(ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> usiz
 impl Inner {
     fn rooms_in(&self, ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> Vec<RoomRead> {
         ix.get(u).into_iter().flatten().filter_map(|(_, id)| self.rooms.get(id).cloned()).collect()
+    }
+
+    fn meeting(&self, id: &MeetingId) -> Option<&MeetingRead> {
+        let (m, gone_at) = self.meetings.get(id)?;
+        gone_at.is_none_or(|t| t > Instant::now()).then_some(m)
     }
 
     fn record(&self, user: &UserId, key: &str) -> Option<String> {
@@ -68,6 +82,7 @@ impl Inner {
                 !v.is_some_and(|v| v.contains_key(abonent)) && v.map_or(0, BTreeMap::len) < *max
             }
             Guard::HasSession(u, s) => self.sessions.get(u).is_some_and(|m| m.contains_key(s)),
+            Guard::Meeting(id, rev) => self.meeting(id).map_or(0, |m| m.rev) == *rev,
         };
         (!ok).then_some(Commit::Conflict)
     }
@@ -76,6 +91,17 @@ impl Inner {
         let rev = self.rooms.get(&room.room_id).map_or(0, |r| r.rev) + 1;
         self.rooms.insert(room.room_id.clone(), RoomRead { room: room.clone(), rev });
         let (o, a, id) = (&room.owner, &room.abonent, &room.room_id);
+        if let Some(m) = &room.meeting_id {
+            let key = pair_key(o, a);
+            if created {
+                self.pairs.entry(m.clone()).or_default().insert(key, id.clone());
+            } else if !room.is_open()
+                && let Some(p) = self.pairs.get_mut(m)
+            {
+                p.remove(&key);
+            }
+            return;
+        }
         if created {
             self.viewers.entry(o.clone()).or_default().insert(a.clone(), id.clone());
             self.watching.entry(a.clone()).or_default().insert(o.clone(), id.clone());
@@ -97,6 +123,11 @@ impl Inner {
         self.rooms.retain(|_, r| r.room.is_open() || r.room.updated_at >= cutoff);
         let now = Instant::now();
         self.records.retain(|_, (_, until)| *until > now);
+        let gone: Vec<MeetingId> = self.meetings.iter().filter(|(_, (_, t))| t.is_some_and(|t| t <= now)).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            self.meetings.remove(&id);
+            self.pairs.remove(&id);
+        }
     }
 }
 
@@ -148,6 +179,17 @@ impl Store for MemoryStore {
         if let Some((u, k)) = &q.record {
             s.record = inner.record(u, k.as_str());
         }
+        for id in &q.meetings {
+            if let Some(m) = inner.meeting(id) {
+                s.meetings.insert(id.clone(), m.clone());
+            }
+        }
+        if let Some(id) = &q.meeting_pairs {
+            s.pairs = inner.pairs.get(id).into_iter().flatten().filter_map(|(_, r)| inner.rooms.get(r).cloned()).collect();
+        }
+        if let Some(u) = &q.meetings_of {
+            s.member_of = inner.memberships.get(u).into_iter().flatten().filter(|m| inner.meeting(m).is_some()).cloned().collect();
+        }
         Ok(s)
     }
 
@@ -161,6 +203,23 @@ impl Store for MemoryStore {
         }
         for (room, created) in &step.rooms {
             inner.write_room(room, *created);
+        }
+        for w in &step.meetings {
+            let id = w.meeting.meeting_id.clone();
+            let rev = inner.meeting(&id).map_or(0, |m| m.rev) + 1;
+            let gone_at = w.gone_after.map(|d| Instant::now() + d);
+            inner.meetings.insert(id, (MeetingRead { meeting: w.meeting.clone(), rev }, gone_at));
+        }
+        for (u, m, joined) in &step.memberships {
+            let set = inner.memberships.entry(u.clone()).or_default();
+            if *joined {
+                set.insert(m.clone());
+            } else {
+                set.remove(m);
+                if set.is_empty() {
+                    inner.memberships.remove(u);
+                }
+            }
         }
         if let Some((id, at)) = &step.touch
             && let Some(r) = inner.rooms.get_mut(id)
@@ -234,7 +293,7 @@ impl Store for MemoryStore {
         Ok(inner
             .rooms
             .values()
-            .filter(|r| matches!(r.room.state, ConnState::Requested | ConnState::Offered) && r.room.is_idle(cutoff))
+            .filter(|r| r.room.meeting_id.is_none() && matches!(r.room.state, ConnState::Requested | ConnState::Offered) && r.room.is_idle(cutoff))
             .map(|r| r.room.room_id.clone())
             .collect())
     }

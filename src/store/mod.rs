@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-use crate::domain::{Camera, Connection, Event, IdempotencyKey, RoomId, SessionId, UserId, UserState};
+use crate::domain::{Camera, Connection, Event, IdempotencyKey, Meeting, MeetingId, RoomId, SessionId, UserId, UserState};
 use crate::error::Result;
 
 /// How long a closed room stays readable.
@@ -79,12 +79,24 @@ pub struct Read {
     pub sessions_of: Option<UserId>,
     /// The answer kept under this idempotency key, if any.
     pub record: Option<(UserId, IdempotencyKey)>,
+    pub meetings: Vec<MeetingId>,
+    /// The open pair rooms of this meeting, each read whole.
+    pub meeting_pairs: Option<MeetingId>,
+    /// The meetings this user is a member of.
+    pub meetings_of: Option<UserId>,
 }
 
 /// A room as read, with the revision its writes are checked against.
 #[derive(Debug, Clone)]
 pub struct RoomRead {
     pub room: Connection,
+    pub rev: u64,
+}
+
+/// A meeting as read, with the revision its writes are checked against.
+#[derive(Debug, Clone)]
+pub struct MeetingRead {
+    pub meeting: Meeting,
     pub rev: u64,
 }
 
@@ -102,6 +114,11 @@ pub struct Snapshot {
     /// Session id → node id.
     pub sessions: HashMap<SessionId, String>,
     pub record: Option<String>,
+    pub meetings: HashMap<MeetingId, MeetingRead>,
+    /// The open pair rooms of `meeting_pairs`.
+    pub pairs: Vec<RoomRead>,
+    /// The meetings of `meetings_of`.
+    pub member_of: Vec<MeetingId>,
 }
 
 impl Snapshot {
@@ -135,6 +152,8 @@ pub enum Guard {
     CanShow { owner: UserId, abonent: UserId, max: usize },
     /// The session is still registered.
     HasSession(UserId, SessionId),
+    /// The meeting's revision is still this one (0: there is no such meeting).
+    Meeting(MeetingId, u64),
 }
 
 /// A session registration a step adds or removes.
@@ -146,15 +165,26 @@ pub struct SessionWrite {
     pub open: bool,
 }
 
+/// A meeting's new state. With no member left, it is gone after `gone_after`
+/// unless someone joins first.
+#[derive(Debug, Clone)]
+pub struct MeetingWrite {
+    pub meeting: Meeting,
+    pub gone_after: Option<std::time::Duration>,
+}
+
 /// Everything one step writes and sends, applied at once.
 #[derive(Debug, Clone, Default)]
 pub struct Step {
     pub guards: Vec<Guard>,
     /// New user states (also added to the directory).
     pub users: Vec<UserState>,
-    /// New room states; `created` rooms join their members' indexes, closed
-    /// ones leave them.
+    /// New room states; `created` rooms join their members' indexes (or their
+    /// meeting's pairs), closed ones leave them.
     pub rooms: Vec<(Connection, bool)>,
+    pub meetings: Vec<MeetingWrite>,
+    /// A user joins (true) or leaves (false) a meeting.
+    pub memberships: Vec<(UserId, MeetingId, bool)>,
     /// Signaling activity on an open room that changes nothing else (ice).
     pub touch: Option<(RoomId, DateTime<Utc>)>,
     pub sessions: Vec<SessionWrite>,
@@ -183,6 +213,8 @@ impl Step {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
             && self.rooms.is_empty()
+            && self.meetings.is_empty()
+            && self.memberships.is_empty()
             && self.touch.is_none()
             && self.sessions.is_empty()
             && self.expiries.is_empty()

@@ -13,9 +13,12 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed};
+use super::{
+    CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+};
 use crate::broker::LogBounds;
-use crate::domain::{Connection, ConnState, RoomId, SessionId, UserId, UserState};
+use crate::domain::meeting::pair_key;
+use crate::domain::{Connection, ConnState, MeetingId, RoomId, SessionId, UserId, UserState};
 use crate::error::{Error, Result};
 use crate::redis::step::Program;
 use crate::redis::{Keys, Redis, keys::SEP};
@@ -73,6 +76,12 @@ fn user_of(h: &HashMap<String, String>) -> Result<Option<UserState>> {
     h.get("doc").map(|d| json(d)).transpose()
 }
 
+fn meeting_of(h: &HashMap<String, String>) -> Result<Option<MeetingRead>> {
+    let Some(doc) = h.get("doc") else { return Ok(None) };
+    let rev = h.get("rev").and_then(|r| r.parse().ok()).unwrap_or(0);
+    Ok(Some(MeetingRead { meeting: json(doc)?, rev }))
+}
+
 fn room_of(h: &HashMap<String, String>) -> Result<Option<RoomRead>> {
     let Some(doc) = h.get("doc") else { return Ok(None) };
     let mut room: Connection = json(doc)?;
@@ -108,6 +117,7 @@ impl RedisStore {
                 Guard::Watched(u, n) => p.op("len").key(k.watching(u)).arg(n),
                 Guard::CanShow { owner, abonent, max } => p.op("canshow").key(k.viewers(owner)).arg(abonent).arg(max),
                 Guard::HasSession(u, s) => p.op("has").key(k.sessions(u)).arg(s),
+                Guard::Meeting(m, rev) => p.op("feq").key(k.meeting(m)).arg("rev").arg(rev),
             };
         }
         for u in &step.users {
@@ -118,6 +128,20 @@ impl RedisStore {
             let (rk, id) = (k.room(&r.room_id), r.room_id.as_str());
             p.op("hset").key(rk.clone()).arg(1).arg("doc").arg(to_json(r));
             p.op("hincr").key(rk.clone()).arg("rev");
+            if let Some(m) = &r.meeting_id {
+                // A meeting's pair: indexed by its meeting, never idle-closed.
+                if r.is_open() {
+                    p.op("hset").key(rk).arg(1).arg("open").arg(1);
+                    if *created {
+                        p.op("hset").key(k.meeting_pairs(m)).arg(1).arg(pair_key(&r.owner, &r.abonent)).arg(id);
+                    }
+                } else {
+                    p.op("hdel").key(rk.clone()).arg("open");
+                    p.op("pexpire").key(rk).arg(CLOSED_ROOM_KEEP_S * 1000);
+                    p.op("hdel").key(k.meeting_pairs(m)).arg(pair_key(&r.owner, &r.abonent));
+                }
+                continue;
+            }
             if r.is_open() {
                 p.op("hset").key(rk).arg(1).arg("open").arg(1);
                 if *created {
@@ -135,6 +159,28 @@ impl RedisStore {
                 p.op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
                 p.op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
                 p.op("zrem").key(k.negotiating()).arg(id);
+            }
+        }
+        for w in &step.meetings {
+            let (mk, pk) = (k.meeting(&w.meeting.meeting_id), k.meeting_pairs(&w.meeting.meeting_id));
+            p.op("hset").key(mk.clone()).arg(1).arg("doc").arg(to_json(&w.meeting));
+            p.op("hincr").key(mk.clone()).arg("rev");
+            match w.gone_after {
+                Some(d) => {
+                    p.op("pexpire").key(mk).arg(d.as_millis());
+                    p.op("pexpire").key(pk).arg(d.as_millis());
+                }
+                None => {
+                    p.op("persist").key(mk);
+                    p.op("persist").key(pk);
+                }
+            }
+        }
+        for (u, m, joined) in &step.memberships {
+            if *joined {
+                p.op("hset").key(k.memberships(u)).arg(1).arg(m).arg(1);
+            } else {
+                p.op("hdel").key(k.memberships(u)).arg(m);
             }
         }
         if let Some((r, at)) = &step.touch {
@@ -188,6 +234,9 @@ enum Slot {
     Pair,
     Sessions,
     Record,
+    Meeting(MeetingId),
+    Pairs,
+    MemberOf,
 }
 
 #[async_trait]
@@ -224,6 +273,18 @@ impl Store for RedisStore {
             p.op("get").key(k.record(u, key));
             slots.push(Slot::Record);
         }
+        for m in &q.meetings {
+            p.op("hash").key(k.meeting(m));
+            slots.push(Slot::Meeting(m.clone()));
+        }
+        if let Some(m) = &q.meeting_pairs {
+            p.op("index").key(k.meeting_pairs(m)).arg(k.room_prefix());
+            slots.push(Slot::Pairs);
+        }
+        if let Some(u) = &q.meetings_of {
+            p.op("hash").key(k.memberships(u));
+            slots.push(Slot::MemberOf);
+        }
         let mut s = Snapshot::default();
         if p.is_empty() {
             return Ok(s);
@@ -251,6 +312,13 @@ impl Store for RedisStore {
                 }
                 Slot::Sessions => s.sessions = hash(v).into_iter().map(|(id, node)| (SessionId::from_string(id), node)).collect(),
                 Slot::Record => s.record = text(v).filter(|t| !t.is_empty()),
+                Slot::Meeting(m) => {
+                    if let Some(x) = meeting_of(&hash(v))? {
+                        s.meetings.insert(m, x);
+                    }
+                }
+                Slot::Pairs => s.pairs = rooms(v)?,
+                Slot::MemberOf => s.member_of = hash(v).into_keys().filter_map(|m| MeetingId::parse(&m).ok()).collect(),
             }
         }
         Ok(s)

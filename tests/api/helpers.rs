@@ -419,3 +419,12 @@ pub fn sdp_version(kind: &str, version: u32) -> Value {
 pub fn candidate(n: u16) -> Value {
     json!({"candidate": format!("candidate:1 1 udp 2113937151 192.0.2.1 {n} typ host"), "sdpMid": "0", "sdpMLineIndex": 0})
 }
+
+/// Polls `f` every 20 ms until it is true, failing after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -14,3 +14,4 @@ mod resume;
 mod cli;
 mod long_poll;
 mod idempotency;
+mod meetings;

@@ -135,3 +135,41 @@ async fn version_strictly_increases_across_nodes() {
         assert_eq!(heard, versions, "{}: heard out of order", b.name);
     }
 }
+
+#[actix_web::test]
+async fn ten_users_joining_at_once_through_three_nodes_get_every_pair_exactly_once() {
+    for b in backends(|s| s.limits.max_meeting_members = 10).await {
+        let r = b.nodes[0].post("meetings", &token("host"), json!({})).await;
+        let id = r.body["meeting"]["meeting_id"].as_str().unwrap().to_owned();
+        // Twelve try for ten seats; two of them want a name already asked for.
+        let joins = (0..12).map(|i| {
+            let (node, id) = (b.nodes[i % 3].clone(), id.clone());
+            async move { (i, node.post(&format!("meetings/{id}/join"), &token(&format!("j{i}")), json!({"name": format!("N{}", i % 10)})).await) }
+        });
+        let results = join_all(joins).await;
+        let ok: Vec<_> = results.iter().filter(|(_, r)| r.status == 200).collect();
+        for (_, r) in &results {
+            assert!(r.status == 200 || (r.status == 409 && ["name_taken", "meeting_full"].contains(&r.code())), "{}: {} {}", b.name, r.status, r.body);
+        }
+        assert_eq!(ok.len(), 10, "{}: {} joined", b.name, ok.len());
+        let m = b.nodes[1].get(&format!("/webrtc/meetings/{id}"), Some(&token(&format!("j{}", ok[0].0)))).await.body;
+        let members: Vec<String> = m["members"].as_array().unwrap().iter().map(|x| x["user_id"].as_str().unwrap().to_owned()).collect();
+        let names: std::collections::HashSet<_> = m["members"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!((members.len(), names.len()), (10, 10), "{}: a name twice", b.name);
+        let order = |u: &str| members.iter().position(|x| x == u).unwrap();
+        // Every member's pairs are with exactly the members before it, who own them.
+        let mut pairs = std::collections::HashSet::new();
+        for (i, r) in &ok {
+            let me = format!("j{i}");
+            let conns = r.body["connections"].as_array().unwrap();
+            assert_eq!(conns.len(), order(&me), "{}: {me} has {} pairs: {}", b.name, conns.len(), r.body);
+            for c in conns {
+                let owner = c["owner"].as_str().unwrap();
+                assert_eq!(c["abonent"], me.as_str());
+                assert!(order(owner) < order(&me), "{}: {owner} owns a pair with earlier {me}", b.name);
+                assert!(pairs.insert((owner.to_owned(), me.clone())), "{}: pair twice", b.name);
+            }
+        }
+        assert_eq!(pairs.len(), 45, "{}", b.name);
+    }
+}

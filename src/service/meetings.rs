@@ -1,0 +1,163 @@
+//! Meetings: create, join, leave, read. Joining is one atomic step: the
+//! membership, the name and seat checks, every pair Connection and every
+//! `member_joined` are written together, guarded by the meeting's revision.
+//! Leaving closes the leaver's pairs and tells the others, in one step too.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+use super::{Executed, Plan, Reply, Service};
+use crate::domain::event::{MemberJoinedData, MemberLeftData};
+use crate::domain::meeting::{Joined, MAX_TITLE_LEN};
+use crate::domain::{Connection, Event, Meeting, MeetingId, MemberName, UserId};
+use crate::error::{Error, Result};
+use crate::idempotency::Idem;
+use crate::store::{Guard, MeetingWrite, Read, Snapshot, Step};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeetingReply {
+    pub meeting: Meeting,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinReply {
+    pub meeting: Meeting,
+    /// Your pair with each earlier member: you are the `abonent`, they offer.
+    pub connections: Vec<Connection>,
+}
+
+/// A checked meeting title.
+pub fn parse_title(t: Option<String>) -> Result<Option<String>> {
+    match t {
+        Some(t) if t.chars().count() > MAX_TITLE_LEN || t.chars().any(char::is_control) => {
+            Err(Error::BadRequest(format!("title is at most {MAX_TITLE_LEN} characters, without control characters")))
+        }
+        t => Ok(t),
+    }
+}
+
+impl Service {
+    fn empty_meeting_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.connections.idle_ttl_s)
+    }
+
+    pub(super) async fn meeting_create(&self, caller: &UserId, title: Option<String>, max: Option<usize>, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+        let limit = self.settings.limits.max_meeting_members;
+        let max = max.unwrap_or(limit);
+        if !(1..=limit).contains(&max) {
+            return Err(Error::BadRequest(format!("max_members is 1 to {limit}")));
+        }
+        let meeting = Meeting::new(caller.clone(), title, max, now);
+        let ttl = self.empty_meeting_ttl();
+        let done = self
+            .run(Read::default(), idem, |_| {
+                let mut step = Step::new(accepted).guard(Guard::Meeting(meeting.meeting_id.clone(), 0));
+                step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: Some(ttl) });
+                Ok(Plan { step, reply: Some(Reply::MeetingCreated(MeetingReply { meeting: meeting.clone() })) })
+            })
+            .await?;
+        Ok(done.expect("create always answers"))
+    }
+
+    pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+        let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), ..Read::default() };
+        let done = self
+            .run(read, idem, |s| {
+                let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
+                let mut meeting = m.meeting.clone();
+                let mut step = Step::new(accepted);
+                let connections = match meeting.join(caller, &name, now)? {
+                    Joined::Again => pairs_of(s, &meeting, caller),
+                    Joined::New { earlier } => {
+                        step = step.guard(Guard::Meeting(id.clone(), m.rev));
+                        let mut rooms = Vec::new();
+                        for owner in earlier {
+                            let room = Connection::in_meeting(id.clone(), owner.clone(), caller.clone(), now);
+                            let data = MemberJoinedData { meeting_id: id.clone(), user_id: caller.clone(), name: name.as_str().to_owned(), room_id: room.room_id.clone() };
+                            step.events.push((owner, Event::MemberJoined(data)));
+                            step.rooms.push((room.clone(), true));
+                            rooms.push(room);
+                        }
+                        step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: None });
+                        step.memberships.push((caller.clone(), id.clone(), true));
+                        rooms
+                    }
+                };
+                Ok(Plan { step, reply: Some(Reply::MeetingJoined(JoinReply { meeting, connections })) })
+            })
+            .await?;
+        Ok(done.expect("join always answers"))
+    }
+
+    pub(super) async fn meeting_leave(&self, caller: &UserId, id: MeetingId, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+        let done = self.leave(caller, &id, "left", false, accepted, idem).await?;
+        Ok(done.expect("leave always answers"))
+    }
+
+    /// `user` leaves a meeting: their pairs close with `reason`, the others hear
+    /// `hangup` and `member_left`. With `only_if_gone`, nothing happens if the
+    /// user has a session again (the grace period ended, but they came back).
+    async fn leave(&self, user: &UserId, id: &MeetingId, reason: &str, only_if_gone: bool, accepted: i64, idem: Option<&Idem>) -> Result<Option<Executed>> {
+        let mut read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), ..Read::default() };
+        if only_if_gone {
+            read.sessions_of = Some(user.clone());
+        }
+        let ttl = self.empty_meeting_ttl();
+        self.run(read, idem, |s| {
+            let now = Utc::now();
+            let m = s.meetings.get(id).ok_or(Error::MeetingNotFound)?;
+            let mut meeting = m.meeting.clone();
+            meeting.require_member(user)?;
+            let mut step = Step::new(accepted).guard(Guard::Meeting(id.clone(), m.rev));
+            if only_if_gone {
+                if !s.sessions.is_empty() {
+                    return Ok(Plan { step: Step::new(accepted), reply: None });
+                }
+                step = step.guard(Guard::Sessions(user.clone(), 0));
+            }
+            meeting.leave(user);
+            super::close_rooms(&mut step, &s.pairs, user, reason, now);
+            for other in &meeting.members {
+                let data = MemberLeftData { meeting_id: id.clone(), user_id: user.clone(), reason: reason.to_owned() };
+                step.events.push((other.user_id.clone(), Event::MemberLeft(data)));
+            }
+            let gone_after = meeting.members.is_empty().then_some(ttl);
+            step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after });
+            step.memberships.push((user.clone(), id.clone(), false));
+            Ok(Plan { step, reply: Some(Reply::MeetingLeft(MeetingReply { meeting })) })
+        })
+        .await
+    }
+
+    /// A user whose grace period ended without a session leaves every meeting (`gone`).
+    pub(crate) async fn leave_meetings(&self, user: &UserId, reason: &str) -> Result<()> {
+        let s = self.store.read(&Read { meetings_of: Some(user.clone()), ..Read::default() }).await?;
+        for id in &s.member_of {
+            match self.leave(user, id, reason, true, crate::domain::event::now_us(), None).await {
+                // Gone meanwhile, or already left: nothing to do.
+                Ok(_) | Err(Error::MeetingNotFound | Error::Forbidden(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A meeting, for its members.
+    pub async fn meeting(&self, caller: &UserId, id: &str) -> Result<Meeting> {
+        let id = MeetingId::parse(id)?;
+        let s = self.store.read(&Read { meetings: vec![id.clone()], ..Read::default() }).await?;
+        let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
+        m.meeting.require_member(caller)?;
+        Ok(m.meeting.clone())
+    }
+}
+
+/// The caller's open pairs with earlier members, in the members' order (as the first join answered).
+fn pairs_of(s: &Snapshot, meeting: &Meeting, caller: &UserId) -> Vec<Connection> {
+    let mut rooms: Vec<Connection> = s.pairs.iter().filter(|r| r.room.is_open() && r.room.abonent == *caller).map(|r| r.room.clone()).collect();
+    let at = |u: &UserId| meeting.members.iter().position(|m| m.user_id == *u);
+    rooms.sort_by_key(|c| at(&c.owner));
+    rooms
+}
