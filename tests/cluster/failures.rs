@@ -171,3 +171,37 @@ async fn a_node_dying_right_before_the_step_lets_the_retry_run_the_call() {
     let offers: Vec<_> = events.iter().filter(|e| e["action"] == "server-action:put_offer").collect();
     assert_eq!(offers.len(), 1, "{events:?}");
 }
+
+#[actix_web::test]
+async fn a_meeting_member_whose_node_dies_leaves_with_gone() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut doomed = ProcNode::start(&redis, "doomed-member").await;
+    let (a, b, c) = (token("ma"), token("mb"), token("mc"));
+    let mut wa = nodes[0].ws_query(&a, "?presence=false").await;
+    let mut wb = nodes[1].ws_query(&b, "?presence=false").await;
+    let _wc = doomed.ws_query(&c, "?presence=false").await;
+    let id = nodes[2].post("meetings", &a, json!({})).await.body["meeting"]["meeting_id"].as_str().unwrap().to_owned();
+    for (t, name, n) in [(&a, "A", 0), (&b, "B", 1), (&c, "C", 2)] {
+        let r = nodes[n].post(&format!("meetings/{id}/join"), t, json!({"name": name})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    wa.expect("member_joined").await;
+    let to_c_from_a = wa.expect("member_joined").await["data"]["room_id"].clone();
+    let to_c_from_b = wb.expect("member_joined").await["data"]["room_id"].clone();
+
+    doomed.kill();
+    let killed = Instant::now();
+    for (w, pair) in [(&mut wa, &to_c_from_a), (&mut wb, &to_c_from_b)] {
+        let h = w.expect("hangup").await;
+        assert_eq!(h["data"], json!({"room_id": pair, "user_id": "mc", "reason": "gone"}));
+        let l = w.expect("member_left").await;
+        assert_eq!(l["data"], json!({"meeting_id": id, "user_id": "mc", "reason": "gone"}));
+    }
+    let bound = Duration::from_secs(TTL_S + GRACE_S) + Duration::from_millis(1500);
+    assert!(killed.elapsed() <= bound, "left after {:?}", killed.elapsed());
+    // The others' pair is untouched.
+    let m = nodes[0].get(&format!("/webrtc/meetings/{id}"), Some(&a)).await.body;
+    let members: Vec<_> = m["members"].as_array().unwrap().iter().map(|x| x["user_id"].as_str().unwrap()).collect();
+    assert_eq!(members, ["ma", "mb"]);
+}
