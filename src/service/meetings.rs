@@ -62,7 +62,8 @@ impl Service {
     }
 
     pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
-        let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), ..Read::default() };
+        let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), sessions_of: Some(caller.clone()), ..Read::default() };
+        let expire_at = now + self.grace();
         let done = self
             .run(read, idem, |s| {
                 let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
@@ -82,6 +83,10 @@ impl Service {
                         }
                         step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: None });
                         step.memberships.push((caller.clone(), id.clone(), true));
+                        if s.sessions.is_empty() {
+                            // As cameraOn: with no session anywhere, the grace period runs from now.
+                            step.expiries.push((caller.clone(), Some(expire_at)));
+                        }
                         rooms
                     }
                 };

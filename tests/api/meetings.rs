@@ -145,3 +145,16 @@ async fn a_meeting_with_no_member_is_gone_after_the_idle_ttl() {
     wait_until(std::time::Duration::from_secs(5), "the empty meeting to go", async || app.get(&path, Some(&token("late"))).await.status == 404).await;
     join(&app, "late", &id, "Late").await.assert_error(404, "meeting_not_found");
 }
+
+#[actix_web::test]
+async fn joining_with_no_session_starts_the_grace_period() {
+    let app = spawn_app_with(|s| s.presence.grace_s = 1).await;
+    let mut host = app.ws_query(&token("host2"), "?presence=false").await;
+    let id = create(&app, "host2", json!({})).await;
+    join(&app, "host2", &id, "Host").await;
+    // A REST-only member who never opens a session is gone after the grace period.
+    join(&app, "ghost", &id, "Ghost").await;
+    host.expect("member_joined").await;
+    host.expect("hangup").await;
+    assert_eq!(host.expect("member_left").await["data"]["reason"], "gone");
+}

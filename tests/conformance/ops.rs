@@ -138,7 +138,13 @@ async fn version_strictly_increases_across_nodes() {
 
 #[actix_web::test]
 async fn ten_users_joining_at_once_through_three_nodes_get_every_pair_exactly_once() {
-    for b in backends(|s| s.limits.max_meeting_members = 10).await {
+    // REST-only joiners start a grace period: long enough to outlast the test.
+    for b in backends(|s| {
+        s.limits.max_meeting_members = 10;
+        s.presence.grace_s = 60;
+    })
+    .await
+    {
         let r = b.nodes[0].post("meetings", &token("host"), json!({})).await;
         let id = r.body["meeting"]["meeting_id"].as_str().unwrap().to_owned();
         // Twelve try for ten seats; two of them want a name already asked for.
