@@ -1,8 +1,12 @@
-"""The camera flow through the generated Python SDK (openapi-python-client).
+"""The camera flow and a meeting through the generated Python SDK (openapi-python-client).
 
 Ann turns her camera on, Bob asks to see it, they trade an offer, an answer and
-ICE candidates, and Bob hangs up. Each side hears the other through the long
-poll (GET /webrtc/events), so this needs nothing but the SDK.
+ICE candidates, and Bob hangs up. Then Ann creates a meeting and Ann, Bob and
+Cat join it in turn: each earlier member hears member_joined with the room of
+its pair with the newcomer, where it is the owner and offers; Bob and Cat trade
+an offer and an answer on their pair; Bob leaves, and Ann and Cat hear hangup
+and member_left. Each side hears the others through the long poll
+(GET /webrtc/events), so this needs nothing but the SDK.
 
     scripts/sdk                      # generates target/sdk/python
     python examples/python/camera_flow.py http://127.0.0.1:8080
@@ -15,6 +19,7 @@ import sys
 from camsig_client import AuthenticatedClient, Client
 from camsig_client.api.camera import camera_on, camera_show
 from camsig_client.api.events import poll_events
+from camsig_client.api.meetings import get_meeting, meeting_create, meeting_join, meeting_leave
 from camsig_client.api.ops import dev_token
 from camsig_client.api.signaling import answer, hangup, ice, offer
 from camsig_client.models import (
@@ -25,6 +30,8 @@ from camsig_client.models import (
     HangupBody,
     IceBody,
     IceCandidate,
+    MeetingCreateBody,
+    MeetingJoinBody,
     OfferBody,
     SessionDescription,
     ShowBody,
@@ -55,6 +62,7 @@ class Side:
     """One user: a client with their token, and where they are in their event log."""
 
     def __init__(self, name: str):
+        self.name = name
         token = ok(dev_token.sync_detailed(client=Client(base_url=BASE), body=DevTokenBody(user_id=name))).token
         self.client = AuthenticatedClient(base_url=BASE, token=token, timeout=30.0)
         self.since = ok(poll_events.sync_detailed(client=self.client, timeout_s=0)).last_id
@@ -66,7 +74,7 @@ class Side:
         event = page.events[0]
         assert event.action == f"server-action:{action}", f"expected {action}, got {event.action}"
         self.since = event.id
-        print(f"  {action} (id {event.id})")
+        print(f"  {self.name} heard {action} (id {event.id})")
         return event.data
 
 
@@ -96,3 +104,59 @@ closed = ok(hangup.sync_detailed(client=bob.client, body=HangupBody(room_id=room
 assert closed.connection.state == "closed"
 assert ann.expect("hangup").reason == "done"
 print("the camera flow ran to the end")
+
+# ---------- a meeting: three members, one pair per two of them ----------
+
+cat = Side("cat")
+sides = {"ann": ann, "bob": bob, "cat": cat}
+
+meeting = ok(meeting_create.sync_detailed(client=ann.client, body=MeetingCreateBody(title="Standup"))).meeting
+mid = meeting.meeting_id
+assert meeting.created_by == "ann" and meeting.members == [], "the creator is not yet a member"
+print(f"ann created meeting {mid} ({meeting.title}, at most {meeting.max_members})")
+
+pairs = {}  # (owner, abonent) -> room_id
+for k, (user, name) in enumerate([("ann", "Ann"), ("bob", "Bob"), ("cat", "Cat")]):
+    joined = ok(meeting_join.sync_detailed(mid, client=sides[user].client, body=MeetingJoinBody(name=name)))
+    members = [m.user_id for m in joined.meeting.members]
+    assert len(members) == k + 1 and members[-1] == user, members
+    before = members[:-1]
+    # One pair per earlier member: the newcomer is the abonent, the earlier member the owner.
+    assert [c.owner for c in joined.connections] == before, joined.connections
+    for c in joined.connections:
+        assert c.abonent == user and c.meeting_id == mid and c.state == "requested"
+        pairs[(c.owner, user)] = c.room_id
+    print(f"{user} joined as {name}: {len(joined.connections)} pair(s), owned by {before}")
+    # Each earlier member hears member_joined with the room of its pair: it sends the offer there.
+    for owner in before:
+        heard = sides[owner].expect("member_joined")
+        assert (heard.meeting_id, heard.user_id, heard.name) == (mid, user, name)
+        assert heard.room_id == pairs[(owner, user)]
+
+seen = ok(get_meeting.sync_detailed(mid, client=cat.client))
+assert [(m.user_id, m.name) for m in seen.members] == [("ann", "Ann"), ("bob", "Bob"), ("cat", "Cat")]
+
+# The pair bob -> cat: cat is its abonent, so only bob may offer.
+room = pairs[("bob", "cat")]
+wrong = offer.sync_detailed(client=cat.client, body=OfferBody(room_id=room, offer=SessionDescription(type_="offer", sdp=sdp("offer"))))
+assert wrong.status_code == 403 and isinstance(wrong.parsed, ErrorResponse) and wrong.parsed.error.code.value == "forbidden"
+ok(offer.sync_detailed(client=bob.client, body=OfferBody(room_id=room, offer=SessionDescription(type_="offer", sdp=sdp("offer")))))
+got = cat.expect("put_offer")
+assert (got.room_id, got.user_id, got.offer.type_) == (room, "bob", "offer")
+ok(answer.sync_detailed(client=cat.client, body=AnswerBody(room_id=room, answer=SessionDescription(type_="answer", sdp=sdp("answer")))))
+got = bob.expect("put_answer")
+assert (got.room_id, got.user_id, got.answer.type_) == (room, "cat", "answer")
+ok(ice.sync_detailed(client=cat.client, body=IceBody(room_id=room, candidate=candidate)))
+assert bob.expect("put_ice").room_id == room
+
+# Bob leaves: his pairs close, and Ann and Cat each hear hangup, then member_left.
+# body=None: leave takes no body, and the generated default (UNSET) is not JSON.
+left = ok(meeting_leave.sync_detailed(mid, client=bob.client, body=None)).meeting
+assert [m.user_id for m in left.members] == ["ann", "cat"]
+for user, room in [("ann", pairs[("ann", "bob")]), ("cat", pairs[("bob", "cat")])]:
+    bye = sides[user].expect("hangup")
+    assert (bye.room_id, bye.user_id, bye.reason) == (room, "bob", "left")
+    gone = sides[user].expect("member_left")
+    assert (gone.meeting_id, gone.user_id, gone.reason) == (mid, "bob", "left")
+assert get_meeting.sync_detailed(mid, client=bob.client).status_code == 403, "bob is no longer a member"
+print("the meeting ran to the end")

@@ -1,6 +1,14 @@
-// The camera flow through the generated TypeScript types (openapi-typescript)
-// and openapi-fetch: every path, body and reply below is checked by tsc
-// against the spec.
+// The camera flow and a meeting through the generated TypeScript types
+// (openapi-typescript) and openapi-fetch: every path, body and reply below is
+// checked by tsc against the spec.
+//
+// Camera flow: Ann turns her camera on, Bob asks to see it, they trade an
+// offer, an answer and ICE candidates, and Bob hangs up. Meeting: Ann creates
+// one and Ann, Bob and Cat join in turn; each earlier member hears
+// member_joined with the room of its pair with the newcomer (it owns the pair
+// and offers); Bob and Cat trade an offer and an answer on their pair; Bob
+// leaves, and Ann and Cat hear hangup and member_left. Every event is heard
+// through the long poll (GET /webrtc/events).
 //
 //   scripts/sdk                                 # types into target/sdk/typescript
 //   cd examples/typescript && npm ci && npm run build && npm start -- http://127.0.0.1:8080
@@ -37,12 +45,15 @@ function ok<T>(res: { data?: T; error?: unknown; response: Response }): T {
 // One user: a client with their token, and where they are in their event log.
 class Side {
   since = "0-0";
-  constructor(public client: Client) {}
+  constructor(
+    public name: string,
+    public client: Client,
+  ) {}
 
   static async signIn(name: string): Promise<Side> {
     const anon = createClient<paths>({ baseUrl: base });
     const { token } = ok(await anon.POST("/dev/token", { body: { user_id: name } }));
-    const side = new Side(createClient<paths>({ baseUrl: base, headers: { Authorization: `Bearer ${token}` } }));
+    const side = new Side(name, createClient<paths>({ baseUrl: base, headers: { Authorization: `Bearer ${token}` } }));
     side.since = ok(await side.client.GET("/webrtc/events", { params: { query: { timeout_s: 0 } } })).last_id;
     return side;
   }
@@ -55,7 +66,7 @@ class Side {
       throw new Error(`expected ${action}, got ${JSON.stringify(page.events)}`);
     }
     if ("id" in event) this.since = event.id;
-    console.log(`  ${action.replace("server-action:", "")}`);
+    console.log(`  ${this.name} heard ${action.replace("server-action:", "")}`);
     return (event as unknown as { data: Data<A> }).data;
   }
 }
@@ -91,3 +102,66 @@ const closed = ok(await bob.client.POST("/webrtc/hangup", { body: { room_id, rea
 check(closed.connection.state === "closed", "the room is closed");
 check((await ann.expect("server-action:hangup")).reason === "done", "ann heard the hangup");
 console.log("the camera flow ran to the end");
+
+// ---------- a meeting: three members, one pair per two of them ----------
+
+const cat = await Side.signIn("tscat");
+const sides: Record<string, Side> = { tsann: ann, tsbob: bob, tscat: cat };
+
+const { meeting } = ok(await ann.client.POST("/webrtc/meetings", { body: { title: "Standup" } }));
+const meeting_id = meeting.meeting_id;
+check(meeting.created_by === "tsann" && meeting.members.length === 0, "the creator is not yet a member");
+console.log(`ann created meeting ${meeting_id} (${meeting.title}, at most ${meeting.max_members})`);
+
+const pairs = new Map<string, string>(); // "owner>abonent" -> room_id
+const joiners: [string, string][] = [["tsann", "Ann"], ["tsbob", "Bob"], ["tscat", "Cat"]];
+for (const [k, [user, name]] of joiners.entries()) {
+  const joined = ok(
+    await sides[user].client.POST("/webrtc/meetings/{meeting_id}/join", { params: { path: { meeting_id } }, body: { name } }),
+  );
+  const members = joined.meeting.members.map((m) => m.user_id);
+  check(members.length === k + 1 && members[k] === user, `${user} is the newest of ${members}`);
+  const before = members.slice(0, k);
+  // One pair per earlier member: the newcomer is the abonent, the earlier member the owner.
+  check(JSON.stringify(joined.connections.map((c) => c.owner)) === JSON.stringify(before), `${user}'s pairs are owned by ${before}`);
+  for (const c of joined.connections) {
+    check(c.abonent === user && c.meeting_id === meeting_id && c.state === "requested", `pair ${c.owner} -> ${user}`);
+    pairs.set(`${c.owner}>${user}`, c.room_id);
+  }
+  console.log(`${user} joined as ${name}: ${joined.connections.length} pair(s), owned by [${before}]`);
+  // Each earlier member hears member_joined with the room of its pair: it sends the offer there.
+  for (const owner of before) {
+    const heard = await sides[owner].expect("server-action:member_joined");
+    check(heard.meeting_id === meeting_id && heard.user_id === user && heard.name === name, `${owner} heard ${user} join`);
+    check(heard.room_id === pairs.get(`${owner}>${user}`), `${owner}'s member_joined names their pair`);
+  }
+}
+
+const seen = ok(await cat.client.GET("/webrtc/meetings/{meeting_id}", { params: { path: { meeting_id } } }));
+check(seen.members.map((m) => `${m.user_id}:${m.name}`).join() === "tsann:Ann,tsbob:Bob,tscat:Cat", "three members, in order");
+
+// The pair bob -> cat: cat is its abonent, so only bob may offer.
+const pair = pairs.get("tsbob>tscat")!;
+const wrong = await cat.client.POST("/webrtc/offer", { body: { room_id: pair, offer: { type: "offer", sdp: sdp("offer") } } });
+check(wrong.response.status === 403 && wrong.error?.error.code === "forbidden", "the abonent may not offer");
+ok(await bob.client.POST("/webrtc/offer", { body: { room_id: pair, offer: { type: "offer", sdp: sdp("offer") } } }));
+const got = await cat.expect("server-action:put_offer");
+check(got.room_id === pair && got.user_id === "tsbob" && got.offer.type === "offer", "cat got bob's offer");
+ok(await cat.client.POST("/webrtc/answer", { body: { room_id: pair, answer: { type: "answer", sdp: sdp("answer") } } }));
+const back = await bob.expect("server-action:put_answer");
+check(back.room_id === pair && back.user_id === "tscat" && back.answer.type === "answer", "bob got cat's answer");
+ok(await cat.client.POST("/webrtc/ice", { body: { room_id: pair, candidate } }));
+check((await bob.expect("server-action:put_ice")).room_id === pair, "bob got cat's candidate");
+
+// Bob leaves: his pairs close, and Ann and Cat each hear hangup, then member_left.
+const left = ok(await bob.client.POST("/webrtc/meetings/{meeting_id}/leave", { params: { path: { meeting_id } } }));
+check(left.meeting.members.map((m) => m.user_id).join() === "tsann,tscat", "ann and cat remain");
+for (const [side, room] of [[ann, pairs.get("tsann>tsbob")!], [cat, pair]] as const) {
+  const bye = await side.expect("server-action:hangup");
+  check(bye.room_id === room && bye.user_id === "tsbob" && bye.reason === "left", "hangup for the pair with bob");
+  const gone = await side.expect("server-action:member_left");
+  check(gone.meeting_id === meeting_id && gone.user_id === "tsbob" && gone.reason === "left", "member_left for bob");
+}
+const after = await bob.client.GET("/webrtc/meetings/{meeting_id}", { params: { path: { meeting_id } } });
+check(after.response.status === 403, "bob is no longer a member");
+console.log("the meeting ran to the end");

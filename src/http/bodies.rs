@@ -80,6 +80,10 @@ pub struct MeetingJoinFields {
     pub name: String,
 }
 
+/// An empty body.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct MeetingLeaveBody {}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct MeetingRef {
     pub meeting_id: String,

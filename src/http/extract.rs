@@ -39,7 +39,9 @@ impl FromRequest for Caller {
 pub struct Idempotency {
     /// Any unique string (a UUID, say), 1 to 255 visible ASCII characters. A
     /// repeat with the same key within 10 minutes gets the first answer again
-    /// and causes nothing; the same key with a different request is a 400.
+    /// and causes nothing; the same key with a different request is 422
+    /// `idempotency_key_reused`, and one while the first still runs is 409
+    /// `request_in_progress`.
     #[param(rename = "Idempotency-Key", value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
     pub key: Option<IdempotencyKey>,
 }

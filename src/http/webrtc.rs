@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
-use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, OfferBody, ShowBody};
+use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, MeetingLeaveBody, OfferBody, ShowBody};
 use crate::service::meetings::{JoinReply, MeetingReply};
 use crate::domain::Meeting;
 use crate::service::{Command, ConnectionReply, Executed, IceReply, Reply, ShowReply, UserReply};
@@ -404,7 +404,7 @@ pub async fn meeting_join(node: web::Data<Node>, caller: Caller, path: web::Path
 #[utoipa::path(
     operation_id = "meetingLeave", tag = "meetings", security(("bearer" = [])),
     params(("meeting_id" = String, Path, description = "The meeting's id"), Idempotency),
-    request_body(content = Option<CameraOffBody>, description = "Empty"),
+    request_body(content = Option<MeetingLeaveBody>, description = "Empty"),
     responses(
         (status = 200, description = "You left", body = MeetingReply),
         (status = 400, description = "bad_request", body = ErrorResponse),
@@ -419,7 +419,7 @@ pub async fn meeting_join(node: web::Data<Node>, caller: Caller, path: web::Path
     )
 )]
 #[post("/meetings/{meeting_id}/leave")]
-pub async fn meeting_leave(node: web::Data<Node>, caller: Caller, path: web::Path<String>, _body: Body<CameraOffBody>, idem: Idempotency) -> Result<HttpResponse> {
+pub async fn meeting_leave(node: web::Data<Node>, caller: Caller, path: web::Path<String>, _body: Body<MeetingLeaveBody>, idem: Idempotency) -> Result<HttpResponse> {
     run(&node, &caller, super::bodies::meeting_leave(&path), idem).await
 }
 

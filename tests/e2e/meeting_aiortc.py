@@ -333,7 +333,6 @@ async def main(nodes: Nodes) -> None:
         ann_room = pair_room("ann", "cat")
         nodes.kill(0)
         killed = time.monotonic()
-        ann.task.cancel()
         await ann.close()
         say(TAG, f"SIGKILLed {nodes.node_id(0)} (ann's node) and stopped ann's app")
         bound = TTL_S + GRACE_S + SLACK_S
