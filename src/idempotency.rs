@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::{IdempotencyKey, UserId};
 use crate::error::{Error, Result};
-use crate::service::{Command, Reply};
+use crate::service::{Command, Executed, Reply};
+use crate::store::{Guard, Step};
 
 /// What is kept under a key: the request's fingerprint and its answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,19 +37,22 @@ impl Idem {
         Self { user: user.clone(), key, fp: fingerprint(cmd) }
     }
 
-    /// The record to keep with the step that answers `reply`.
-    pub fn record(&self, reply: &Reply) -> String {
-        serde_json::to_string(&Record { fp: self.fp.clone(), reply: reply.clone() }).expect("records serialize")
+    /// Makes `step` keep `reply` under the key, and run only if nothing is
+    /// kept there yet (checked before any other guard).
+    pub fn seal(&self, step: &mut Step, reply: &Reply) {
+        let record = serde_json::to_string(&Record { fp: self.fp.clone(), reply: reply.clone() }).expect("records serialize");
+        step.guards.insert(0, Guard::Fresh(self.user.clone(), self.key.clone()));
+        step.record = Some((self.user.clone(), self.key.clone(), record));
     }
 
     /// The kept answer for a retry; 422 when the key came with another request.
-    pub fn replay(&self, raw: &str) -> Result<Reply> {
+    pub fn replay(&self, raw: &str) -> Result<Executed> {
         let rec: Record = serde_json::from_str(raw).map_err(|e| Error::Unexpected(anyhow::anyhow!("idempotency record: {e}")))?;
         if rec.fp != self.fp {
             return Err(Error::IdempotencyKeyReused);
         }
         tracing::debug!(key = self.key.as_str(), "idempotent replay");
-        Ok(rec.reply)
+        Ok(Executed { reply: rec.reply, replayed: true })
     }
 }
 

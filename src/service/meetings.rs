@@ -51,21 +51,20 @@ impl Service {
         }
         let meeting = Meeting::new(caller.clone(), title, max, now);
         let ttl = self.empty_meeting_ttl();
-        let done = self
-            .run(Read::default(), idem, |_| {
+        self
+            .call(Read::default(), idem, |_| {
                 let mut step = Step::new(accepted).guard(Guard::Meeting(meeting.meeting_id.clone(), 0));
                 step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: Some(ttl) });
                 Ok(Plan { step, reply: Some(Reply::MeetingCreated(MeetingReply { meeting: meeting.clone() })) })
             })
-            .await?;
-        Ok(done.expect("create always answers"))
+            .await
     }
 
     pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), sessions_of: Some(caller.clone()), ..Read::default() };
         let expire_at = now + self.grace();
-        let done = self
-            .run(read, idem, |s| {
+        self
+            .call(read, idem, |s| {
                 let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
                 let mut meeting = m.meeting.clone();
                 let mut step = Step::new(accepted);
@@ -92,8 +91,7 @@ impl Service {
                 };
                 Ok(Plan { step, reply: Some(Reply::MeetingJoined(JoinReply { meeting, connections })) })
             })
-            .await?;
-        Ok(done.expect("join always answers"))
+            .await
     }
 
     pub(super) async fn meeting_leave(&self, caller: &UserId, id: MeetingId, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {

@@ -211,12 +211,11 @@ impl Service {
         for _ in 0..MAX_TRIES {
             let snap = self.store.read(&read).await?;
             if let (Some(i), Some(raw)) = (idem, &snap.record) {
-                return Ok(Some(Executed { reply: i.replay(raw)?, replayed: true }));
+                return i.replay(raw).map(Some);
             }
             let Plan { mut step, reply } = decide(&snap)?;
             if let (Some(i), Some(reply)) = (idem, &reply) {
-                step.guards.insert(0, Guard::Fresh(i.user.clone(), i.key.clone()));
-                step.record = Some((i.user.clone(), i.key.clone(), i.record(reply)));
+                i.seal(&mut step, reply);
             }
             let fresh = |reply: Option<Reply>| Ok(reply.map(|reply| Executed { reply, replayed: false }));
             if step.is_empty() {
@@ -226,7 +225,7 @@ impl Service {
                 Commit::Done => return fresh(reply),
                 Commit::Conflict => continue,
                 Commit::Recorded(raw) => match idem {
-                    Some(i) => return Ok(Some(Executed { reply: i.replay(&raw)?, replayed: true })),
+                    Some(i) => return i.replay(&raw).map(Some),
                     None => continue,
                 },
                 Commit::Closed => return Err(Error::RoomClosed),
@@ -235,6 +234,11 @@ impl Service {
         }
         tracing::warn!("gave up after {MAX_TRIES} conflicting tries");
         Err(Error::unavailable(anyhow::anyhow!("too many concurrent changes; retry")))
+    }
+
+    /// `run` for a client's call, whose every plan carries its reply.
+    pub(crate) async fn call(&self, read: Read, idem: Option<&Idem>, decide: impl FnMut(&Snapshot) -> Result<Plan>) -> Result<Executed> {
+        Ok(self.run(read, idem, decide).await?.expect("a call's plan always carries its reply"))
     }
 
     /// The one place a step is committed, so that test builds can fail around it.
@@ -256,8 +260,8 @@ impl Service {
         let read = Read { users: vec![caller.clone()], sessions_of: Some(caller.clone()), ..Read::default() };
         let meta = meta.map(Meta::into_value);
         let expire_at = now + self.grace();
-        let done = self
-            .run(read, idem, |s| {
+        self
+            .call(read, idem, |s| {
                 let mut u = s.users.get(caller).cloned().unwrap_or_else(|| UserState::new(caller.clone(), now));
                 let mut step = Step::new(accepted).guard(Guard::User(caller.clone(), u.version));
                 u.camera_on(meta.clone(), now);
@@ -269,14 +273,13 @@ impl Service {
                 step.users.push(u.clone());
                 Ok(Plan { step, reply: Some(Reply::User(UserReply { user: u })) })
             })
-            .await?;
-        Ok(done.expect("camera_on always answers"))
+            .await
     }
 
     async fn camera_off(&self, caller: &UserId, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let read = Read { users: vec![caller.clone()], owned_by: Some(caller.clone()), ..Read::default() };
-        let done = self
-            .run(read, idem, |s| {
+        self
+            .call(read, idem, |s| {
                 let mut u = s.users.get(caller).cloned().unwrap_or_else(|| UserState::new(caller.clone(), now));
                 let mut step = Step::new(accepted);
                 if u.camera_off(now) {
@@ -287,8 +290,7 @@ impl Service {
                 }
                 Ok(Plan { step, reply: Some(Reply::User(UserReply { user: u })) })
             })
-            .await?;
-        Ok(done.expect("camera_off always answers"))
+            .await
     }
 
     async fn show(&self, caller: &UserId, owner: UserId, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
@@ -299,7 +301,7 @@ impl Service {
         let ice_servers = self.ice_servers(caller).ice_servers;
         let read = Read { users: vec![owner.clone()], pair: Some((owner.clone(), caller.clone())), ..Read::default() };
         let done = self
-            .run(read, idem, |s| {
+            .call(read, idem, |s| {
                 let o = s.users.get(&owner).ok_or(Error::UserNotFound)?;
                 if o.camera != crate::domain::Camera::On {
                     return Err(Error::CameraOff);
@@ -320,7 +322,6 @@ impl Service {
                 Ok(Plan { step, reply: Some(reply(room, true)) })
             })
             .await?;
-        let done = done.expect("show always answers");
         if let Reply::Show { reply, .. } = &done.reply {
             Span::current().record("room_id", reply.connection.room_id.as_str());
             self.remember(&reply.connection);
@@ -339,8 +340,8 @@ impl Service {
         reply: fn(ConnectionReply) -> Reply,
     ) -> Result<Executed> {
         let read = Read { rooms: vec![room.clone()], ..Read::default() };
-        let done = self
-            .run(read, idem, |s| {
+        self
+            .call(read, idem, |s| {
                 let r = s.rooms.get(&room).ok_or(Error::RoomNotFound)?;
                 self.remember(&r.room);
                 let mut c = r.room.clone();
@@ -350,8 +351,7 @@ impl Service {
                 step.rooms.push((c.clone(), false));
                 Ok(Plan { step, reply: Some(reply(ConnectionReply { connection: c })) })
             })
-            .await?;
-        Ok(done.expect("room ops always answer"))
+            .await
     }
 
     /// One round trip when this node knows the room's members: the commit
@@ -378,17 +378,15 @@ impl Service {
         }
         let reply = Reply::Ice(IceReply { room_id: room.to_string() });
         let to = if to == Role::Owner { owner } else { abonent };
-        let mut step = Step::new(accepted);
+        let mut step = Step::new(accepted).guard(Guard::Open(room.clone()));
         if let Some(i) = idem {
-            step.guards.push(Guard::Fresh(i.user.clone(), i.key.clone()));
-            step.record = Some((i.user.clone(), i.key.clone(), i.record(&reply)));
+            i.seal(&mut step, &reply);
         }
-        step.guards.push(Guard::Open(room.clone()));
         step.touch = Some((room.clone(), now));
         step.events.push((to, Event::PutIce(PutIceData { room_id: room.clone(), user_id: caller.clone(), candidate })));
         match self.commit(&step).await? {
             Commit::Done => Ok(Executed { reply, replayed: false }),
-            Commit::Recorded(raw) => Ok(Executed { reply: idem.expect("only a keyed step is recorded").replay(&raw)?, replayed: true }),
+            Commit::Recorded(raw) => idem.expect("only a keyed step is recorded").replay(&raw),
             Commit::Closed => Err(Error::RoomClosed),
             Commit::Missing => Err(Error::RoomNotFound),
             Commit::Conflict => Err(Error::Unexpected(anyhow::anyhow!("ice has no conflicting guard"))),
