@@ -214,9 +214,10 @@ impl Connection {
         self.updated_at = now;
     }
 
-    /// Negotiation that never completed holds a viewer slot; it is closed after the idle TTL.
+    /// Negotiation that never completed holds a viewer slot; it is closed after
+    /// the idle TTL. A meeting's pair lives as long as its members stay.
     pub fn is_idle(&self, cutoff: DateTime<Utc>) -> bool {
-        matches!(self.state, ConnState::Requested | ConnState::Offered) && self.updated_at < cutoff
+        self.meeting_id.is_none() && matches!(self.state, ConnState::Requested | ConnState::Offered) && self.updated_at < cutoff
     }
 }
 
@@ -250,6 +251,16 @@ mod tests {
         assert_eq!(c.hangup(&a, "bye", now).unwrap(), Role::Owner);
         assert!(matches!(c.offer(&o, sd("offer"), now), Err(Error::RoomClosed)));
         assert!(matches!(c.hangup(&o, "bye", now), Err(Error::RoomClosed)));
+    }
+
+    #[test]
+    fn only_a_camera_room_is_ever_idle() {
+        let (o, a, _) = ids();
+        let then = Utc::now();
+        let later = then + chrono::Duration::seconds(1);
+        assert!(Connection::new(o.clone(), a.clone(), then).is_idle(later));
+        let pair = Connection::in_meeting(crate::domain::MeetingId::new(), o, a, then);
+        assert!(!pair.is_idle(later), "a meeting's pair lives as long as its members stay");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::broker::memory::MemoryBroker;
 use crate::domain::meeting::pair_key;
-use crate::domain::{Connection, ConnState, MeetingId, RoomId, SessionId, UserId, UserState};
+use crate::domain::{Connection, MeetingId, RoomId, SessionId, UserId, UserState};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -293,7 +293,7 @@ impl Store for MemoryStore {
         Ok(inner
             .rooms
             .values()
-            .filter(|r| r.room.meeting_id.is_none() && matches!(r.room.state, ConnState::Requested | ConnState::Offered) && r.room.is_idle(cutoff))
+            .filter(|r| r.room.is_idle(cutoff))
             .map(|r| r.room.room_id.clone())
             .collect())
     }

@@ -125,40 +125,42 @@ impl RedisStore {
             p.op("zadd").key(k.users()).arg(0).arg(&u.user_id);
         }
         for (r, created) in &step.rooms {
-            let (rk, id) = (k.room(&r.room_id), r.room_id.as_str());
+            let (rk, id, open) = (k.room(&r.room_id), r.room_id.as_str(), r.is_open());
             p.op("hset").key(rk.clone()).arg(1).arg("doc").arg(to_json(r));
             p.op("hincr").key(rk.clone()).arg("rev");
-            if let Some(m) = &r.meeting_id {
-                // A meeting's pair: indexed by its meeting, never idle-closed.
-                if r.is_open() {
-                    p.op("hset").key(rk).arg(1).arg("open").arg(1);
-                    if *created {
-                        p.op("hset").key(k.meeting_pairs(m)).arg(1).arg(pair_key(&r.owner, &r.abonent)).arg(id);
-                    }
-                } else {
-                    p.op("hdel").key(rk.clone()).arg("open");
-                    p.op("pexpire").key(rk).arg(CLOSED_ROOM_KEEP_S * 1000);
-                    p.op("hdel").key(k.meeting_pairs(m)).arg(pair_key(&r.owner, &r.abonent));
-                }
-                continue;
+            if *created {
+                p.op("hset").key(rk.clone()).arg(1).arg("open").arg(1);
             }
-            if r.is_open() {
-                p.op("hset").key(rk).arg(1).arg("open").arg(1);
-                if *created {
-                    p.op("hset").key(k.viewers(&r.owner)).arg(1).arg(&r.abonent).arg(id);
-                    p.op("hset").key(k.watching(&r.abonent)).arg(1).arg(&r.owner).arg(id);
-                }
-                if matches!(r.state, ConnState::Requested | ConnState::Offered) {
-                    p.op("zadd").key(k.negotiating()).arg(ms(r.updated_at)).arg(id);
-                } else {
-                    p.op("zrem").key(k.negotiating()).arg(id);
-                }
-            } else {
+            if !open {
                 p.op("hdel").key(rk.clone()).arg("open");
                 p.op("pexpire").key(rk).arg(CLOSED_ROOM_KEEP_S * 1000);
-                p.op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
-                p.op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
-                p.op("zrem").key(k.negotiating()).arg(id);
+            }
+            match &r.meeting_id {
+                // A meeting's pair: indexed by its meeting, never idle-closed.
+                Some(m) => {
+                    let pair = pair_key(&r.owner, &r.abonent);
+                    if *created {
+                        p.op("hset").key(k.meeting_pairs(m)).arg(1).arg(&pair).arg(id);
+                    }
+                    if !open {
+                        p.op("hdel").key(k.meeting_pairs(m)).arg(&pair);
+                    }
+                }
+                None => {
+                    if *created {
+                        p.op("hset").key(k.viewers(&r.owner)).arg(1).arg(&r.abonent).arg(id);
+                        p.op("hset").key(k.watching(&r.abonent)).arg(1).arg(&r.owner).arg(id);
+                    }
+                    if !open {
+                        p.op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
+                        p.op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
+                    }
+                    if open && matches!(r.state, ConnState::Requested | ConnState::Offered) {
+                        p.op("zadd").key(k.negotiating()).arg(ms(r.updated_at)).arg(id);
+                    } else {
+                        p.op("zrem").key(k.negotiating()).arg(id);
+                    }
+                }
             }
         }
         for w in &step.meetings {
