@@ -59,39 +59,51 @@ impl IdempotencyKey {
     }
 }
 
-/// A room (one viewer of one camera): a ULID, so rooms sort by creation time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RoomId(String);
+/// A ULID id that only the server makes. One that is not a ULID names
+/// nothing: `parse` answers the kind's "not found", not 400, so that probing
+/// learns nothing from the shape.
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident, $not_found:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl RoomId {
-    pub fn new() -> Self {
-        Self(ulid::Ulid::new().to_string())
-    }
+        impl $name {
+            pub fn new() -> Self {
+                Self(ulid::Ulid::new().to_string())
+            }
 
-    /// An id that is not a ULID cannot name a room: 404, not 400, so that
-    /// probing for rooms learns nothing from the shape.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        ulid::Ulid::from_string(s).map_err(|_| Error::RoomNotFound)?;
-        Ok(Self(s.to_owned()))
-    }
+            pub fn parse(s: &str) -> Result<Self, $crate::error::Error> {
+                ulid::Ulid::from_string(s).map_err(|_| $not_found)?;
+                Ok(Self(s.to_owned()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
+pub(crate) use ulid_id;
 
-impl Default for RoomId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for RoomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+ulid_id!(
+    /// A room (one viewer of one camera): a ULID, so rooms sort by creation time.
+    RoomId,
+    Error::RoomNotFound
+);
 
 /// One WebSocket session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -8,7 +8,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use utoipa::ToSchema;
 
 use super::ids::UserId;
@@ -18,38 +17,11 @@ use crate::error::Error;
 pub const MAX_TITLE_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;
 
-/// A meeting's id: a ULID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MeetingId(String);
-
-impl MeetingId {
-    pub fn new() -> Self {
-        Self(ulid::Ulid::new().to_string())
-    }
-
-    /// An id that is not a ULID names no meeting: 404, like an unknown one.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        ulid::Ulid::from_string(s).map_err(|_| Error::MeetingNotFound)?;
-        Ok(Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for MeetingId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for MeetingId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::ids::ulid_id!(
+    /// A meeting's id: a ULID.
+    MeetingId,
+    Error::MeetingNotFound
+);
 
 /// A member's display name: 1 to 64 characters, no control characters,
 /// unique within the meeting.
