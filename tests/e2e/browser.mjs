@@ -8,50 +8,16 @@
 // Env: CAMSIG_BIN (target/debug/camsig), CHROMIUM (/usr/bin/chromium),
 //      E2E_WORK (target/e2e: node_modules under node/, screenshots here).
 
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createRequire } from "node:module";
 import { mkdirSync, openSync, rmSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
+import {
+  CAMSIG_BIN, LAUNCH, T, WORK, chromium, freePorts, live, logger, minter, newPage as openPage, ready, run, startCluster, stopCluster, until,
+} from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const WORK = process.env.E2E_WORK || path.join(ROOT, "target/e2e");
-const CAMSIG_BIN = process.env.CAMSIG_BIN || path.join(ROOT, "target/debug/camsig");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-// node_modules live under target/, out of the source tree.
-const { chromium } = createRequire(path.join(WORK, "node/package.json"))("playwright-core");
-
-const T = 20_000; // ms: ample for one step on a 2-core machine
-const t0 = Date.now();
-const say = (msg) => console.log(`[browser ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-
-function listenable(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer().once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-// A base port with `count` free ports after it (scripts/cluster puts its nodes on NODE_PORT..+2).
-async function freePorts(count, taken = []) {
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 20000);
-    const ports = Array.from({ length: count }, (_, i) => base + i);
-    if (ports.some((p) => taken.includes(p))) continue;
-    if ((await Promise.all(ports.map(listenable))).every(Boolean)) return ports;
-  }
-}
-
-async function until(what, fn, ms = T) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try { const v = await fn(); if (v) return v; } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const say = logger("browser");
 
 let cluster = null;
 let devNode = null;
@@ -62,50 +28,12 @@ function cleanup() {
   stopping ??= (async () => {
     if (browser) await browser.close().catch(() => {});
     if (devNode && devNode.exitCode === null) devNode.kill("SIGTERM");
-    if (cluster && cluster.exitCode === null) {
-      // scripts/cluster traps TERM and stops redis, the nodes and nginx.
-      const exited = new Promise((r) => cluster.once("exit", r));
-      cluster.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
-    }
+    await stopCluster(cluster);
   })();
   return stopping;
 }
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => cleanup().finally(() => process.exit(130)));
 
-const LAUNCH = {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    // Real host addresses in candidates (not mDNS names), so the filter below can keep loopback only.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-sandbox",
-  ],
-};
-
-// A fresh browser context (own storage, like another person's browser) on a node's page.
-async function newPage(user, port) {
-  const ctx = await browser.newContext({ viewport: { width: 1000, height: 760 }, permissions: ["camera"] });
-  // Keep media on loopback: drop remote candidates on any other address.
-  await ctx.addInitScript(() => {
-    const add = RTCPeerConnection.prototype.addIceCandidate;
-    RTCPeerConnection.prototype.addIceCandidate = function (c, ...rest) {
-      if (c && c.candidate && !/ 127\.0\.0\.1 /.test(c.candidate)) return Promise.resolve();
-      return add.call(this, c, ...rest);
-    };
-  });
-  const page = await ctx.newPage();
-  page.on("pageerror", (e) => say(`${user} page error: ${e.message}`));
-  await page.goto(`http://127.0.0.1:${port}/`);
-  return page;
-}
-async function live(page) {
-  await page.locator('[data-testid="ws-status"][data-state="live"]').waitFor({ timeout: T });
-  return page.getByTestId("node-id").getAttribute("data-node");
-}
+const newPage = (user, port) => openPage(browser, say, user, `http://127.0.0.1:${port}/`, { width: 1000, height: 760 });
 async function cameraOn(page) {
   await page.getByTestId("camera-btn").click();
   await page.locator('[data-testid="camera-btn"][data-state="on"]').waitFor({ timeout: T });
@@ -140,19 +68,12 @@ async function clusterCall() {
   const env = { ...process.env, CAMSIG__AUTH__JWT_SECRET: secret };
   const logs = path.join(WORK, "logs/browser");
   rmSync(logs, { recursive: true, force: true });
-  cluster = spawn(path.join(ROOT, "scripts/cluster"), [], {
-    env: { ...env, CLUSTER_PORT: String(lb), REDIS_PORT: String(redis), NODE_PORT: String(nodes[0]), CAMSIG_BIN, CLUSTER_LOGS: logs },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  cluster.once("exit", (code) => { if (!stopping) say(`scripts/cluster exited early (${code})`); });
+  cluster = startCluster(env, { lb, redis, node: nodes[0], logs }, (code) => { if (!stopping) say(`scripts/cluster exited early (${code})`); });
   const [ownerNode, viewerNode] = [nodes[0], nodes[1]];
-  for (const port of [lb, ownerNode, viewerNode]) {
-    await until(`readyz on ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 30_000);
-  }
+  for (const port of [lb, ownerNode, viewerNode]) await ready(port);
   say(`cluster up: lb ${lb}, nodes ${nodes.join(",")}`);
 
-  // scripts/cluster has a JWT secret, so no dev tokens: mint with the CLI and paste them.
-  const token = (user) => execFileSync(CAMSIG_BIN, ["token", user, "--ttl", "900"], { env }).toString().trim();
+  const token = minter(env);
   async function open(user, port, direct = true) {
     const page = await newPage(user, port);
     // No dev mode here: the page must offer the paste-a-token form, not the name form.
@@ -237,7 +158,7 @@ async function devModeCall() {
   mkdirSync(path.join(WORK, "logs/browser"), { recursive: true });
   const log = openSync(path.join(WORK, "logs/browser/dev-node.log"), "w");
   devNode = spawn(CAMSIG_BIN, [], { env: { ...env, CAMSIG__SERVER__BIND: `127.0.0.1:${port}` }, stdio: ["ignore", log, log] });
-  await until("the dev-mode node", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 30_000);
+  await ready(port);
   const pages = {};
   for (const name of ["Ann Lee", "Bob"]) {
     const page = await newPage(name, port);
@@ -282,15 +203,4 @@ async function main() {
   await devModeCall();
 }
 
-let failed = false;
-try {
-  await main();
-  say("PASS");
-} catch (e) {
-  failed = true;
-  console.error(e);
-  say(`FAIL (logs: ${path.join(WORK, "logs/browser")})`);
-} finally {
-  await cleanup();
-}
-process.exit(failed ? 1 : 0);
+await run(say, main, cleanup, { logs: path.join(WORK, "logs/browser") });

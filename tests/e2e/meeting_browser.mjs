@@ -18,57 +18,23 @@
 // Env: CAMSIG_BIN (target/debug/camsig), CHROMIUM (/usr/bin/chromium),
 //      E2E_WORK (target/e2e: node_modules under node/, screenshots here).
 
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createRequire } from "node:module";
 import { mkdirSync, openSync, rmSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
+import {
+  CAMSIG_BIN, LAUNCH, T, WORK, chromium, freePorts, live, logger, minter, newPage as openPage, ready, run, startCluster, stopCluster, until,
+} from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const WORK = process.env.E2E_WORK || path.join(ROOT, "target/e2e");
-const CAMSIG_BIN = process.env.CAMSIG_BIN || path.join(ROOT, "target/debug/camsig");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const LOGS = path.join(WORK, "logs/meeting_browser");
-// node_modules live under target/, out of the source tree.
-const { chromium } = createRequire(path.join(WORK, "node/package.json"))("playwright-core");
-
-const T = 20_000; // ms: ample for one step on a 2-core machine
 // Short presence settings, so a dead node's member is gone within seconds: its
 // lease runs out after TTL_S, then the grace period GRACE_S. The grace must stay
 // longer than the few seconds Bob's page is offline while Dan joins (so Bob comes
 // back with ?since= still a member), and well under T.
 const TTL_S = 3;
 const GRACE_S = 6;
-const t0 = Date.now();
-const say = (msg) => console.log(`[meeting_browser ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-
-function listenable(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer().once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-// A base port with `count` free ports after it (scripts/cluster puts its nodes on NODE_PORT..+2).
-async function freePorts(count, taken = []) {
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 20000);
-    const ports = Array.from({ length: count }, (_, i) => base + i);
-    if (ports.some((p) => taken.includes(p))) continue;
-    if ((await Promise.all(ports.map(listenable))).every(Boolean)) return ports;
-  }
-}
-
-async function until(what, fn, ms = T) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try { const v = await fn(); if (v) return v; } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const say = logger("meeting_browser");
 
 const open = new Map(); // user -> page, for the report on failure
 let cluster = null;
@@ -80,51 +46,17 @@ function cleanup() {
   stopping ??= (async () => {
     if (browser) await browser.close().catch(() => {});
     if (extraNode && extraNode.exitCode === null && extraNode.signalCode === null) extraNode.kill("SIGKILL");
-    if (cluster && cluster.exitCode === null) {
-      // scripts/cluster traps TERM and stops redis, the nodes and nginx.
-      const exited = new Promise((r) => cluster.once("exit", r));
-      cluster.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
-    }
+    await stopCluster(cluster);
   })();
   return stopping;
 }
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => cleanup().finally(() => process.exit(130)));
 
-const LAUNCH = {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    // Real host addresses in candidates (not mDNS names), so the filter below can keep loopback only.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-sandbox",
-  ],
-};
-
-// A fresh browser context (own storage, like another person's browser) on a page.
+// A person's page, remembered for the report on failure until its context closes.
 async function newPage(user, url) {
-  const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 }, permissions: ["camera"] });
-  // Keep media on loopback: drop remote candidates on any other address.
-  await ctx.addInitScript(() => {
-    const add = RTCPeerConnection.prototype.addIceCandidate;
-    RTCPeerConnection.prototype.addIceCandidate = function (c, ...rest) {
-      if (c && c.candidate && !/ 127\.0\.0\.1 /.test(c.candidate)) return Promise.resolve();
-      return add.call(this, c, ...rest);
-    };
-  });
-  const page = await ctx.newPage();
-  page.on("pageerror", (e) => say(`${user} page error: ${e.message}`));
+  const page = await openPage(browser, say, user, url, { width: 1100, height: 800 });
   open.set(user, page);
-  ctx.on("close", () => open.delete(user));
-  await page.goto(url);
+  page.context().on("close", () => open.delete(user));
   return page;
-}
-async function live(page) {
-  await page.locator('[data-testid="ws-status"][data-state="live"]').waitFor({ timeout: T });
-  return page.getByTestId("node-id").getAttribute("data-node");
 }
 const tiles = (page) => page.locator('[data-testid="meeting-tiles"] > .tile');
 
@@ -206,25 +138,18 @@ async function main() {
     CAMSIG__PRESENCE__TTL_S: String(TTL_S),
     CAMSIG__PRESENCE__GRACE_S: String(GRACE_S),
   };
-  cluster = spawn(path.join(ROOT, "scripts/cluster"), [], {
-    env: { ...env, CLUSTER_PORT: String(lb), REDIS_PORT: String(redis), NODE_PORT: String(nodes[0]), CAMSIG_BIN, CLUSTER_LOGS: LOGS },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  cluster.once("exit", (code) => { if (!stopping) say(`scripts/cluster exited early (${code})`); });
-  for (const port of [lb, ...nodes]) {
-    await until(`readyz on ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 30_000);
-  }
+  cluster = startCluster(env, { lb, redis, node: nodes[0], logs: LOGS }, (code) => { if (!stopping) say(`scripts/cluster exited early (${code})`); });
+  for (const port of [lb, ...nodes]) await ready(port);
   // A fourth node on the same Redis and secret, not behind nginx: the one this test kills.
   const log = openSync(path.join(LOGS, "node4.log"), "w");
   extraNode = spawn(CAMSIG_BIN, [], {
     env: { ...env, CAMSIG__REDIS__URL: `redis://127.0.0.1:${redis}/`, CAMSIG__SERVER__BIND: `127.0.0.1:${fourth}`, CAMSIG__NODE__ID: "node4" },
     stdio: ["ignore", log, log],
   });
-  await until(`readyz on ${fourth}`, async () => (await fetch(`http://127.0.0.1:${fourth}/readyz`)).ok, 30_000);
+  await ready(fourth);
   say(`cluster up: lb ${lb}, nodes ${nodes.join(",")} (node1-3), node4 on ${fourth} (pid ${extraNode.pid})`);
 
-  // scripts/cluster has a JWT secret, so no dev tokens: mint with the CLI and paste them.
-  const token = (user) => execFileSync(CAMSIG_BIN, ["token", user, "--ttl", "900"], { env }).toString().trim();
+  const token = minter(env);
   async function signIn(user, url) {
     const page = await newPage(user, url);
     await page.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
@@ -358,16 +283,4 @@ async function report() {
   }
 }
 
-let failed = false;
-try {
-  await main();
-  say("PASS");
-} catch (e) {
-  failed = true;
-  console.error(e);
-  await report();
-  say(`FAIL (logs: ${LOGS})`);
-} finally {
-  await cleanup();
-}
-process.exit(failed ? 1 : 0);
+await run(say, main, cleanup, { logs: LOGS, onFail: report });
