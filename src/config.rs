@@ -40,11 +40,13 @@ pub struct ServerSettings {
     pub bind: String,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// How long a drain (SIGTERM) may take before the process exits.
+    pub drain_s: u64,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: "0.0.0.0:8080".into(), workers: 0 }
+        Self { bind: "0.0.0.0:8080".into(), workers: 0, drain_s: 10 }
     }
 }
 
@@ -62,11 +64,13 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     /// Put before every key and channel, so deployments (and tests) can share one Redis.
     pub prefix: String,
+    /// How often the pub/sub connection is pinged; a silent one is replaced.
+    pub probe_s: u64,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, prefix: "camsig".into() }
+        Self { url: None, prefix: "camsig".into(), probe_s: 2 }
     }
 }
 
@@ -82,11 +86,13 @@ pub struct AuthSettings {
 pub struct PresenceSettings {
     pub ttl_s: u64,
     pub grace_s: u64,
+    /// A user offline with the camera off and no open room is forgotten after this.
+    pub forget_after_s: u64,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { ttl_s: 30, grace_s: 10 }
+        Self { ttl_s: 30, grace_s: 10, forget_after_s: 86_400 }
     }
 }
 
@@ -241,8 +247,10 @@ impl Settings {
         {
             return Err(bad("auth.jwt_secret", format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")));
         }
-        if self.presence.ttl_s == 0 {
-            return Err(bad("presence.ttl_s", "must be at least 1"));
+        for (key, v) in [("presence.ttl_s", self.presence.ttl_s), ("server.drain_s", self.server.drain_s), ("redis.probe_s", self.redis.probe_s)] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
         }
         for u in &self.ice.stun_urls {
             if !u.starts_with("stun:") && !u.starts_with("stuns:") {

@@ -46,6 +46,9 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("the shared store is unreachable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// The node is shutting down: new sessions and polls go to another node.
+    #[error("this node is draining; connect again (to another node)")]
+    Draining,
     /// The first request with the same `Idempotency-Key` is still running.
     #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
     InProgress,
@@ -128,7 +131,7 @@ impl Error {
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
             RateLimited { .. } => ErrorCode::RateLimited,
-            Unavailable(_) => ErrorCode::Unavailable,
+            Unavailable(_) | Draining => ErrorCode::Unavailable,
             InProgress => ErrorCode::RequestInProgress,
             IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             NotFound => ErrorCode::NotFound,
@@ -144,7 +147,7 @@ impl Error {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Error::RateLimited { retry_after_s } => Some(*retry_after_s),
-            Error::Unavailable(_) | Error::InProgress => Some(UNAVAILABLE_RETRY_AFTER_S),
+            Error::Unavailable(_) | Error::Draining | Error::InProgress => Some(UNAVAILABLE_RETRY_AFTER_S),
             _ => None,
         }
     }

@@ -35,7 +35,10 @@ async fn main() -> std::process::ExitCode {
         Cli::Serve => {
             camsig::telemetry::init(&settings.log);
             let result = match Application::build(settings).await {
-                Ok(app) => app.run_until_stopped().await.map_err(anyhow::Error::from),
+                Ok(app) => {
+                    actix_web::rt::spawn(camsig::drain::on_signals(app.node().clone()));
+                    app.run_until_stopped().await.map_err(anyhow::Error::from)
+                }
                 Err(e) => Err(e),
             };
             match result {

@@ -39,6 +39,7 @@ pub struct NodeInner {
     pub auth: Auth,
     pub metrics: Metrics,
     limiter: DefaultKeyedRateLimiter<UserId>,
+    drain: tokio::sync::Notify,
     memory_broker: Option<Arc<MemoryBroker>>,
     redis_broker: Option<Arc<RedisBroker>>,
 }
@@ -65,7 +66,8 @@ impl Node {
                 let url = secrecy::ExposeSecret::expose_secret(url);
                 let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
                 let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
-                let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds));
+                let probe = Duration::from_secs(settings.redis.probe_s);
+                let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
                 (Arc::new(RedisStore::new(r, bounds)), b.clone(), None, Some(b))
             }
             None => {
@@ -87,6 +89,7 @@ impl Node {
             auth: Auth::new(&settings.auth),
             metrics,
             limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            drain: tokio::sync::Notify::new(),
             id,
             settings,
             registry,
@@ -97,9 +100,25 @@ impl Node {
         Ok(Node(Arc::new(inner)))
     }
 
-    /// Bumped each time the Redis pub/sub connection comes back (None without Redis).
-    pub fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.redis_broker.as_ref().map(|b| b.reconnects())
+    /// Ok when the node can serve: not draining, the store answers, and on
+    /// Redis the pub/sub link is up.
+    pub async fn ready(&self) -> Result<()> {
+        if self.service.is_draining() {
+            return Err(Error::Draining);
+        }
+        if self.redis_broker.as_ref().is_some_and(|b| !b.is_live()) {
+            return Err(Error::unavailable(anyhow::anyhow!("the Redis pub/sub link is down")));
+        }
+        self.service.store().ping().await
+    }
+
+    /// Starts a drain, as SIGTERM does (see `crate::drain`).
+    pub fn request_drain(&self) {
+        self.drain.notify_one();
+    }
+
+    pub async fn drain_requested(&self) {
+        self.drain.notified().await
     }
 
     /// This node's own housekeeping: rate-limiter keys and, on one node, old logs.

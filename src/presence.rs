@@ -1,21 +1,27 @@
-//! Presence: who is online, the grace period, and the leases of nodes.
+//! Presence: who is online, the grace period, and forgetting.
 //!
 //! - A session opening or closing is one atomic step with its `update_user`.
 //! - A user whose last session closed keeps the camera for `presence.grace_s`;
-//!   the expiry (camera off, rooms closed, all events) is one step, claimed by
-//!   one node at a time and held, so a node dying mid-expiry hands it on.
-//! - Each node holds a lease; a node whose lease ran out is reaped by one
-//!   other node, which closes its sessions as if they had ended then.
-//! - After Redis comes back (maybe empty), a node re-registers its sessions.
+//!   the expiry (offline, camera off, rooms closed, all events) is one step,
+//!   claimed by one node at a time and held, so a node dying mid-expiry hands
+//!   it on. A session ended by a drain leaves its user online until then.
+//! - A user offline with the camera off and no open room is forgotten after
+//!   `presence.forget_after_s`.
+//!
+//! Sessions lost with their node are ended by `crate::lease`.
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 
 use crate::broker::Replay;
 use crate::domain::event::now_us;
-use crate::domain::{Event, EventId, SessionId, UserId, UserState};
+use crate::domain::{Camera, Event, EventId, SessionId, UserId, UserState};
 use crate::error::Result;
 use crate::service::{Plan, Service, close_rooms};
 use crate::store::{Guard, Read, SessionWrite, Step};
+
+/// How many users one sweep works on at once.
+const SWEEP_PARALLELISM: usize = 16;
 
 /// What a new session needs before it goes live.
 pub struct Opened {
@@ -38,15 +44,16 @@ impl Service {
     }
 
     /// Records a live session of `user` on this node; the user comes online.
-    async fn register(&self, user: &UserId, session: &SessionId) -> Result<()> {
+    pub(crate) async fn register(&self, user: &UserId, session: &SessionId) -> Result<()> {
         let read = Read { users: vec![user.clone()], ..Read::default() };
         let accepted = now_us();
         self.run(read, None, |s| {
             let now = Utc::now();
             let mut u = s.users.get(user).cloned().unwrap_or_else(|| UserState::new(user.clone(), now));
             let mut step = Step::new(accepted).guard(Guard::User(user.clone(), u.version));
-            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.node_id.to_string(), open: true });
+            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.lease.to_string(), open: true });
             step.expiries.push((user.clone(), None));
+            step.forgets.push((user.clone(), None));
             if u.set_online(true, now) {
                 step.broadcast.push(Event::user(u.clone()));
                 step.users.push(u);
@@ -57,14 +64,17 @@ impl Service {
         Ok(())
     }
 
-    /// A session ends; if it was the user's last, they go offline and their grace period starts.
+    /// A session ends; if it was the user's last, they go offline and their
+    /// grace period starts. While the node drains, they stay online through
+    /// the grace period, so a client reconnecting elsewhere changes nothing.
     pub async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        self.end_session(user, session, Utc::now() + self.grace()).await
+        self.end_session(user, session, Utc::now() + self.grace(), self.is_draining()).await
     }
 
     /// Forgets a session; if it was the user's last, everyone hears they went
-    /// offline, and the camera goes off at `expire_at` unless they come back.
-    async fn end_session(&self, user: &UserId, session: &SessionId, expire_at: DateTime<Utc>) -> Result<()> {
+    /// offline (unless `keep_online`), and the camera goes off at `expire_at`
+    /// unless they come back.
+    pub(crate) async fn end_session(&self, user: &UserId, session: &SessionId, expire_at: DateTime<Utc>, keep_online: bool) -> Result<()> {
         let read = Read { users: vec![user.clone()], sessions_of: Some(user.clone()), ..Read::default() };
         let accepted = now_us();
         self.run(read, None, |s| {
@@ -74,7 +84,7 @@ impl Service {
             step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: node.clone(), open: false });
             if s.sessions.len() == 1 {
                 step.expiries.push((user.clone(), Some(expire_at)));
-                if let Some(mut u) = s.users.get(user).cloned() {
+                if !keep_online && let Some(mut u) = s.users.get(user).cloned() {
                     step = step.guard(Guard::User(user.clone(), u.version));
                     if u.set_online(false, Utc::now()) {
                         step.broadcast.push(Event::user(u.clone()));
@@ -93,9 +103,7 @@ impl Service {
     /// watch close with `gone`. Returns how many were due.
     pub async fn expire_due(&self) -> Result<usize> {
         let due = self.store.claim_expired(Utc::now()).await?;
-        for user in &due {
-            self.expire(user).await?;
-        }
+        self.each(&due, |u| self.expire(u)).await?;
         Ok(due.len())
     }
 
@@ -120,11 +128,14 @@ impl Service {
                 .guard(Guard::User(user.clone(), s.version(user)))
                 .guard(Guard::Owned(user.clone(), s.owned.len()))
                 .guard(Guard::Watched(user.clone(), s.watched.len()));
-            if let Some(mut u) = s.users.get(user).cloned()
-                && u.camera_off(now)
-            {
-                step.broadcast.push(Event::user(u.clone()));
-                step.users.push(u);
+            if let Some(mut u) = s.users.get(user).cloned() {
+                // Both, for a session ended by a drain; one update_user either way.
+                let (off, gone) = (u.camera_off(now), u.set_online(false, now));
+                if off || gone {
+                    step.broadcast.push(Event::user(u.clone()));
+                    step.users.push(u);
+                }
+                step.forgets.push((user.clone(), Some(now + self.forget_after())));
             }
             close_rooms(&mut step, &s.owned, user, "camera_off", now);
             close_rooms(&mut step, &s.watched, user, "gone", now);
@@ -135,39 +146,55 @@ impl Service {
         self.leave_meetings(user, "gone").await
     }
 
-    /// Closes the sessions of nodes whose lease ran out; their users' grace
-    /// periods count from when the lease ended. A node that finds itself
-    /// declared dead (it stalled) re-registers instead.
-    pub async fn reap_dead_nodes(&self, local: impl Fn() -> Vec<(UserId, SessionId)>) -> Result<()> {
-        for (node, lease_end) in self.store.claim_dead_nodes(Utc::now()).await? {
-            if *node == *self.node_id {
-                self.reconcile(&local()).await?;
-                continue;
+    /// Forgets every user whose time came: their state and directory entry go.
+    /// Returns how many were due.
+    pub async fn forget_due(&self) -> Result<usize> {
+        let due = self.store.claim_forgettable(Utc::now()).await?;
+        self.each(&due, |u| self.forget(u)).await?;
+        Ok(due.len())
+    }
+
+    async fn forget(&self, user: &UserId) -> Result<()> {
+        let read = Read {
+            users: vec![user.clone()],
+            sessions_of: Some(user.clone()),
+            owned_by: Some(user.clone()),
+            watched_by: Some(user.clone()),
+            meetings_of: Some(user.clone()),
+            ..Read::default()
+        };
+        let accepted = now_us();
+        self.run(read, None, |s| {
+            let mut step = Step::new(accepted);
+            let idle = s.users.get(user).is_some_and(|u| !u.online && u.camera == Camera::Off);
+            if idle && s.sessions.is_empty() && s.owned.is_empty() && s.watched.is_empty() && s.member_of.is_empty() {
+                step = step
+                    .guard(Guard::User(user.clone(), s.version(user)))
+                    .guard(Guard::Sessions(user.clone(), 0))
+                    .guard(Guard::Owned(user.clone(), 0))
+                    .guard(Guard::Watched(user.clone(), 0));
+                step.forget.push(user.clone());
+            } else {
+                // Back meanwhile: the next expiry schedules it again.
+                step.forgets.push((user.clone(), None));
             }
-            let sessions = self.store.node_sessions(&node).await?;
-            tracing::warn!(dead_node = %node, sessions = sessions.len(), "node lease ended; closing its sessions");
-            for (user, session) in sessions {
-                self.end_session(&user, &session, lease_end + self.grace()).await?;
-            }
-            // Only once every session is closed: a reaper dying half-way leaves the
-            // node claimed, and another node takes it over when the claim lapses.
-            self.store.forget_node(&node).await?;
-        }
+            Ok(Plan { step, reply: None })
+        })
+        .await?;
         Ok(())
     }
 
-    /// Makes the store's list of this node's sessions equal to `local`: after
-    /// Redis comes back (maybe empty) or after ends it could not record.
-    pub async fn reconcile(&self, local: &[(UserId, SessionId)]) -> Result<()> {
-        let known = self.store.node_sessions(&self.node_id).await?;
-        let stale: Vec<_> = known.iter().filter(|k| !local.contains(k)).collect();
-        for (user, session) in &stale {
-            self.close_session(user, session).await?;
-        }
-        for (user, session) in local {
-            self.register(user, session).await?;
-        }
-        tracing::info!(sessions = local.len(), stale = stale.len(), "sessions re-registered");
-        Ok(())
+    fn forget_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.settings.presence.forget_after_s as i64)
+    }
+
+    /// Runs `job` for each user, a few at a time: a sweep after many sessions
+    /// ended at once (a node died) must finish within the sweep's bound.
+    pub(crate) async fn each<'a, T: 'a, F>(&self, items: &'a [T], job: impl Fn(&'a T) -> F) -> Result<()>
+    where
+        F: Future<Output = Result<()>>,
+    {
+        let results: Vec<Result<()>> = futures_util::stream::iter(items).map(job).buffer_unordered(SWEEP_PARALLELISM).collect().await;
+        results.into_iter().collect()
     }
 }

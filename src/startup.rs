@@ -4,9 +4,10 @@
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use std::net::TcpListener;
+use std::time::Duration;
 
 use crate::config::Settings;
-use crate::http;
+use crate::{drain, http};
 use crate::node::Node;
 
 pub struct Application {
@@ -24,11 +25,20 @@ impl Application {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
+        let drain_s = settings.server.drain_s;
         let node = Node::build(settings).await?;
+        // Before serving: a restart under a used node id ends what the predecessor left.
+        match tokio::time::timeout(Duration::from_secs(5), node.service.take_over()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not look for an earlier incarnation; its lease is swept when it ends"),
+            Err(_) => tracing::warn!("looking for an earlier incarnation timed out; its lease is swept when it ends"),
+        }
         let app_node = node.clone();
+        // Signals are ours: SIGTERM drains (crate::drain) instead of cutting sockets.
         let server = HttpServer::new(move || http::app(app_node.clone()))
             .workers(workers)
-            .shutdown_timeout(5)
+            .disable_signals()
+            .shutdown_timeout(drain::shutdown_timeout(drain_s))
             .listen(listener)?
             .run();
         tracing::info!(port, node_id = %node.id, "listening");
@@ -47,9 +57,17 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (signal or `handle().stop()`).
+    /// Serves until the server is stopped: drained (`Node::request_drain`,
+    /// which the binary calls on SIGTERM and SIGINT), or at once by `handle().stop()`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let _sweeper = crate::sweeper::start(self.node.clone());
-        self.server.await
+        let sweeper = crate::sweeper::start(self.node.clone());
+        let (node, handle) = (self.node.clone(), self.server.handle());
+        let drainer = actix_web::rt::spawn(async move {
+            node.drain_requested().await;
+            drain::run(&node, handle, sweeper).await;
+        });
+        let served = self.server.await;
+        drainer.abort();
+        served
     }
 }

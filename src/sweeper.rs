@@ -1,14 +1,16 @@
-//! Housekeeping, every `SWEEP_EVERY` on every node: renew this node's lease,
-//! re-register sessions after a Redis reconnect, reap dead nodes, end grace
-//! periods, close idle rooms, and drop stale rate-limiter keys and logs.
-//! Every job is claimed in the store, so running it on many nodes is safe.
+//! Housekeeping, every `SWEEP_EVERY` on every node: hold this node's lease
+//! (see `crate::lease`), sweep peers whose lease ended, end grace periods,
+//! forget long-gone users, close idle rooms, and drop stale rate-limiter keys
+//! and logs. Every job is claimed in the store, so running it on many nodes is
+//! safe.
 //!
-//! The returned `Sweeper` is a shutdown guard: dropping it stops the loop
-//! between two jobs, never in the middle of one.
+//! The returned `Sweeper` is a shutdown guard: dropping it (or `stop`) ends
+//! the loop between two jobs, never in the middle of one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
+use crate::lease::Keeper;
 use crate::node::Node;
 
 /// It bounds how late a grace period may end.
@@ -16,6 +18,17 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Sweeper {
     stop: watch::Sender<bool>,
+    done: Option<actix_web::rt::task::JoinHandle<()>>,
+}
+
+impl Sweeper {
+    /// Stops the loop and waits for the job under way to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
 }
 
 impl Drop for Sweeper {
@@ -27,39 +40,28 @@ impl Drop for Sweeper {
 /// Starts housekeeping on the current runtime; it runs until the guard drops.
 pub fn start(node: Node) -> Sweeper {
     let (stop, mut stopped) = watch::channel(false);
-    actix_web::rt::spawn(async move {
+    let done = actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
-        let mut reconnects = node.reconnects();
-        let ttl = Duration::from_secs(node.settings.presence.ttl_s);
-        let mut renewed: Option<Instant> = None;
+        let mut lease = Keeper::new(Duration::from_secs(node.settings.presence.ttl_s));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stopped.changed() => return,
             }
             let service = &node.service;
-            if renewed.is_none_or(|t| t.elapsed() >= ttl / 3) {
-                let until = chrono::Utc::now() + ttl;
-                match service.store().renew_lease(&node.id, until).await {
-                    Ok(()) => renewed = Some(Instant::now()),
-                    Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
-                }
-            }
-            if let Some(rx) = &mut reconnects
-                && rx.has_changed().unwrap_or(false)
+            lease.renew(service, || node.registry.local_sessions()).await;
+            if lease.may_sweep()
+                && let Err(e) = service.sweep_dead_leases().await
             {
-                rx.mark_unchanged();
-                renewed = None;
-                if let Err(e) = service.reconcile(&node.registry.local_sessions()).await {
-                    tracing::warn!(error = %e, "could not re-register sessions");
-                    rx.mark_changed();
-                }
-            }
-            if let Err(e) = service.reap_dead_nodes(|| node.registry.local_sessions()).await {
                 tracing::warn!(error = %e, "dead-node sweep failed");
             }
             if let Err(e) = service.expire_due().await {
                 tracing::warn!(error = %e, "presence expiry failed");
+            }
+            match service.forget_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(users = n, "forgot long-gone users"),
+                Err(e) => tracing::warn!(error = %e, "forgetting users failed"),
             }
             match service.close_idle().await {
                 Ok(0) => {}
@@ -69,5 +71,5 @@ pub fn start(node: Node) -> Sweeper {
             node.sweep_local();
         }
     });
-    Sweeper { stop }
+    Sweeper { stop, done: Some(done) }
 }

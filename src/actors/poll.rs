@@ -47,7 +47,10 @@ pub async fn poll(node: &Ctx, user: &UserId, since: Option<EventId>, wait: Durat
                 let last_id = events.last().and_then(|f| f.id).unwrap_or(since);
                 return Ok(Polled { events, last_id });
             }
-            Replay::Events(_) if tokio::time::Instant::now() >= deadline => return Ok(Polled { events: vec![], last_id: since }),
+            // A draining node answers at once; the next poll goes to another node.
+            Replay::Events(_) if tokio::time::Instant::now() >= deadline || node.service.is_draining() => {
+                return Ok(Polled { events: vec![], last_id: since });
+            }
             Replay::Events(_) => {
                 let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
             }

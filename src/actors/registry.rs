@@ -62,6 +62,19 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
+    /// Hands `push` to every user actor, which passes it to each of its sessions.
+    pub fn to_every_user(&self, push: Push) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for a in users.values() {
+            a.do_send(push.clone());
+        }
+    }
+
+    /// Open sessions on this node, long-poll presence sessions included.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn local_sessions(&self) -> Vec<(UserId, SessionId)> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.iter().map(|(s, u)| (u.clone(), s.clone())).collect()
@@ -72,14 +85,25 @@ impl Sink for Registry {
     fn to_user(&self, user: &UserId, frame: Frame) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = users.get(user) {
-            a.do_send(Push(frame));
+            a.do_send(Push::Event(frame));
         }
     }
 
     fn to_all(&self, frame: Frame) {
         let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
         for to in presence.values() {
-            to.do_send(Push(frame.clone()));
+            to.do_send(Push::Event(frame.clone()));
+        }
+    }
+
+    fn catch_up(&self) {
+        self.to_every_user(Push::CatchUp);
+    }
+
+    fn presence_gap(&self) {
+        let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
+        for to in presence.values() {
+            to.do_send(Push::Reload);
         }
     }
 }

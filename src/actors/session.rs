@@ -16,7 +16,7 @@ use super::user::{Attach, Detach, ask};
 use tracing::Instrument;
 use crate::auth::Caller;
 use crate::broker::Replay;
-use crate::domain::event::{Hello, ResyncData, now_us};
+use crate::domain::event::{Hello, ReconnectData, ResyncData, now_us};
 use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId};
 use crate::error::Error;
 use crate::node::Node;
@@ -51,6 +51,8 @@ pub struct WsSession {
     last_seen: Instant,
     /// The newest logged event written to the socket; replay and live overlap is dropped by it.
     last_id: Option<EventId>,
+    /// The log position `hello` handed out: nothing before it is owed.
+    hello_id: Option<EventId>,
     attached: bool,
     span: Span,
 }
@@ -60,7 +62,7 @@ impl WsSession {
         let id = SessionId::new();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
         let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
-        Self { id, caller, node, opts, heartbeat, last_seen: Instant::now(), last_id: None, attached: false, span }
+        Self { id, caller, node, opts, heartbeat, last_seen: Instant::now(), last_id: None, hello_id: None, attached: false, span }
     }
 
     fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
@@ -74,8 +76,14 @@ impl WsSession {
         self.node.metrics.delivered(frame.action, frame.accepted_us);
     }
 
+    /// Everything up to here was written (or was before `hello`): where to resume from.
+    fn position(&self) -> EventId {
+        self.last_id.max(self.hello_id).unwrap_or_default()
+    }
+
     fn on_open(&mut self, opened: Opened, ctx: &mut ws::WebsocketContext<Self>) {
         self.attached = true;
+        self.hello_id = Some(opened.last_id);
         let hello = Event::Hello(Hello {
             session_id: self.id.to_string(),
             user_id: self.caller.user.to_string(),
@@ -91,11 +99,45 @@ impl WsSession {
                     self.write(f, ctx);
                 }
             }
-            Some(Replay::Gone { last_id }) => {
-                let ev = Event::Resync(ResyncData { last_id: last_id.to_string() });
-                self.write(&Frame::from_event(None, &ev, now_us()), ctx);
-            }
+            Some(Replay::Gone { last_id }) => self.resync(last_id, ctx),
         }
+        if self.node.service.is_draining() {
+            self.drain(ctx);
+        }
+    }
+
+    fn resync(&mut self, last_id: EventId, ctx: &mut ws::WebsocketContext<Self>) {
+        let ev = Event::Resync(ResyncData { last_id: last_id.to_string() });
+        self.write(&Frame::from_event(None, &ev, now_us()), ctx);
+    }
+
+    /// After a gap in live delivery: writes what the log holds after the last
+    /// event written, holding every later frame until then.
+    fn catch_up(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let (broker, user, since) = (self.node.service.broker.clone(), self.caller.user.clone(), self.position());
+        ctx.wait(async move { broker.replay(&user, since).await }.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Replay::Events(frames)) => {
+                tracing::debug!(parent: &act.span, events = frames.len(), "caught up after a live-delivery gap");
+                for f in &frames {
+                    act.write(f, ctx);
+                }
+            }
+            Ok(Replay::Gone { last_id }) => act.resync(last_id, ctx),
+            Err(e) => {
+                // The client resumes with `since` and loses nothing.
+                tracing::warn!(parent: &act.span, error = %e, "could not catch up; closing");
+                ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Again, description: Some("catch up failed; reconnect with since".into()) }));
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// The node is going away: the client reconnects elsewhere from here.
+    fn drain(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let ev = Event::Reconnect(ReconnectData { reason: "drain".into(), last_id: self.position().to_string() });
+        self.write(&Frame::from_event(None, &ev, now_us()), ctx);
+        ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Restart, description: Some("draining".into()) }));
+        ctx.stop();
     }
 
     fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
@@ -202,7 +244,14 @@ impl Handler<Push> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        self.write(&msg.0, ctx);
+        match msg {
+            Push::Event(frame) => self.write(&frame, ctx),
+            // Before hello, the open itself reads from the log.
+            Push::CatchUp if self.attached => self.catch_up(ctx),
+            Push::CatchUp => {}
+            Push::Reload => self.resync(self.position(), ctx),
+            Push::Drain => self.drain(ctx),
+        }
     }
 }
 

@@ -89,10 +89,12 @@ impl UserActor {
         !self.sessions.is_empty() || !self.waiters.is_empty()
     }
 
-    /// No poll came back in time: the poll presence session ends.
-    fn end_poll_session(&mut self, ctx: &mut Context<Self>) {
-        self.linger = None;
-        if !self.waiters.is_empty() {
+    /// No poll came back in time (or the node drains): the poll presence session ends.
+    fn end_poll_session(&mut self, ctx: &mut Context<Self>, now: bool) {
+        if let Some(h) = self.linger.take() {
+            ctx.cancel_future(h);
+        }
+        if !now && !self.waiters.is_empty() {
             return;
         }
         let Some(session) = self.poll_session.take() else { return };
@@ -257,7 +259,10 @@ impl Handler<Unlisten> for UserActor {
     fn handle(&mut self, msg: Unlisten, ctx: &mut Context<Self>) -> Self::Result {
         let last_here = self.waiters.remove(&msg.id).is_some() && !self.heard();
         if self.waiters.is_empty() && self.poll_session.is_some() && self.linger.is_none() {
-            self.linger = Some(ctx.run_later(self.node.poll_linger, |act, ctx| act.end_poll_session(ctx)));
+            self.linger = Some(ctx.run_later(self.node.poll_linger, |act, ctx| {
+                act.linger = None;
+                act.end_poll_session(ctx, false);
+            }));
         }
         let (service, user) = (self.node.service.clone(), self.user.clone());
         AtomicResponse::new(Box::pin(
@@ -276,7 +281,11 @@ impl Handler<Unlisten> for UserActor {
 impl Handler<Push> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Push, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
+        if matches!(msg, Push::Drain) {
+            // Polls see the drain when woken below; their presence session ends now.
+            self.end_poll_session(ctx, true);
+        }
         for to in self.sessions.values() {
             to.do_send(msg.clone());
         }

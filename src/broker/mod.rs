@@ -21,6 +21,12 @@ pub trait Sink: Send + Sync + 'static {
     fn to_user(&self, user: &UserId, frame: Frame);
     /// To every local session that asked for presence (`update_user`).
     fn to_all(&self, frame: Frame);
+    /// Live delivery had a gap (the pub/sub link was lost): every local session
+    /// catches up from its user's log before it takes the next live frame.
+    fn catch_up(&self) {}
+    /// Presence frames from the gap could not all be found again: every
+    /// presence session is told to reload (`resync`).
+    fn presence_gap(&self) {}
 }
 
 /// What a session that comes back with `since` gets first.

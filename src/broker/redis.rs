@@ -34,9 +34,11 @@ struct Shared {
     channel_prefix: String,
     /// Users this node wants events for; resubscribed after every reconnect.
     subs: Mutex<HashSet<UserId>>,
-    /// The live connection's command half; None while Redis is unreachable.
+    /// The live connection's command half; None while it is down.
     pubsub: watch::Sender<Option<PubSubSink>>,
-    reconnects: watch::Sender<u64>,
+    /// The newest `update_user` delivered (its presence log id): where presence catches up from.
+    presence_last: Mutex<Option<EventId>>,
+    probe: Duration,
 }
 
 pub struct RedisBroker {
@@ -47,7 +49,7 @@ pub struct RedisBroker {
 
 impl RedisBroker {
     /// Starts the pub/sub task on the current runtime.
-    pub fn start(r: Arc<Redis>, sink: Arc<dyn Sink>, bounds: LogBounds) -> Self {
+    pub fn start(r: Arc<Redis>, sink: Arc<dyn Sink>, bounds: LogBounds, probe: Duration) -> Self {
         let shared = Arc::new(Shared {
             sink,
             keys: r.keys.clone(),
@@ -55,15 +57,16 @@ impl RedisBroker {
             channel_prefix: r.keys.channel_prefix(),
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
-            reconnects: watch::channel(0).0,
+            presence_last: Mutex::new(None),
+            probe,
         });
-        actix_web::rt::spawn(listen(r.client().clone(), shared.clone()));
+        actix_web::rt::spawn(listen(r.clone(), shared.clone()));
         Self { r, bounds, shared }
     }
 
-    /// Bumped each time the pub/sub connection comes back after a loss.
-    pub fn reconnects(&self) -> watch::Receiver<u64> {
-        self.shared.reconnects.subscribe()
+    /// Whether the pub/sub connection is up (the node is not ready without it).
+    pub fn is_live(&self) -> bool {
+        self.shared.pubsub.borrow().is_some()
     }
 
     /// The log's last id, newest deleted id, and (with `since`) the entries after it.
@@ -135,12 +138,12 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Holds the pub/sub connection for the node's lifetime, reconnecting forever.
-async fn listen(client: redis::Client, shared: Arc<Shared>) {
+/// Holds the pub/sub connection for the node's lifetime, replacing it forever.
+async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
     let mut lost = false;
     loop {
-        let conn = tokio::time::timeout(OP_TIMEOUT, client.get_async_pubsub()).await;
+        let conn = tokio::time::timeout(OP_TIMEOUT, r.client().get_async_pubsub()).await;
         let Ok(Ok(conn)) = conn else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -153,32 +156,105 @@ async fn listen(client: redis::Client, shared: Arc<Shared>) {
         channels.extend(shared.subs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|u| shared.keys.channel(u)));
         let mut ok = true;
         for chunk in channels.chunks(1000) {
-            if sink.subscribe(chunk).await.is_err() {
+            if !matches!(tokio::time::timeout(OP_TIMEOUT, sink.subscribe(chunk)).await, Ok(Ok(()))) {
                 ok = false;
                 break;
             }
         }
+        // Subscribed: from here every event is either live or in a log.
+        if ok && let Err(e) = catch_up(&r, &shared, lost).await {
+            tracing::warn!(error = %e, "could not catch up after the pub/sub link came back; replacing it");
+            ok = false;
+        }
         if ok {
             backoff = Duration::from_millis(50);
             if lost {
-                tracing::info!(channels = channels.len(), "pub/sub reconnected to Redis and resubscribed");
-                shared.reconnects.send_modify(|n| *n += 1);
+                tracing::info!(channels = channels.len(), "pub/sub link to Redis replaced; sessions caught up from the logs");
             }
-            while let Some(msg) = stream.next().await {
-                deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes());
+            let probe = probe(sink.clone(), shared.probe);
+            tokio::pin!(probe);
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes()),
+                        None => break,
+                    },
+                    () = &mut probe => break,
+                }
             }
         }
-        tracing::warn!("pub/sub connection to Redis lost; reconnecting");
+        tracing::warn!("pub/sub link to Redis lost or silent; replacing it");
         shared.pubsub.send_replace(None);
         lost = true;
+        tokio::time::sleep(backoff).await;
     }
+}
+
+/// Returns when the link stops answering a PING within `every`.
+async fn probe(mut sink: PubSubSink, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !matches!(tokio::time::timeout(every, sink.ping::<String>()).await, Ok(Ok(_))) {
+            return;
+        }
+    }
+}
+
+/// Right after (re)subscribing. On the first link: notes where the presence
+/// log stands. After a gap: every local session catches up from its user's
+/// log, and the presence log's entries since the last one delivered go to
+/// every presence session, before anything newer.
+async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
+    let log = shared.keys.presence_log();
+    let last = *shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(last) = last.filter(|_| after_gap) else {
+        let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
+        let id = newest.first().and_then(|(id, _)| id.parse().ok()).unwrap_or_default();
+        let mut at = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
+        *at = (*at).max(Some(id));
+        return Ok(());
+    };
+    shared.sink.catch_up();
+    let (oldest, missed): (Vec<Entry>, Vec<Entry>) = r
+        .pipe(redis::pipe().cmd("XRANGE").arg(&log).arg("-").arg("+").arg("COUNT").arg(1).cmd("XRANGE").arg(&log).arg(format!("({last}")).arg("+"))
+        .await?;
+    if oldest.first().and_then(|(id, _)| id.parse::<EventId>().ok()).is_some_and(|first| first > last) {
+        // Trimmed past what this node last saw: some changes cannot be told again.
+        shared.sink.presence_gap();
+    }
+    for (id, fields) in &missed {
+        let (t, e) = (field(fields, "t"), field(fields, "e"));
+        if let (Ok(id), Some(e)) = (id.parse::<EventId>(), e) {
+            deliver_presence(shared, id, t.unwrap_or("0"), e);
+        }
+    }
+    Ok(())
+}
+
+fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
+    fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).map(String::as_str)
+}
+
+/// An `update_user` to every presence session, unless it was already delivered.
+fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
+    {
+        let mut last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|l| id <= l) {
+            return;
+        }
+        *last = Some(id);
+    }
+    shared.sink.to_all(Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
 }
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
     let Ok(payload) = std::str::from_utf8(payload) else { return };
     if channel == shared.presence {
-        if let Some((accepted, json)) = payload.split_once('\n') {
-            shared.sink.to_all(Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
+        let mut parts = payload.splitn(3, '\n');
+        if let (Some(id), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next())
+            && let Ok(id) = id.parse::<EventId>()
+        {
+            deliver_presence(shared, id, accepted, json);
         }
         return;
     }

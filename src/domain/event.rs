@@ -147,6 +147,14 @@ pub struct ResyncData {
     pub last_id: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReconnectData {
+    /// `drain`: this node is shutting down.
+    pub reason: String,
+    /// Reconnect (to any node) with `?since=` this id, and nothing is lost.
+    pub last_id: String,
+}
+
 /// Everything the server pushes. Serialized as `{"action": "server-action:<name>", "data": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "action", content = "data")]
@@ -167,6 +175,8 @@ pub enum Event {
     Hangup(HangupData),
     #[serde(rename = "server-action:resync")]
     Resync(ResyncData),
+    #[serde(rename = "server-action:reconnect")]
+    Reconnect(ReconnectData),
     #[serde(rename = "server-action:member_joined")]
     MemberJoined(MemberJoinedData),
     #[serde(rename = "server-action:member_left")]
@@ -185,6 +195,7 @@ impl Event {
             Event::PutIce(_) => "put_ice",
             Event::Hangup(_) => "hangup",
             Event::Resync(_) => "resync",
+            Event::Reconnect(_) => "reconnect",
             Event::MemberJoined(_) => "member_joined",
             Event::MemberLeft(_) => "member_left",
         }
@@ -236,8 +247,8 @@ pub fn now_us() -> i64 {
 
 /// Maps a short action name back to its static str (events read back from a store).
 pub fn action_name(s: &str) -> &'static str {
-    const NAMES: [&str; 10] =
-        ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync", "member_joined", "member_left"];
+    const NAMES: [&str; 11] =
+        ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync", "reconnect", "member_joined", "member_left"];
     NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
 }
 

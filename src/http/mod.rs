@@ -38,6 +38,7 @@ use crate::node::Node;
         crate::domain::event::PutIceData,
         crate::domain::event::HangupData,
         crate::domain::event::ResyncData,
+        crate::domain::event::ReconnectData,
         crate::domain::event::MemberJoinedData,
         crate::domain::event::MemberLeftData,
         bodies::MeetingJoinFields,

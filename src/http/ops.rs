@@ -29,7 +29,8 @@ pub async fn healthz(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok", node_id: node.id.to_string() })
 }
 
-/// The node can serve: its store answers.
+/// The node can serve: it is not draining, its store answers, and (on Redis)
+/// its pub/sub link is up.
 #[utoipa::path(
     operation_id = "readyz", tag = "ops", security(()),
     responses(
@@ -39,7 +40,7 @@ pub async fn healthz(node: web::Data<Node>) -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(node: web::Data<Node>) -> Result<HttpResponse> {
-    node.service.store().ping().await?;
+    node.ready().await?;
     Ok(HttpResponse::Ok().json(Status { status: "ready", node_id: node.id.to_string() }))
 }
 
@@ -148,11 +149,15 @@ pub struct WsParams {
         (status = 101, description = "Switching protocols: the session is open"),
         (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 503, description = "unavailable: the node is draining (Retry-After: 1)", body = ErrorResponse),
     )
 )]
 #[get("/ws")]
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
+    if node.service.is_draining() {
+        return Err(Error::Draining.into());
+    }
     let q = req.query_string();
     let since = query_param(q, "since")
         .map(|s| EventId::parse_since(&s))

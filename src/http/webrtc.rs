@@ -330,6 +330,9 @@ pub struct EventsPage {
 )]
 #[get("/events")]
 pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsParams>) -> Result<HttpResponse> {
+    if node.service.is_draining() {
+        return Err(Error::Draining);
+    }
     let since = q.since.as_deref().map(EventId::parse_since).transpose()?;
     let wait = q.timeout_s.unwrap_or(DEFAULT_POLL_S);
     if wait > MAX_POLL_S {

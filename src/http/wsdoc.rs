@@ -34,6 +34,12 @@ const EVENTS: &[EventDoc] = &[
         doc: "Right after hello (or as a long poll's only event) when `since` is older than the log: reload state through REST, then resume from `data.last_id`.",
     },
     EventDoc {
+        name: "reconnect",
+        data: "ReconnectData",
+        logged: false,
+        doc: "The node is draining (a deploy, not a crash): the session closes next with code 1012. Reconnect to any node with `?since=data.last_id`; you stay online meanwhile.",
+    },
+    EventDoc {
         name: "member_joined",
         data: "MemberJoinedData",
         logged: true,

@@ -69,18 +69,30 @@ impl Keys {
         format!("{}:sessions:{u}", self.p)
     }
 
-    /// Set of `user SEP session`: the sessions open on a node, for reaping it.
-    pub fn node_sessions(&self, node: &str) -> String {
-        format!("{}:node:{node}:sessions", self.p)
+    /// Set of `user SEP session`: the sessions open under a lease (one
+    /// incarnation of a node), for sweeping it.
+    pub fn lease_sessions(&self, lease: &str) -> String {
+        format!("{}:lease:{lease}:sessions", self.p)
     }
 
     pub fn node_session_member(u: &UserId, s: &SessionId) -> String {
         format!("{u}{SEP}{s}")
     }
 
-    /// Sorted set: node id scored by when its lease ends (ms).
-    pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.p)
+    /// Sorted set: lease (`node#incarnation`) scored by when it ends (ms).
+    pub fn leases(&self) -> String {
+        format!("{}:leases", self.p)
+    }
+
+    /// Sorted set: offline user scored by when they may be forgotten (ms).
+    pub fn forgets(&self) -> String {
+        format!("{}:forgets", self.p)
+    }
+
+    /// Stream: every `update_user`, so a node can catch its sessions up after
+    /// a pub/sub gap; capped at `PRESENCE_LOG_MAX` entries.
+    pub fn presence_log(&self) -> String {
+        format!("{}:presence:log", self.p)
     }
 
     /// Sorted set: user scored by when their grace period ends (ms).

@@ -34,6 +34,7 @@ pub struct Scripts {
     pub read: Script,
     pub log_read: Script,
     pub claim_due: Script,
+    pub lease: Script,
 }
 
 impl Scripts {
@@ -43,6 +44,7 @@ impl Scripts {
             read: Script::new(&format!("{PROGRAM_LUA}\n{}", include_str!("lua/read.lua"))),
             log_read: Script::new(&format!("{LOG_LUA}\n{}", include_str!("lua/log_read.lua"))),
             claim_due: Script::new(include_str!("lua/claim_due.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
         }
     }
 }
@@ -110,6 +112,17 @@ impl Redis {
         self.bounded(async {
             let mut c = self.conn().await?;
             let r = cmd.query_async(&mut c).await.map_err(redis_error);
+            self.round_trips.inc();
+            r
+        })
+        .await
+    }
+
+    /// A pipeline (MULTI/EXEC when atomic): one round trip.
+    pub async fn pipe<T: FromRedisValue>(&self, p: &redis::Pipeline) -> Result<T> {
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let r = p.query_async(&mut c).await.map_err(redis_error);
             self.round_trips.inc();
             r
         })

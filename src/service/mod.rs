@@ -14,6 +14,7 @@ pub mod meetings;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::Span;
 use utoipa::ToSchema;
@@ -145,13 +146,32 @@ pub struct Service {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) node_id: Arc<str>,
+    /// This incarnation's lease, under which its sessions are registered (see `crate::lease`).
+    pub(crate) lease: Arc<str>,
+    /// Set once when the node starts draining (see `crate::drain`).
+    draining: Arc<AtomicBool>,
     members: Arc<Mutex<HashMap<RoomId, (UserId, UserId)>>>,
     in_flight: Arc<InFlight>,
 }
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, settings: Arc<Settings>, node_id: Arc<str>) -> Self {
-        Self { store, broker, settings, node_id, members: Arc::default(), in_flight: Arc::default() }
+        let lease = crate::lease::new_lease(&node_id).into();
+        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default() }
+    }
+
+    /// This incarnation's lease name.
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// From now on, sessions that end leave their users online for the grace period.
+    pub(crate) fn start_draining(&self) -> bool {
+        !self.draining.swap(true, Ordering::SeqCst)
     }
 
     pub fn store(&self) -> &dyn Store {

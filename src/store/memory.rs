@@ -32,6 +32,8 @@ struct Inner {
     sessions: HashMap<UserId, HashMap<SessionId, String>>,
     /// Users in their grace period, and when it ends (or when a claim lapses).
     expiries: HashMap<UserId, DateTime<Utc>>,
+    /// Offline users, and when they may be forgotten (or when a claim lapses).
+    forgets: HashMap<UserId, DateTime<Utc>>,
     /// Idempotency records by (user, key), with when they lapse.
     records: HashMap<(UserId, String), (String, Instant)>,
     /// Meetings, and when an empty one is gone.
@@ -129,6 +131,20 @@ impl Inner {
             self.pairs.remove(&id);
         }
     }
+}
+
+/// The due entries of a schedule, each re-dated to `CLAIM_HOLD_MS` from now
+/// (as `claim_due.lua` does): the step that finishes the job removes it.
+fn claim(schedule: &mut HashMap<UserId, DateTime<Utc>>, now: DateTime<Utc>) -> Vec<UserId> {
+    let hold = now + Duration::milliseconds(CLAIM_HOLD_MS);
+    let mut due = Vec::new();
+    for (u, at) in schedule.iter_mut() {
+        if *at <= now {
+            *at = hold;
+            due.push(u.clone());
+        }
+    }
+    due
 }
 
 pub struct MemoryStore {
@@ -242,6 +258,16 @@ impl Store for MemoryStore {
                 None => inner.expiries.remove(u),
             };
         }
+        for (u, at) in &step.forgets {
+            match at {
+                Some(at) => inner.forgets.insert(u.clone(), *at),
+                None => inner.forgets.remove(u),
+            };
+        }
+        for u in &step.forget {
+            inner.users.remove(u);
+            inner.forgets.remove(u);
+        }
         if let Some((u, k, v)) = &step.record {
             let until = Instant::now() + std::time::Duration::from_secs(RECORD_KEEP_S);
             inner.records.insert((u.clone(), k.as_str().to_owned()), (v.clone(), until));
@@ -276,16 +302,13 @@ impl Store for MemoryStore {
 
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
         let mut inner = self.lock();
-        let hold = now + Duration::milliseconds(CLAIM_HOLD_MS);
-        let mut due = Vec::new();
-        for (u, at) in inner.expiries.iter_mut() {
-            if *at <= now {
-                *at = hold;
-                due.push(u.clone());
-            }
-        }
+        let due = claim(&mut inner.expiries, now);
         inner.purge(now);
         Ok(due)
+    }
+
+    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+        Ok(claim(&mut self.lock().forgets, now))
     }
 
     async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {

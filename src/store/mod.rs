@@ -190,6 +190,10 @@ pub struct Step {
     pub sessions: Vec<SessionWrite>,
     /// A grace period that ends at the given time, or (None) is cancelled.
     pub expiries: Vec<(UserId, Option<DateTime<Utc>>)>,
+    /// When an offline user may be forgotten, or (None) no longer.
+    pub forgets: Vec<(UserId, Option<DateTime<Utc>>)>,
+    /// Users whose record goes: their state and their directory entry.
+    pub forget: Vec<UserId>,
     /// Appended to each recipient's log and delivered live, in this order.
     pub events: Vec<(UserId, Event)>,
     /// `update_user` to every presence session; not logged.
@@ -218,6 +222,8 @@ impl Step {
             && self.touch.is_none()
             && self.sessions.is_empty()
             && self.expiries.is_empty()
+            && self.forgets.is_empty()
+            && self.forget.is_empty()
             && self.events.is_empty()
             && self.broadcast.is_empty()
             && self.record.is_none()
@@ -252,31 +258,41 @@ pub trait Store: Send + Sync + 'static {
     /// `CLAIM_HOLD_MS`; the expiry step itself removes it.
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
 
+    /// Users due to be forgotten by `now`, held for the caller like expiries.
+    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
+
     /// Rooms still negotiating with no activity since `cutoff`.
     async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>>;
 
     /// Ok when the store can serve.
     async fn ping(&self) -> Result<()>;
 
-    /// Renews this node's lease until `until`; a node whose lease ends is dead.
-    /// The memory store serves one node, which never outlives itself.
-    async fn renew_lease(&self, _node: &str, _until: DateTime<Utc>) -> Result<()> {
-        Ok(())
+    /// Renews a lease (one incarnation of a node, see `crate::lease`) until
+    /// `until`. False when it was not as this node left it (`held_until`):
+    /// a peer swept it, or claimed it to sweep. The memory store serves one
+    /// node, which never outlives itself.
+    async fn renew_lease(&self, _lease: &str, _until: DateTime<Utc>, _held_until: Option<DateTime<Utc>>) -> Result<bool> {
+        Ok(true)
     }
 
-    /// Nodes whose lease ended by `now`, with when it ended. Each is held for
-    /// the caller for `CLAIM_HOLD_MS`, until `forget_node`.
-    async fn claim_dead_nodes(&self, _now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    /// Every lease held or not yet swept.
+    async fn leases(&self) -> Result<Vec<String>> {
         Ok(vec![])
     }
 
-    /// The sessions registered on a node.
-    async fn node_sessions(&self, _node: &str) -> Result<Vec<(UserId, SessionId)>> {
+    /// Leases that ended by `now`, with when each ended. Each is held for the
+    /// caller for `CLAIM_HOLD_MS`, until `forget_lease`.
+    async fn claim_dead_leases(&self, _now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
         Ok(vec![])
     }
 
-    /// A dead node whose sessions are all closed.
-    async fn forget_node(&self, _node: &str) -> Result<()> {
+    /// The sessions registered under a lease.
+    async fn lease_sessions(&self, _lease: &str) -> Result<Vec<(UserId, SessionId)>> {
+        Ok(vec![])
+    }
+
+    /// Drops a lease whose sessions are all closed (swept, drained or replaced).
+    async fn forget_lease(&self, _lease: &str) -> Result<()> {
         Ok(())
     }
 }

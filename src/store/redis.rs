@@ -23,6 +23,9 @@ use crate::error::{Error, Result};
 use crate::redis::step::Program;
 use crate::redis::{Keys, Redis, keys::SEP};
 
+/// `update_user` entries kept for catching up after a pub/sub gap.
+pub const PRESENCE_LOG_MAX: usize = 10_000;
+
 pub struct RedisStore {
     r: Arc<Redis>,
     bounds: LogBounds,
@@ -193,10 +196,10 @@ impl RedisStore {
             let member = Keys::node_session_member(&w.user, &w.session);
             if w.open {
                 p.op("hset").key(k.sessions(&w.user)).arg(1).arg(&w.session).arg(&w.node);
-                p.op("sadd").key(k.node_sessions(&w.node)).arg(member);
+                p.op("sadd").key(k.lease_sessions(&w.node)).arg(member);
             } else {
                 p.op("hdel").key(k.sessions(&w.user)).arg(&w.session);
-                p.op("srem").key(k.node_sessions(&w.node)).arg(member);
+                p.op("srem").key(k.lease_sessions(&w.node)).arg(member);
             }
         }
         for (u, at) in &step.expiries {
@@ -205,13 +208,24 @@ impl RedisStore {
                 None => p.op("zrem").key(k.expiries()).arg(u),
             };
         }
+        for (u, at) in &step.forgets {
+            match at {
+                Some(at) => p.op("zadd").key(k.forgets()).arg(ms(*at)).arg(u),
+                None => p.op("zrem").key(k.forgets()).arg(u),
+            };
+        }
+        for u in &step.forget {
+            p.op("del").key(k.user(u));
+            p.op("zrem").key(k.users()).arg(u);
+            p.op("zrem").key(k.forgets()).arg(u);
+        }
         if let Some((u, key, v)) = &step.record {
             p.op("setpx").key(k.record(u, key)).arg(v).arg(RECORD_KEEP_S * 1000);
         }
         // Everyone hears the state change before its consequences (a camera
         // off before the hangups it causes), as the memory store sends them.
         for ev in &step.broadcast {
-            p.op("pub").key(k.presence()).arg(format!("{}\n{}", step.accepted_us, ev.to_json()));
+            p.op("plog").key(k.presence_log()).key(k.presence()).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
         }
         for (to, ev) in &step.events {
             p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());
@@ -376,6 +390,11 @@ impl Store for RedisStore {
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
+    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+        let due = self.claim(self.keys().forgets(), now).await?;
+        Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
+    }
+
     async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {
         let ids: Vec<String> = self.r.query(redis::cmd("ZRANGEBYSCORE").arg(self.keys().negotiating()).arg("-inf").arg(ms(cutoff)).arg("LIMIT").arg(0).arg(100)).await?;
         Ok(ids.iter().filter_map(|id| RoomId::parse(id).ok()).collect())
@@ -385,17 +404,24 @@ impl Store for RedisStore {
         self.r.query::<()>(&redis::cmd("PING")).await
     }
 
-    async fn renew_lease(&self, node: &str, until: DateTime<Utc>) -> Result<()> {
-        self.r.query(redis::cmd("ZADD").arg(self.keys().nodes()).arg(ms(until)).arg(node)).await
+    async fn renew_lease(&self, lease: &str, until: DateTime<Utc>, held_until: Option<DateTime<Utc>>) -> Result<bool> {
+        let held = held_until.map(|t| ms(t).to_string()).unwrap_or_default();
+        let args = [lease.as_bytes().to_vec(), ms(until).to_string().into_bytes(), held.into_bytes()];
+        let kept: i64 = self.r.run(&self.r.scripts.lease, &[self.keys().leases()], &args).await?;
+        Ok(kept == 1)
     }
 
-    async fn claim_dead_nodes(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let dead = self.claim(self.keys().nodes(), now).await?;
+    async fn leases(&self) -> Result<Vec<String>> {
+        self.r.query(redis::cmd("ZRANGE").arg(self.keys().leases()).arg(0).arg(-1)).await
+    }
+
+    async fn claim_dead_leases(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let dead = self.claim(self.keys().leases(), now).await?;
         Ok(dead.into_iter().map(|(n, at)| (n, Utc.timestamp_millis_opt(at).single().unwrap_or(now))).collect())
     }
 
-    async fn node_sessions(&self, node: &str) -> Result<Vec<(UserId, SessionId)>> {
-        let all: Vec<String> = self.r.query(redis::cmd("SMEMBERS").arg(self.keys().node_sessions(node))).await?;
+    async fn lease_sessions(&self, lease: &str) -> Result<Vec<(UserId, SessionId)>> {
+        let all: Vec<String> = self.r.query(redis::cmd("SMEMBERS").arg(self.keys().lease_sessions(lease))).await?;
         Ok(all
             .iter()
             .filter_map(|e| e.split_once(SEP))
@@ -403,7 +429,8 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn forget_node(&self, node: &str) -> Result<()> {
-        self.r.query(redis::cmd("ZREM").arg(self.keys().nodes()).arg(node)).await
+    async fn forget_lease(&self, lease: &str) -> Result<()> {
+        let k = self.keys();
+        self.r.pipe(redis::pipe().atomic().cmd("ZREM").arg(k.leases()).arg(lease).ignore().cmd("DEL").arg(k.lease_sessions(lease)).ignore()).await
     }
 }

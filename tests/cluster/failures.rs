@@ -55,6 +55,9 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
 
     redis.restart().await;
     until(Duration::from_secs(15), "readyz after the restart", async || nodes[0].get("/readyz", None).await.status == 200).await;
+    // The logs went with Redis: each socket is told to reload, then events flow.
+    assert_eq!(ows.next_event().await["action"], "server-action:resync");
+    assert_eq!(vws.next_event().await["action"], "server-action:resync");
     // Redis came back empty: the nodes re-register their sessions, so the
     // owner is online again and the whole flow works on the old sockets.
     until(Duration::from_secs(15), "the owner re-registered", async || {

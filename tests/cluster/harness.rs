@@ -57,6 +57,16 @@ impl Redis {
         .await;
     }
 
+    /// SIGSTOP: Redis freezes, every connection stays open and silent.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().expect("running").id(), "STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        signal(self.child.as_ref().expect("running").id(), "CONT");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -69,6 +79,11 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill runs").success();
+    assert!(ok, "kill -{sig} {pid}");
 }
 
 /// Short presence timings so the failure tests run in seconds.
@@ -113,7 +128,6 @@ impl ProcNode {
     pub async fn start_with(redis: &Redis, name: &str, env: &[(&str, &str)]) -> ProcNode {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_camsig"))
-            .envs(env.iter().copied())
             .env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("CAMSIG__REDIS__URL", redis.url())
             .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
@@ -122,6 +136,7 @@ impl ProcNode {
             .env("CAMSIG__PRESENCE__GRACE_S", GRACE_S.to_string())
             .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("the camsig binary runs");
@@ -158,6 +173,14 @@ impl ProcNode {
     /// Whether the process has ended (by itself, e.g. at a failpoint).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGTERM: the node drains, then exits; returns how long that took.
+    pub async fn terminate(&mut self) -> Duration {
+        let start = Instant::now();
+        signal(self.child.id(), "TERM");
+        until(Duration::from_secs(30), "the node to exit after SIGTERM", async || self.exited()).await;
+        start.elapsed()
     }
 
     /// SIGKILL: no goodbye to Redis, no closed sessions.

@@ -4,7 +4,9 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod harness;
+mod proxy;
 
 mod failures;
 mod flow;
+mod lifecycle;
 mod nginx;

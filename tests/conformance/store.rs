@@ -40,7 +40,7 @@ async fn backends() -> Vec<Backend> {
     let client = redis::Client::open(redis.url()).unwrap();
     let counter = prometheus::IntCounter::new("rt", "round trips").unwrap();
     let r = Arc::new(camsig::redis::Redis::new(client, "conf", counter));
-    let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS));
+    let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS, std::time::Duration::from_secs(2)));
     vec![
         Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone())), broker: mem, _redis: None },
         Backend { name: "redis", store: Arc::new(RedisStore::new(r, BOUNDS)), broker: rb, _redis: Some(redis) },

@@ -63,9 +63,13 @@ while more() do
     log_trim_count(log, keep_max)
     redis.call('PUBLISH', chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
     ids[#ids + 1] = id
-  elseif op == 'pub' then
-    local chan, payload = key(), arg()
-    redis.call('PUBLISH', chan, payload)
+  elseif op == 'plog' then
+    -- update_user: kept in one capped stream for catching up, then published.
+    local log, chan, accepted, json, keep_max = key(), key(), arg(), arg(), arg()
+    local id = redis.call('XADD', log, 'MAXLEN', '~', keep_max, '*', 't', accepted, 'e', json)
+    redis.call('PUBLISH', chan, id .. '\n' .. accepted .. '\n' .. json)
+  elseif op == 'del' then
+    redis.call('DEL', key())
   else
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end
