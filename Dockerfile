@@ -15,4 +15,6 @@ USER camsig
 ENV CAMSIG__SERVER__BIND=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=2s CMD curl -fs http://127.0.0.1:8080/healthz || exit 1
+# Exec form, no shell: SIGTERM reaches camsig, which drains before it exits.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["camsig"]

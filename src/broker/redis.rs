@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,6 +37,8 @@ struct Shared {
     subs: Mutex<HashSet<UserId>>,
     /// The live connection's command half; None while it is down.
     pubsub: watch::Sender<Option<PubSubSink>>,
+    /// Subscribed and caught up: the node is ready.
+    live: AtomicBool,
     /// The newest `update_user` delivered (its presence log id): where presence catches up from.
     presence_last: Mutex<Option<EventId>>,
     probe: Duration,
@@ -58,6 +61,7 @@ impl RedisBroker {
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
             presence_last: Mutex::new(None),
+            live: AtomicBool::new(false),
             probe,
         });
         actix_web::rt::spawn(listen(r.clone(), shared.clone()));
@@ -66,7 +70,7 @@ impl RedisBroker {
 
     /// Whether the pub/sub connection is up (the node is not ready without it).
     pub fn is_live(&self) -> bool {
-        self.shared.pubsub.borrow().is_some()
+        self.shared.live.load(Ordering::SeqCst)
     }
 
     /// The log's last id, newest deleted id, and (with `since`) the entries after it.
@@ -171,6 +175,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
             if lost {
                 tracing::info!(channels = channels.len(), "pub/sub link to Redis replaced; sessions caught up from the logs");
             }
+            shared.live.store(true, Ordering::SeqCst);
             let probe = probe(sink.clone(), shared.probe);
             tokio::pin!(probe);
             loop {
@@ -184,6 +189,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
             }
         }
         tracing::warn!("pub/sub link to Redis lost or silent; replacing it");
+        shared.live.store(false, Ordering::SeqCst);
         shared.pubsub.send_replace(None);
         lost = true;
         tokio::time::sleep(backoff).await;
@@ -194,7 +200,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
 async fn probe(mut sink: PubSubSink, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        if !matches!(tokio::time::timeout(every, sink.ping::<String>()).await, Ok(Ok(_))) {
+        if !matches!(tokio::time::timeout(every, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
             return;
         }
     }

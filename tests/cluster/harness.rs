@@ -15,6 +15,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` consecutive free ports below the ephemeral range (32768 and up), so
+/// that no outgoing connection takes one before its server binds it.
+pub fn free_port_run(n: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for i in 0..1000u64 {
+        let base = 20_000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(i * 7919)) % 12_000) as u16;
+        if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
 /// Polls `f` every 20 ms until it is true, failing after `limit`.
 pub async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let start = Instant::now();

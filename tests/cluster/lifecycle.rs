@@ -166,10 +166,13 @@ async fn a_pubsub_drop_with_a_held_reconnect_loses_nothing() {
     let direct = node(&redis, "direct").await;
     let owner = token("drop-own");
     let (_ows, mut viewers) = rooms(&direct, &proxied, "drop-own", &["drop-v0", "drop-v1", "drop-v2"]).await;
+    let mut watcher = proxied.ws(&token("drop-watch")).await;
 
     proxy.refuse(true);
     assert!(proxy.cut_pubsub() >= 1);
     until(Duration::from_secs(5), "readyz 503 while the link is down", async || proxied.get("/readyz", None).await.status == 503).await;
+    // A presence change in the gap, too: it is not in any user's log, but in the presence log.
+    assert_eq!(direct.camera_on(&token("drop-other")).await.status, 200);
     for i in 0..28 {
         for (_, room) in &viewers {
             let r = direct.post("ice", &owner, json!({"room_id": room, "candidate": candidate(7000 + i)})).await;
@@ -186,6 +189,7 @@ async fn a_pubsub_drop_with_a_held_reconnect_loses_nothing() {
         assert_eq!(r.status, 202);
         expect_candidates(ws, 7100, 1).await;
     }
+    watcher.wait_user("drop-other", |u| u["camera"] == "on").await;
     assert_eq!(proxied.get("/readyz", None).await.status, 200);
 }
 

@@ -10,3 +10,4 @@ mod failures;
 mod flow;
 mod lifecycle;
 mod nginx;
+mod rolling;

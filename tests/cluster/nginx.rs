@@ -1,5 +1,6 @@
-//! The camera flow through `scripts/cluster`: nginx in front of three nodes,
-//! round robin with no stickiness, WebSocket upgrade through the proxy.
+//! Through `scripts/cluster`: nginx in front of three nodes, round robin with
+//! no stickiness, WebSocket upgrade through the proxy; the camera flow, and a
+//! rolling restart of every node under 500 sockets.
 
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
@@ -8,8 +9,54 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::helpers::*;
 
-struct Cluster {
+pub struct Cluster {
     child: Child,
+    /// A TestApp pointed at the load balancer: every call may land on any node.
+    pub lb: TestApp,
+    pub node_ports: [u16; 3],
+    pub logs: std::path::PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(name: &str) -> Cluster {
+        let base = free_port_run(5);
+        let (lb, redis, nodes) = (base, base + 1, base + 2);
+        let logs = std::env::temp_dir().join(format!("camsig-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&logs);
+        let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+            .env("CLUSTER_PORT", lb.to_string())
+            .env("REDIS_PORT", redis.to_string())
+            .env("NODE_PORT", nodes.to_string())
+            .env("CLUSTER_LOGS", &logs)
+            .env("CAMSIG_BIN", env!("CARGO_BIN_EXE_camsig"))
+            .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
+            .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("scripts/cluster runs");
+        let app = spawn_app().await;
+        let lb_app = TestApp { port: lb, base: format!("http://127.0.0.1:{lb}"), ..app };
+        let cluster = Cluster { child, lb: lb_app, node_ports: [nodes, nodes + 1, nodes + 2], logs };
+        for port in cluster.node_ports {
+            cluster.wait_ready(port).await;
+        }
+        cluster.wait_ready(lb).await;
+        cluster
+    }
+
+    pub async fn wait_ready(&self, port: u16) {
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        until(Duration::from_secs(30), "a cluster port to be ready", async || {
+            matches!(self.lb.http.get(&url).send().await, Ok(r) if r.status().is_success())
+        })
+        .await;
+    }
+
+    /// The pid of node `i` (1 to 3) as its supervisor last started it.
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        std::fs::read_to_string(self.logs.join(format!("node{i}.pid"))).ok()?.trim().parse().ok()
+    }
 }
 
 impl Drop for Cluster {
@@ -17,32 +64,18 @@ impl Drop for Cluster {
         // The script traps TERM and stops what it started.
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("cluster logs kept in {}", self.logs.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
     }
 }
 
 #[actix_web::test]
 async fn camera_flow_through_the_nginx_cluster() {
-    let (lb, redis, nodes) = (free_port(), free_port(), free_port());
-    let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
-        .env("CLUSTER_PORT", lb.to_string())
-        .env("REDIS_PORT", redis.to_string())
-        .env("NODE_PORT", nodes.to_string())
-        .env("CAMSIG_BIN", env!("CARGO_BIN_EXE_camsig"))
-        .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
-        .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("scripts/cluster runs");
-    let _cluster = Cluster { child };
-    // A TestApp pointed at the load balancer: every call may land on any node.
-    let app = spawn_app().await;
-    let lb_app = TestApp { port: lb, base: format!("http://127.0.0.1:{lb}"), ..app };
-    let ready = lb_app.url("/readyz");
-    until(Duration::from_secs(30), "the cluster to be ready", async || {
-        matches!(lb_app.http.get(&ready).send().await, Ok(r) if r.status().is_success())
-    })
-    .await;
-
+    let cluster = Cluster::start("flow").await;
+    let lb_app = &cluster.lb;
     let (owner, viewer) = (token("lb-owner"), token("lb-viewer"));
     let mut ows = lb_app.ws(&owner).await;
     let mut vws = lb_app.ws(&viewer).await;

@@ -15,7 +15,10 @@ async fn bare_node(redis: &Redis, id: &str) -> Node {
     let mut s = test_settings();
     s.redis.url = Some(SecretString::from(redis.url()));
     s.node.id = Some(id.into());
-    Node::build(s).await.unwrap()
+    let node = Node::build(s).await.unwrap();
+    // The pub/sub link's own start-up reads are not a call's.
+    crate::helpers::wait_until(std::time::Duration::from_secs(10), "the node to be ready", async || node.ready().await.is_ok()).await;
+    node
 }
 
 /// Runs `cmd` as `user` on `node`; returns the reply and the round trips it took.
