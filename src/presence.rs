@@ -11,7 +11,6 @@
 //! Sessions lost with their node are ended by `crate::lease`.
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 
 use crate::broker::Replay;
 use crate::domain::event::now_us;
@@ -19,9 +18,6 @@ use crate::domain::{Camera, Event, EventId, SessionId, UserId, UserState};
 use crate::error::Result;
 use crate::service::{Plan, Service, close_rooms};
 use crate::store::{Guard, Read, SessionWrite, Step};
-
-/// How many users one sweep works on at once.
-const SWEEP_PARALLELISM: usize = 16;
 
 /// What a new session needs before it goes live.
 pub struct Opened {
@@ -186,15 +182,5 @@ impl Service {
 
     fn forget_after(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.settings.presence.forget_after_s as i64)
-    }
-
-    /// Runs `job` for each user, a few at a time: a sweep after many sessions
-    /// ended at once (a node died) must finish within the sweep's bound.
-    pub(crate) async fn each<'a, T: 'a, F>(&self, items: &'a [T], job: impl Fn(&'a T) -> F) -> Result<()>
-    where
-        F: Future<Output = Result<()>>,
-    {
-        let results: Vec<Result<()>> = futures_util::stream::iter(items).map(job).buffer_unordered(SWEEP_PARALLELISM).collect().await;
-        results.into_iter().collect()
     }
 }

@@ -15,6 +15,8 @@ use crate::node::Node;
 
 /// It bounds how late a grace period may end.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Forgetting has a bound of a day, not of a sweep: one Redis call every 5 s is enough.
+const FORGET_EVERY_SWEEPS: u32 = 20;
 
 pub struct Sweeper {
     stop: watch::Sender<bool>,
@@ -43,6 +45,7 @@ pub fn start(node: Node) -> Sweeper {
     let done = actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
         let mut lease = Keeper::new(Duration::from_secs(node.settings.presence.ttl_s));
+        let mut sweeps = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -58,10 +61,13 @@ pub fn start(node: Node) -> Sweeper {
             if let Err(e) = service.expire_due().await {
                 tracing::warn!(error = %e, "presence expiry failed");
             }
-            match service.forget_due().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(users = n, "forgot long-gone users"),
-                Err(e) => tracing::warn!(error = %e, "forgetting users failed"),
+            sweeps = sweeps.wrapping_add(1);
+            if sweeps % FORGET_EVERY_SWEEPS == 0 {
+                match service.forget_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(users = n, "forgot long-gone users"),
+                    Err(e) => tracing::warn!(error = %e, "forgetting users failed"),
+                }
             }
             match service.close_idle().await {
                 Ok(0) => {}

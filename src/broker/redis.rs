@@ -212,6 +212,9 @@ async fn probe(mut sink: PubSubSink, every: Duration) {
 /// every presence session, before anything newer.
 async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
     let log = shared.keys.presence_log();
+    if after_gap {
+        shared.sink.catch_up();
+    }
     let last = *shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
     let Some(last) = last.filter(|_| after_gap) else {
         let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
@@ -220,7 +223,6 @@ async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
         *at = (*at).max(Some(id));
         return Ok(());
     };
-    shared.sink.catch_up();
     let (oldest, missed): (Vec<Entry>, Vec<Entry>) = r
         .pipe(redis::pipe().cmd("XRANGE").arg(&log).arg("-").arg("+").arg("COUNT").arg(1).cmd("XRANGE").arg(&log).arg(format!("({last}")).arg("+"))
         .await?;

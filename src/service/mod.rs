@@ -12,6 +12,7 @@
 pub mod meetings;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ const MAX_TRIES: usize = 64;
 /// Rooms whose members this node remembers (members never change), so that
 /// `ice` needs no read.
 const MEMBERS_CACHE: usize = 100_000;
+/// How many users one sweep works on at once.
+const SWEEP_PARALLELISM: usize = 16;
 
 /// Every call that changes something, parsed and typed at the edge.
 #[derive(Debug, Clone)]
@@ -254,6 +257,16 @@ impl Service {
         }
         tracing::warn!("gave up after {MAX_TRIES} conflicting tries");
         Err(Error::unavailable(anyhow::anyhow!("too many concurrent changes; retry")))
+    }
+
+    /// Runs `job` for each item, a few at a time: a sweep after many sessions
+    /// ended at once (a node died) must finish within the sweep's bound.
+    pub(crate) async fn each<'a, T: 'a, F>(&self, items: &'a [T], job: impl Fn(&'a T) -> F) -> Result<()>
+    where
+        F: Future<Output = Result<()>>,
+    {
+        let results: Vec<Result<()>> = futures_util::stream::iter(items).map(job).buffer_unordered(SWEEP_PARALLELISM).collect().await;
+        results.into_iter().collect()
     }
 
     /// `run` for a client's call, whose every plan carries its reply.
