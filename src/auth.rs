@@ -29,6 +29,8 @@ pub struct Claims {
 pub struct Caller {
     pub user: UserId,
     pub name: Option<String>,
+    /// The token's `exp` (seconds since the epoch): a session lives until then.
+    pub exp: u64,
 }
 
 pub struct Auth {
@@ -82,7 +84,7 @@ impl Auth {
             .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
         let user = UserId::parse(&data.claims.sub)
             .map_err(|_| Error::Unauthorized("invalid token: sub is not a user id".into()))?;
-        Ok(Caller { user, name: data.claims.name })
+        Ok(Caller { user, name: data.claims.name, exp: data.claims.exp })
     }
 
     /// Reads `Authorization: Bearer <jwt>`, or `?token=` where `allow_query` (WebSocket).

@@ -74,11 +74,19 @@ impl Default for RedisSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Unset: dev mode (random per-process secret and `POST /dev/token`).
     pub jwt_secret: Option<SecretString>,
+    /// A session is warned (`token_expiring`) this long before its token's `exp`.
+    pub refresh_before_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { jwt_secret: None, refresh_before_s: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,11 +128,13 @@ pub struct LimitSettings {
     pub max_viewers: usize,
     /// Members of one meeting: a mesh beyond 8 overloads a phone's uplink.
     pub max_meeting_members: usize,
+    /// Open sessions (sockets and long polls) one user may hold.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50, max_meeting_members: 8 }
+        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50, max_meeting_members: 8, max_sessions_per_user: 10 }
     }
 }
 
@@ -158,11 +168,13 @@ impl Default for ConnectionSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct WsSettings {
     pub heartbeat_s: u64,
+    /// Events that may wait for one session before it is closed with 4008.
+    pub max_queued: usize,
 }
 
 impl Default for WsSettings {
     fn default() -> Self {
-        Self { heartbeat_s: 10 }
+        Self { heartbeat_s: 10, max_queued: 1024 }
     }
 }
 
@@ -247,7 +259,13 @@ impl Settings {
         {
             return Err(bad("auth.jwt_secret", format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")));
         }
-        for (key, v) in [("presence.ttl_s", self.presence.ttl_s), ("server.drain_s", self.server.drain_s), ("redis.probe_s", self.redis.probe_s)] {
+        for (key, v) in [
+            ("presence.ttl_s", self.presence.ttl_s),
+            ("server.drain_s", self.server.drain_s),
+            ("redis.probe_s", self.redis.probe_s),
+            ("ws.max_queued", self.ws.max_queued as u64),
+            ("limits.max_sessions_per_user", self.limits.max_sessions_per_user as u64),
+        ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
             }

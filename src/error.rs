@@ -36,6 +36,8 @@ pub enum Error {
     NoOffer,
     #[error("this camera already has the most viewers it allows")]
     TooManyViewers,
+    #[error("this user already has the most open sessions allowed (limits.max_sessions_per_user)")]
+    TooManySessions,
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -80,6 +82,7 @@ pub enum ErrorCode {
     RoomClosed,
     NoOffer,
     TooManyViewers,
+    TooManySessions,
     MeetingFull,
     NameTaken,
     PayloadTooLarge,
@@ -127,6 +130,7 @@ impl Error {
             RoomClosed => ErrorCode::RoomClosed,
             NoOffer => ErrorCode::NoOffer,
             TooManyViewers => ErrorCode::TooManyViewers,
+            TooManySessions => ErrorCode::TooManySessions,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
@@ -167,7 +171,7 @@ impl ResponseError for Error {
             Forbidden => StatusCode::FORBIDDEN,
             UserNotFound | RoomNotFound | MeetingNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            CameraOff | RoomClosed | NoOffer | TooManyViewers | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,

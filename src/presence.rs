@@ -39,6 +39,17 @@ impl Service {
         Ok(Opened { last_id, replay })
     }
 
+    /// 409 `too_many_sessions` when `user` already holds `limits.max_sessions_per_user`
+    /// sessions, on any node. Checked at the handshake: two handshakes racing
+    /// for the last place may both pass.
+    pub async fn may_open_session(&self, user: &UserId) -> Result<()> {
+        let snap = self.store.read(&Read { sessions_of: Some(user.clone()), ..Read::default() }).await?;
+        if snap.sessions.len() >= self.settings.limits.max_sessions_per_user {
+            return Err(crate::error::Error::TooManySessions);
+        }
+        Ok(())
+    }
+
     /// Records a live session of `user` on this node; the user comes online.
     pub(crate) async fn register(&self, user: &UserId, session: &SessionId) -> Result<()> {
         let read = Read { users: vec![user.clone()], ..Read::default() };

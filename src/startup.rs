@@ -38,6 +38,10 @@ impl Application {
         let server = HttpServer::new(move || http::app(app_node.clone()))
             .workers(workers)
             .disable_signals()
+            .on_connect(crate::actors::flow::on_connect)
+            // Close TCP as soon as a response ends: a WebSocket's Close is answered and
+            // the connection gone at once (the default lingers a second, reading).
+            .client_disconnect_timeout(Duration::ZERO)
             .shutdown_timeout(drain::shutdown_timeout(drain_s))
             .listen(listener)?
             .run();

@@ -2,6 +2,7 @@
 //! operations and knows their local sessions, and the WebSocket session actors
 //! that deliver. The registry maps users to their actor; it lives in app data.
 
+pub mod flow;
 pub mod poll;
 pub mod registry;
 pub mod session;

@@ -6,17 +6,21 @@
 
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_http::ws::Item;
+use actix_web::web::BytesMut;
 use actix_web_actors::ws;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tracing::Span;
 
 use super::Push;
+use super::flow::{ConnFd, Gate};
+use std::sync::Arc;
 use super::user::{Attach, Detach, ask};
 use tracing::Instrument;
 use crate::auth::Caller;
 use crate::broker::Replay;
-use crate::domain::event::{Hello, ReconnectData, ResyncData, now_us};
+use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
 use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId};
 use crate::error::Error;
 use crate::node::Node;
@@ -25,6 +29,16 @@ use crate::presence::Opened;
 
 /// Heartbeats a session may miss before it counts as gone.
 pub const MISSED_HEARTBEATS: u32 = 3;
+/// The close code for a session whose token expired (the contract's Sessions).
+const TOKEN_EXPIRED: ws::CloseCode = ws::CloseCode::Other(4001);
+/// The close code for a session that fell `ws.max_queued` events behind.
+const TOO_SLOW: ws::CloseCode = ws::CloseCode::Other(4008);
+
+/// Closes the session with `code` and stops it.
+fn close(ctx: &mut ws::WebsocketContext<WsSession>, code: ws::CloseCode, why: &str) {
+    ctx.close(Some(ws::CloseReason { code, description: Some(why.into()) }));
+    ctx.stop();
+}
 
 /// How a session was asked for: `/ws?since=<id>&presence=false`.
 pub struct Options {
@@ -35,7 +49,8 @@ pub struct Options {
 /// Upgrades the request to a session of `caller`.
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
-    let session = WsSession::new(node, caller, opts);
+    let gate = Arc::new(Gate::new(node.settings.ws.max_queued, req.conn_data::<ConnFd>().copied()));
+    let session = WsSession::new(node, caller, opts, gate);
     ws::WsResponseBuilder::new(session, req, stream)
         .frame_size(frame_size)
         .start()
@@ -53,16 +68,40 @@ pub struct WsSession {
     last_id: Option<EventId>,
     /// The log position `hello` handed out: nothing before it is owed.
     hello_id: Option<EventId>,
+    /// The token's `exp`; `refresh` moves it later.
+    exp: u64,
+    /// The `token_expiring` warning and the 4001 close, rescheduled by `refresh`.
+    expiry: Vec<SpawnHandle>,
+    /// A fragmented message being put back together: (is text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+    /// Flow control: how many events wait for this session (see `flow`).
+    gate: Arc<Gate>,
     attached: bool,
     span: Span,
 }
 
 impl WsSession {
-    fn new(node: Node, caller: Caller, opts: Options) -> Self {
+    fn new(node: Node, caller: Caller, opts: Options, gate: Arc<Gate>) -> Self {
         let id = SessionId::new();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
         let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
-        Self { id, caller, node, opts, heartbeat, last_seen: Instant::now(), last_id: None, hello_id: None, attached: false, span }
+        let exp = caller.exp;
+        Self {
+            id,
+            caller,
+            node,
+            opts,
+            heartbeat,
+            last_seen: Instant::now(),
+            last_id: None,
+            hello_id: None,
+            exp,
+            expiry: Vec::new(),
+            partial: None,
+            gate,
+            attached: false,
+            span,
+        }
     }
 
     fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
@@ -90,6 +129,7 @@ impl WsSession {
             node_id: self.node.id.to_string(),
             heartbeat_s: self.heartbeat.as_secs(),
             last_id: opened.last_id.to_string(),
+            ice_servers: self.node.service.ice_servers(&self.caller.user).ice_servers,
         });
         self.write(&Frame::from_event(None, &hello, now_us()), ctx);
         match opened.replay {
@@ -101,6 +141,8 @@ impl WsSession {
             }
             Some(Replay::Gone { last_id }) => self.resync(last_id, ctx),
         }
+        self.schedule_expiry(ctx);
+        self.schedule_ice_servers(ctx);
         if self.node.service.is_draining() {
             self.drain(ctx);
         }
@@ -132,6 +174,99 @@ impl WsSession {
         }));
     }
 
+    /// Warns `auth.refresh_before_s` before the token's `exp`, and closes with 4001 at `exp`.
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        for h in self.expiry.drain(..) {
+            ctx.cancel_future(h);
+        }
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let left = Duration::from_secs(self.exp.saturating_sub(now));
+        let warn = left.saturating_sub(Duration::from_secs(self.node.settings.auth.refresh_before_s));
+        self.expiry.push(ctx.run_later(warn, |act, ctx| {
+            let ev = Event::TokenExpiring(TokenExpiringData { exp: act.exp });
+            act.write(&Frame::from_event(None, &ev, now_us()), ctx);
+        }));
+        self.expiry.push(ctx.run_later(left, |act, ctx| {
+            tracing::info!(parent: &act.span, "token expired; closing");
+            close(ctx, TOKEN_EXPIRED, "token expired");
+        }));
+    }
+
+    /// `{"cmd": "refresh", "token"}`: the same user, a later `exp`.
+    fn refresh(&mut self, ack: Value, fields: serde_json::Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {
+        let body: bodies::RefreshBody = match serde_json::from_value(Value::Object(fields)) {
+            Ok(b) => b,
+            Err(_) => return self.error(ctx, &ack, &Error::BadRequest("refresh takes {\"token\": \"<JWT>\"}".into())),
+        };
+        let caller = match self.node.auth.verify(&body.token) {
+            Ok(c) => c,
+            Err(e) => return self.error(ctx, &ack, &e),
+        };
+        if caller.user != self.caller.user {
+            return self.error(ctx, &ack, &Error::Forbidden("a refresh must be for the session's own user".into()));
+        }
+        if caller.exp <= self.exp {
+            return self.error(ctx, &ack, &Error::BadRequest("the new token must expire later than the current one".into()));
+        }
+        self.exp = caller.exp;
+        self.schedule_expiry(ctx);
+        self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "refresh", "result": bodies::RefreshReply { exp: self.exp }}));
+    }
+
+    /// With TURN configured: fresh credentials at 80 % of their lifetime.
+    fn schedule_ice_servers(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let ice = &self.node.settings.ice;
+        if ice.turn_urls.is_empty() {
+            return;
+        }
+        let every = Duration::from_secs(ice.turn_ttl_s).mul_f64(0.8).max(Duration::from_millis(500));
+        ctx.run_interval(every, |act, ctx| {
+            let ev = Event::IceServers(act.node.service.ice_servers(&act.caller.user));
+            act.write(&Frame::from_event(None, &ev, now_us()), ctx);
+        });
+    }
+
+    /// A fragment of a message (RFC 6455 §5.4), put back together within `limits.max_body_bytes`.
+    fn fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (text, first, data, last) = match item {
+            Item::FirstText(b) => (true, true, b, false),
+            Item::FirstBinary(b) => (false, true, b, false),
+            Item::Continue(b) => (false, false, b, false),
+            Item::Last(b) => (false, false, b, true),
+        };
+        if first == self.partial.is_some() {
+            return close(ctx, ws::CloseCode::Protocol, if first { "a new message began inside a fragmented one" } else { "a continuation with no message to continue" });
+        }
+        let (is_text, buf) = self.partial.get_or_insert_with(|| (text, BytesMut::new()));
+        if buf.len() + data.len() > self.node.settings.limits.max_body_bytes {
+            self.partial = None;
+            return close(ctx, ws::CloseCode::Size, "message too big");
+        }
+        buf.extend_from_slice(&data);
+        if !last {
+            return;
+        }
+        let is_text = *is_text;
+        let Some((_, buf)) = self.partial.take() else { return };
+        if !is_text {
+            return self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(text) => {
+                let _e = self.span.clone().entered();
+                self.on_text(text, ctx);
+            }
+            Err(_) => close(ctx, ws::CloseCode::Invalid, "text is not UTF-8"),
+        }
+    }
+
+    /// More than `ws.max_queued` events waited: close with 4008; the client
+    /// resumes with `since` from the log, which has every event it missed.
+    fn too_slow(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        tracing::info!(parent: &self.span, "session too slow; closing");
+        close(ctx, TOO_SLOW, "too slow");
+    }
+
     /// The node is going away: the client reconnects elsewhere from here.
     fn drain(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let ev = Event::Reconnect(ReconnectData { reason: "drain".into(), last_id: self.position().to_string() });
@@ -160,6 +295,9 @@ impl WsSession {
         };
         if name == "ping" {
             return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "ping", "result": {}}));
+        }
+        if name == "refresh" {
+            return self.refresh(ack, fields, ctx);
         }
         if let Err(e) = self.node.check_rate(&self.caller.user) {
             return self.error(ctx, &ack, &e);
@@ -196,7 +334,12 @@ impl Actor for WsSession {
         let _e = self.span.clone().entered();
         tracing::debug!("session opened");
         self.node.metrics.sessions_open.inc();
+        self.gate.beat();
         ctx.run_interval(self.heartbeat, |act, ctx| {
+            act.gate.beat();
+            if act.gate.is_overflowed() {
+                return act.too_slow(ctx);
+            }
             if act.last_seen.elapsed() > act.heartbeat * MISSED_HEARTBEATS {
                 tracing::info!(parent: &act.span, "session silent too long; closing");
                 ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("heartbeat timeout".into()) }));
@@ -206,10 +349,10 @@ impl Actor for WsSession {
             ctx.ping(b"");
         });
         if self.opts.presence {
-            self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
+            self.node.registry.add_presence(self.id.clone(), ctx.address().recipient(), self.gate.clone());
         }
-        self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
-        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
+        self.node.registry.add_session(self.id.clone(), self.caller.user.clone(), Some(self.gate.clone()));
+        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), gate: self.gate.clone(), since: self.opts.since };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
         ctx.wait(async move { ask(&node.actors, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
@@ -245,7 +388,13 @@ impl Handler<Push> for WsSession {
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
         match msg {
-            Push::Event(frame) => self.write(&frame, ctx),
+            Push::Event(frame) => {
+                self.gate.taken();
+                if self.gate.is_overflowed() {
+                    return self.too_slow(ctx);
+                }
+                self.write(&frame, ctx)
+            }
             // Before hello, the open itself reads from the log.
             Push::CatchUp if self.attached => self.catch_up(ctx),
             Push::CatchUp => {}
@@ -272,15 +421,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Continuation(item)) => self.fragment(item, ctx),
+            Ok(ws::Message::Nop) => {}
             Err(e) => {
                 tracing::info!(parent: &self.span, error = %e, "protocol error; closing");
-                let code = match e {
-                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
-                    _ => ws::CloseCode::Protocol,
+                let (code, why) = match &e {
+                    ws::ProtocolError::Overflow => (ws::CloseCode::Size, "message too big"),
+                    // actix-web-actors reports a text frame that is not UTF-8 as an I/O error.
+                    ws::ProtocolError::Io(io) if io.to_string().contains("utf-8") => (ws::CloseCode::Invalid, "text is not UTF-8"),
+                    _ => (ws::CloseCode::Protocol, "protocol error"),
                 };
-                ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
-                ctx.stop();
+                close(ctx, code, why);
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
+use super::flow::Gate;
 use super::{Ctx, Push};
 use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -32,6 +33,7 @@ pub struct Execute {
 pub struct Attach {
     pub session: SessionId,
     pub to: Recipient<Push>,
+    pub gate: Arc<Gate>,
     pub since: Option<EventId>,
 }
 
@@ -61,7 +63,7 @@ pub struct Detach {
 pub struct UserActor {
     user: UserId,
     node: Ctx,
-    sessions: HashMap<SessionId, Recipient<Push>>,
+    sessions: HashMap<SessionId, (Recipient<Push>, Arc<Gate>)>,
     /// Long polls waiting right now.
     waiters: HashMap<SessionId, Arc<Notify>>,
     /// Long polls keep the user online through one presence session per node,
@@ -169,7 +171,7 @@ impl Handler<Attach> for UserActor {
         // Live first: events published from now on reach the session, and the
         // session drops by id whatever the replay below also carries.
         let first = !self.heard();
-        self.sessions.insert(msg.session.clone(), msg.to);
+        self.sessions.insert(msg.session.clone(), (msg.to, msg.gate));
         let (service, user, session) = (self.node.service.clone(), self.user.clone(), msg.session.clone());
         AtomicResponse::new(Box::pin(
             async move {
@@ -225,7 +227,7 @@ impl Handler<Listen> for UserActor {
         // Kept even if opening fails below: the registry re-registers it on reconnect.
         let open = self.poll_session.is_none().then(|| {
             let s = SessionId::new();
-            self.node.registry.add_session(s.clone(), self.user.clone());
+            self.node.registry.add_session(s.clone(), self.user.clone(), None);
             self.poll_session = Some(s.clone());
             s
         });
@@ -235,16 +237,22 @@ impl Handler<Listen> for UserActor {
                 if first {
                     service.broker().subscribe(&user).await?;
                 }
-                if let Some(s) = open {
-                    service.open_session(&user, &s, None).await?;
+                if let Some(s) = &open {
+                    service.may_open_session(&user).await?;
+                    service.open_session(&user, s, None).await?;
                 }
                 Ok(())
             }
             .instrument(self.span())
             .into_actor(self)
             .map(move |res: Result<()>, act, ctx| {
-                if res.is_err() {
+                if let Err(e) = &res {
                     act.waiters.remove(&msg.id);
+                    if matches!(e, Error::TooManySessions)
+                        && let Some(s) = act.poll_session.take()
+                    {
+                        act.node.registry.remove_session(&s);
+                    }
                 }
                 act.settle(ctx);
                 res.map(|()| ctx.address())
@@ -286,8 +294,11 @@ impl Handler<Push> for UserActor {
             // Polls see the drain when woken below; their presence session ends now.
             self.end_poll_session(ctx, true);
         }
-        for to in self.sessions.values() {
-            to.do_send(msg.clone());
+        for (to, gate) in self.sessions.values() {
+            // Events wait for a session only up to ws.max_queued; past that it is too slow.
+            if !matches!(msg, Push::Event(_)) || gate.admit() {
+                to.do_send(msg.clone());
+            }
         }
         for wake in self.waiters.values() {
             wake.notify_one();

@@ -11,6 +11,7 @@ use super::ids::{RoomId, UserId};
 use super::meeting::MeetingId;
 use super::sdp::{IceCandidate, SessionDescription};
 use super::user::UserState;
+use crate::turn::{IceServer, IceServers};
 
 /// The position of an event in a user's log, `"<ms>-<seq>"` like a Redis stream id.
 /// `0-0` is the start: before any event.
@@ -62,6 +63,14 @@ pub struct Hello {
     pub heartbeat_s: u64,
     /// The newest event id in the user's log: what to pass as `since` on a reconnect.
     pub last_id: String,
+    /// As `GET /webrtc/iceServers`; renewed by `ice_servers` events while TURN is configured.
+    pub ice_servers: Vec<IceServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenExpiringData {
+    /// The token's `exp`: send `refresh` with a new token before then, or the session closes with 4001.
+    pub exp: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -177,6 +186,10 @@ pub enum Event {
     Resync(ResyncData),
     #[serde(rename = "server-action:reconnect")]
     Reconnect(ReconnectData),
+    #[serde(rename = "server-action:token_expiring")]
+    TokenExpiring(TokenExpiringData),
+    #[serde(rename = "server-action:ice_servers")]
+    IceServers(IceServers),
     #[serde(rename = "server-action:member_joined")]
     MemberJoined(MemberJoinedData),
     #[serde(rename = "server-action:member_left")]
@@ -196,6 +209,8 @@ impl Event {
             Event::Hangup(_) => "hangup",
             Event::Resync(_) => "resync",
             Event::Reconnect(_) => "reconnect",
+            Event::TokenExpiring(_) => "token_expiring",
+            Event::IceServers(_) => "ice_servers",
             Event::MemberJoined(_) => "member_joined",
             Event::MemberLeft(_) => "member_left",
         }
@@ -247,8 +262,21 @@ pub fn now_us() -> i64 {
 
 /// Maps a short action name back to its static str (events read back from a store).
 pub fn action_name(s: &str) -> &'static str {
-    const NAMES: [&str; 11] =
-        ["hello", "update_user", "show_cam", "put_offer", "put_answer", "put_ice", "hangup", "resync", "reconnect", "member_joined", "member_left"];
+    const NAMES: [&str; 13] = [
+        "hello",
+        "update_user",
+        "show_cam",
+        "put_offer",
+        "put_answer",
+        "put_ice",
+        "hangup",
+        "resync",
+        "reconnect",
+        "token_expiring",
+        "ice_servers",
+        "member_joined",
+        "member_left",
+    ];
     NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
 }
 

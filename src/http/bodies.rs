@@ -84,6 +84,20 @@ pub struct MeetingJoinFields {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct MeetingLeaveBody {}
 
+/// The `refresh` command's fields (WebSocket only).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    /// A new JWT for the same `sub`, with a later `exp`.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct RefreshReply {
+    /// The session now lives until this `exp`.
+    pub exp: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct MeetingRef {
     pub meeting_id: String,

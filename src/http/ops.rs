@@ -149,6 +149,7 @@ pub struct WsParams {
         (status = 101, description = "Switching protocols: the session is open"),
         (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 409, description = "too_many_sessions", body = ErrorResponse),
         (status = 503, description = "unavailable: the node is draining (Retry-After: 1)", body = ErrorResponse),
     )
 )]
@@ -158,6 +159,7 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
     if node.service.is_draining() {
         return Err(Error::Draining.into());
     }
+    node.service.may_open_session(&caller.user).await?;
     let q = req.query_string();
     let since = query_param(q, "since")
         .map(|s| EventId::parse_since(&s))

@@ -324,6 +324,7 @@ pub struct EventsPage {
         (status = 200, description = "Events after `since`, possibly none", body = EventsPage),
         (status = 400, description = "bad_request", body = ErrorResponse),
         (status = 401, description = "unauthorized", body = ErrorResponse),
+        (status = 409, description = "too_many_sessions", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),
         (status = 503, description = "unavailable", body = ErrorResponse),
     )

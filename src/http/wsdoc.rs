@@ -40,6 +40,18 @@ const EVENTS: &[EventDoc] = &[
         doc: "The node is draining (a deploy, not a crash): the session closes next with code 1012. Reconnect to any node with `?since=data.last_id`; you stay online meanwhile.",
     },
     EventDoc {
+        name: "token_expiring",
+        data: "TokenExpiringData",
+        logged: false,
+        doc: "`auth.refresh_before_s` before the token's `exp`: send `refresh` with a new token, or the session closes with 4001 at `exp`.",
+    },
+    EventDoc {
+        name: "ice_servers",
+        data: "IceServers",
+        logged: false,
+        doc: "While TURN is configured, at 80 % of `ttl_s`: fresh TURN credentials, for the ICE restarts of long calls.",
+    },
+    EventDoc {
         name: "member_joined",
         data: "MemberJoinedData",
         logged: true,
@@ -69,6 +81,12 @@ const COMMANDS: &[CommandDoc] = &[
     CommandDoc { cmd: "meetingJoin", body: Some("MeetingJoinFields"), reply: Some("JoinReply"), doc: "As POST /webrtc/meetings/{meeting_id}/join." },
     CommandDoc { cmd: "meetingLeave", body: Some("MeetingRef"), reply: Some("MeetingReply"), doc: "As POST /webrtc/meetings/{meeting_id}/leave." },
     CommandDoc { cmd: "ping", body: None, reply: None, doc: "Acked with an empty result and no effect; not rate limited." },
+    CommandDoc {
+        cmd: "refresh",
+        body: Some("RefreshBody"),
+        reply: Some("RefreshReply"),
+        doc: "A new token for this session: same `sub`, later `exp`. A token for another user is refused with `forbidden` and changes nothing.",
+    },
 ];
 
 fn schema_ref(name: &str) -> Value {

@@ -340,6 +340,17 @@ impl Ws {
         }
     }
 
+    /// Reads until the server closes; its close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.next()).await.expect("closed in time") {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
         // Drain until the server confirms, so the session is really gone.

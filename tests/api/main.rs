@@ -15,3 +15,4 @@ mod cli;
 mod long_poll;
 mod idempotency;
 mod meetings;
+mod session_edges;
