@@ -170,11 +170,14 @@ pub struct WsSettings {
     pub heartbeat_s: u64,
     /// Events that may wait for one session before it is closed with 4008.
     pub max_queued: usize,
+    /// The kernel send buffer of a WebSocket (SO_SNDBUF); 0 keeps the system's.
+    /// Bounds kernel memory per slow client, and makes backpressure come sooner.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for WsSettings {
     fn default() -> Self {
-        Self { heartbeat_s: 10, max_queued: 1024 }
+        Self { heartbeat_s: 10, max_queued: 1024, send_buffer_bytes: 0 }
     }
 }
 

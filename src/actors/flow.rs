@@ -13,6 +13,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// How long a session that fell `ws.max_queued` behind has to close itself
+/// (with 4008, which a client that reads gets) before its connection is cut.
+pub const TOO_SLOW_GRACE: Duration = Duration::from_secs(1);
+
 /// The raw descriptor of a connection, noted when it is accepted (`on_connect`).
 #[derive(Clone, Copy)]
 pub struct ConnFd(RawFd);
@@ -39,11 +43,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// `conn` is the descriptor of the connection serving the handshake now.
-    pub fn new(max: usize, conn: Option<ConnFd>) -> Self {
+    /// `conn` is the descriptor of the connection serving the handshake now;
+    /// `send_buffer` (when not 0) becomes its SO_SNDBUF.
+    pub fn new(max: usize, conn: Option<ConnFd>, send_buffer: usize) -> Self {
         // SAFETY: the descriptor belongs to the connection whose request is being
         // handled, so it is open for the duration of this call; the duplicate is ours.
         let sock = conn.and_then(|c| unsafe { BorrowedFd::borrow_raw(c.0) }.try_clone_to_owned().ok()).map(TcpStream::from);
+        if let Some(s) = &sock
+            && send_buffer > 0
+            && let Err(e) = socket2::SockRef::from(s).set_send_buffer_size(send_buffer)
+        {
+            tracing::warn!(error = %e, "could not set ws.send_buffer_bytes");
+        }
         Self {
             max,
             queued: AtomicUsize::new(0),

@@ -3,6 +3,7 @@
 //! that deliver. The registry maps users to their actor; it lives in app data.
 
 pub mod flow;
+pub mod frame_limit;
 pub mod poll;
 pub mod registry;
 pub mod session;

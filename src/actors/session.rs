@@ -15,6 +15,7 @@ use tracing::Span;
 
 use super::Push;
 use super::flow::{ConnFd, Gate};
+use super::frame_limit::{FrameLimit, Oversize};
 use std::sync::Arc;
 use super::user::{Attach, Detach, ask};
 use tracing::Instrument;
@@ -49,8 +50,11 @@ pub struct Options {
 /// Upgrades the request to a session of `caller`.
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
-    let gate = Arc::new(Gate::new(node.settings.ws.max_queued, req.conn_data::<ConnFd>().copied()));
-    let session = WsSession::new(node, caller, opts, gate);
+    let ws = &node.settings.ws;
+    let gate = Arc::new(Gate::new(ws.max_queued, req.conn_data::<ConnFd>().copied(), ws.send_buffer_bytes));
+    let oversize = Arc::new(Oversize::default());
+    let stream = FrameLimit::new(stream, frame_size, oversize.clone());
+    let session = WsSession::new(node, caller, opts, gate, oversize);
     ws::WsResponseBuilder::new(session, req, stream)
         .frame_size(frame_size)
         .start()
@@ -76,12 +80,14 @@ pub struct WsSession {
     partial: Option<(bool, BytesMut)>,
     /// Flow control: how many events wait for this session (see `flow`).
     gate: Arc<Gate>,
+    /// Set when the incoming stream ended at a frame over the size limit.
+    oversize: Arc<Oversize>,
     attached: bool,
     span: Span,
 }
 
 impl WsSession {
-    fn new(node: Node, caller: Caller, opts: Options, gate: Arc<Gate>) -> Self {
+    fn new(node: Node, caller: Caller, opts: Options, gate: Arc<Gate>, oversize: Arc<Oversize>) -> Self {
         let id = SessionId::new();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
         let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
@@ -99,6 +105,7 @@ impl WsSession {
             expiry: Vec::new(),
             partial: None,
             gate,
+            oversize,
             attached: false,
             span,
         }
@@ -405,6 +412,15 @@ impl Handler<Push> for WsSession {
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    /// The client's stream ended: it went away, or a frame was over the limit.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.oversize.happened() {
+            tracing::info!(parent: &self.span, "frame over limits.max_body_bytes; closing");
+            return close(ctx, ws::CloseCode::Size, "message too big");
+        }
+        ctx.stop();
+    }
+
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         match msg {

@@ -183,6 +183,19 @@ impl ProcNode {
         req.send_json(&body).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// POST `/webrtc/<op>`: status and JSON body.
+    pub async fn post_json(&self, op: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let url = format!("http://127.0.0.1:{}/webrtc/{op}", self.port);
+        let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let mut r = http.post(url).insert_header(("Authorization", format!("Bearer {token}"))).send_json(&body).await.expect("the node answers");
+        let v = r.json::<serde_json::Value>().limit(1 << 20).await.unwrap_or(serde_json::Value::Null);
+        (r.status().as_u16(), v)
+    }
+
     /// Whether the process has ended (by itself, e.g. at a failpoint).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

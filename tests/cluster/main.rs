@@ -11,3 +11,4 @@ mod flow;
 mod lifecycle;
 mod nginx;
 mod rolling;
+mod slow_clients;
