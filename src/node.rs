@@ -121,15 +121,9 @@ impl Node {
         self.drain.notified().await
     }
 
-    /// This node's own housekeeping: rate-limiter keys, stalled WebSocket
-    /// connections and, on one node, old logs.
+    /// This node's own housekeeping: rate-limiter keys and, on one node, old logs.
     pub fn sweep_local(&self) {
         self.limiter.retain_recent();
-        let beat = Duration::from_secs(self.settings.ws.heartbeat_s);
-        let cut = self.registry.cut_stalled(beat * MISSED_HEARTBEATS, crate::actors::flow::TOO_SLOW_GRACE);
-        if cut > 0 {
-            tracing::info!(sessions = cut, "cut connections of stalled or too slow sessions");
-        }
         if let Some(b) = &self.memory_broker {
             b.sweep();
         }

@@ -26,6 +26,9 @@ impl Application {
             n => n,
         };
         let drain_s = settings.server.drain_s;
+        // A client that stopped reading is ended by the kernel once its data is this old.
+        let user_timeout = Duration::from_secs(settings.ws.heartbeat_s * u64::from(crate::actors::session::MISSED_HEARTBEATS) + 1);
+        let send_buffer = settings.ws.send_buffer_bytes;
         let node = Node::build(settings).await?;
         // Before serving: a restart under a used node id ends what the predecessor left.
         match tokio::time::timeout(Duration::from_secs(5), node.service.take_over()).await {
@@ -38,7 +41,7 @@ impl Application {
         let server = HttpServer::new(move || http::app(app_node.clone()))
             .workers(workers)
             .disable_signals()
-            .on_connect(crate::actors::flow::on_connect)
+            .on_connect(move |conn, _| crate::actors::flow::on_connect(conn, user_timeout, send_buffer))
             // Close TCP as soon as a response ends: a WebSocket's Close is answered and
             // the connection gone at once (the default lingers a second, reading).
             .client_disconnect_timeout(Duration::ZERO)

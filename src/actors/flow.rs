@@ -1,115 +1,145 @@
 //! Flow control for WebSocket sessions: at most `ws.max_queued` events wait
-//! for one session, and a session that cannot run is cut.
+//! for one session; a session further behind is closed with 4008.
 //!
-//! A session actor runs only while the HTTP layer polls its response stream,
-//! and that stops when the client stops reading (the socket is full). So the
-//! bound is kept where events are handed over (`Gate::admit`), and a stalled
-//! session is cut from outside: each session holds a duplicate of its
-//! connection's socket, which `shutdown` ends even while the actor is frozen.
+//! A session actor runs inside its response stream, which the HTTP layer
+//! polls only while the socket takes data: a client that stops reading would
+//! freeze the actor (no heartbeat, an ever-growing mailbox). So the actor's
+//! stream is driven by a task of its own (`respond`) and hands its bytes to
+//! the response through a queue, and the actor counts what is still in it
+//! (`Outbox`). Connections whose client stopped reading are ended by the
+//! kernel: TCP_USER_TIMEOUT is set on every accepted socket (`on_connect`).
 
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::{Stream, StreamExt};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// How long a session that fell `ws.max_queued` behind has to close itself
-/// (with 4008, which a client that reads gets) before its connection is cut.
-pub const TOO_SLOW_GRACE: Duration = Duration::from_secs(1);
-
-/// The raw descriptor of a connection, noted when it is accepted (`on_connect`).
-#[derive(Clone, Copy)]
-pub struct ConnFd(RawFd);
-
-/// For `HttpServer::on_connect`: notes the connection's descriptor.
-pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    if let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        ext.insert(ConnFd(s.as_raw_fd()));
+/// For `HttpServer::on_connect`: a socket whose unacknowledged (or, to a
+/// client that stopped reading, unsent) data is older than `user_timeout` is
+/// ended by the kernel; with `send_buffer` > 0, that is its SO_SNDBUF.
+pub fn on_connect(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
+    let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    let sock = socket2::SockRef::from(s);
+    if let Err(e) = sock.set_tcp_user_timeout(Some(user_timeout)) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
+    if send_buffer > 0
+        && let Err(e) = sock.set_send_buffer_size(send_buffer)
+    {
+        tracing::warn!(error = %e, "could not set ws.send_buffer_bytes");
     }
 }
 
-/// One session's share of flow control, shared by whoever hands it events.
-pub struct Gate {
+/// Bytes the HTTP layer took from the session's queue so far.
+#[derive(Default)]
+pub struct Pulled(AtomicU64);
+
+/// What the session wrote and the HTTP layer has not taken yet.
+pub struct Outbox {
     max: usize,
-    /// Events handed over and not yet written by the session.
-    queued: AtomicUsize,
-    overflowed: AtomicBool,
-    born: Instant,
-    /// When the session last ran (ms since `born`), or when it overflowed.
-    beat_ms: AtomicU64,
-    overflow_ms: AtomicU64,
-    /// A duplicate of the connection's socket, to cut it.
-    sock: Mutex<Option<TcpStream>>,
+    pulled: Arc<Pulled>,
+    written: u64,
+    /// Where each event written ends, in bytes written: those past `pulled` still wait.
+    events: VecDeque<u64>,
 }
 
-impl Gate {
-    /// `conn` is the descriptor of the connection serving the handshake now;
-    /// `send_buffer` (when not 0) becomes its SO_SNDBUF.
-    pub fn new(max: usize, conn: Option<ConnFd>, send_buffer: usize) -> Self {
-        // SAFETY: the descriptor belongs to the connection whose request is being
-        // handled, so it is open for the duration of this call; the duplicate is ours.
-        let sock = conn.and_then(|c| unsafe { BorrowedFd::borrow_raw(c.0) }.try_clone_to_owned().ok()).map(TcpStream::from);
-        if let Some(s) = &sock
-            && send_buffer > 0
-            && let Err(e) = socket2::SockRef::from(s).set_send_buffer_size(send_buffer)
-        {
-            tracing::warn!(error = %e, "could not set ws.send_buffer_bytes");
-        }
-        Self {
-            max,
-            queued: AtomicUsize::new(0),
-            overflowed: AtomicBool::new(false),
-            born: Instant::now(),
-            beat_ms: AtomicU64::new(0),
-            overflow_ms: AtomicU64::new(0),
-            sock: Mutex::new(sock),
-        }
+/// A server frame's size on the wire (unmasked): header and payload.
+fn frame_len(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    (header + payload) as u64
+}
+
+impl Outbox {
+    pub fn new(max: usize, pulled: Arc<Pulled>) -> Self {
+        Self { max, pulled, written: 0, events: VecDeque::new() }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
-    }
-
-    /// Whether one more event may be handed over; past `max`, the session is
-    /// marked too slow and gets nothing more (its client resumes from the log).
-    pub fn admit(&self) -> bool {
-        if self.overflowed.load(Ordering::Relaxed) {
+    /// Counts a frame of `payload` bytes about to be written. For an event,
+    /// false when `max` events already wait: the session is too slow.
+    pub fn admit(&mut self, payload: usize, event: bool) -> bool {
+        let pulled = self.pulled.0.load(Ordering::Acquire);
+        while self.events.front().is_some_and(|end| *end <= pulled) {
+            self.events.pop_front();
+        }
+        if event && self.events.len() >= self.max {
             return false;
         }
-        if self.queued.fetch_add(1, Ordering::AcqRel) < self.max {
-            return true;
+        self.written += frame_len(payload);
+        if event {
+            self.events.push_back(self.written);
         }
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        if !self.overflowed.swap(true, Ordering::AcqRel) {
-            self.overflow_ms.store(self.now_ms(), Ordering::Relaxed);
+        true
+    }
+}
+
+/// Starts `actor` on its own task and answers with a response that takes its
+/// bytes from a queue, counting them into `pulled`.
+pub fn respond<S>(req: &HttpRequest, body: S, pulled: Arc<Pulled>) -> Result<HttpResponse, actix_web::Error>
+where
+    S: Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
+{
+    let mut res = actix_web_actors::ws::handshake(req)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    actix_web::rt::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        loop {
+            tokio::select! {
+                item = body.next() => match item {
+                    Some(item) => if tx.send(item).is_err() { return },
+                    None => return,
+                },
+                // The connection is gone: dropping the stream stops the actor.
+                () = tx.closed() => return,
+            }
         }
-        false
-    }
+    });
+    Ok(res.streaming(Queued { rx, pulled }))
+}
 
-    /// The session took one event off its queue.
-    pub fn taken(&self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-    }
+struct Queued {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, actix_web::Error>>,
+    pulled: Arc<Pulled>,
+}
 
-    pub fn is_overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-    }
+impl Stream for Queued {
+    type Item = Result<Bytes, actix_web::Error>;
 
-    /// The session ran just now.
-    pub fn beat(&self) {
-        self.beat_ms.store(self.now_ms(), Ordering::Relaxed);
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.rx.poll_recv(cx).map(|item| {
+            if let Some(Ok(b)) = &item {
+                this.pulled.0.fetch_add(b.len() as u64, Ordering::AcqRel);
+            }
+            item
+        })
     }
+}
 
-    /// Cuts the connection when the session has not run for `silent`, or
-    /// overflowed more than `grace` ago without closing itself. True when cut.
-    pub fn cut_if_stalled(&self, silent: Duration, grace: Duration) -> bool {
-        let now = self.now_ms();
-        let stalled = now.saturating_sub(self.beat_ms.load(Ordering::Relaxed)) > silent.as_millis() as u64;
-        let too_slow = self.is_overflowed() && now.saturating_sub(self.overflow_ms.load(Ordering::Relaxed)) > grace.as_millis() as u64;
-        if !(stalled || too_slow) {
-            return false;
-        }
-        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner()).take();
-        sock.is_some_and(|s| s.shutdown(Shutdown::Both).is_ok())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_wait_until_pulled_and_at_most_max() {
+        let pulled = Arc::new(Pulled::default());
+        let mut out = Outbox::new(2, pulled.clone());
+        assert!(out.admit(10, true));
+        assert!(out.admit(200, false), "replies and pings never count");
+        assert!(out.admit(10, true));
+        assert!(!out.admit(10, true), "a third event waits: too slow");
+        // The HTTP layer took the first event (12 bytes): room for one more.
+        pulled.0.store(12, Ordering::Release);
+        assert!(out.admit(70_000, true));
+        assert!(!out.admit(1, true));
     }
 }

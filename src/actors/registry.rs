@@ -8,9 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use super::Push;
-use super::flow::Gate;
-use std::sync::Arc;
-use std::time::Duration;
 use super::user::UserActor;
 use crate::broker::Sink;
 use crate::domain::{Frame, SessionId, UserId};
@@ -20,10 +17,9 @@ pub struct Registry {
     users: Mutex<HashMap<UserId, Addr<UserActor>>>,
     /// Sessions that receive `update_user`; reached directly, not through user actors,
     /// because a presence change fans out to everyone.
-    presence: RwLock<HashMap<SessionId, (Recipient<Push>, Arc<Gate>)>>,
-    /// Every open session on this node, to re-register after Redis loses them;
-    /// WebSockets with their flow-control gate (long polls have none).
-    sessions: Mutex<HashMap<SessionId, (UserId, Option<Arc<Gate>>)>>,
+    presence: RwLock<HashMap<SessionId, Recipient<Push>>>,
+    /// Every open session on this node, to re-register after Redis loses them.
+    sessions: Mutex<HashMap<SessionId, UserId>>,
 }
 
 impl Registry {
@@ -50,23 +46,16 @@ impl Registry {
         }
     }
 
-    pub fn add_presence(&self, id: SessionId, to: Recipient<Push>, gate: Arc<Gate>) {
-        self.presence.write().unwrap_or_else(|p| p.into_inner()).insert(id, (to, gate));
+    pub fn add_presence(&self, id: SessionId, to: Recipient<Push>) {
+        self.presence.write().unwrap_or_else(|p| p.into_inner()).insert(id, to);
     }
 
     pub fn remove_presence(&self, id: &SessionId) {
         self.presence.write().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    pub fn add_session(&self, id: SessionId, user: UserId, gate: Option<Arc<Gate>>) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (user, gate));
-    }
-
-    /// Cuts the connections of sessions that could not run for `silent`, or
-    /// stayed too slow for `grace` (see `flow`). Returns how many.
-    pub fn cut_stalled(&self, silent: Duration, grace: Duration) -> usize {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.values().filter_map(|(_, g)| g.as_ref()).filter(|g| g.cut_if_stalled(silent, grace)).count()
+    pub fn add_session(&self, id: SessionId, user: UserId) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id, user);
     }
 
     pub fn remove_session(&self, id: &SessionId) {
@@ -88,7 +77,7 @@ impl Registry {
 
     pub fn local_sessions(&self) -> Vec<(UserId, SessionId)> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.iter().map(|(s, (u, _))| (u.clone(), s.clone())).collect()
+        sessions.iter().map(|(s, u)| (u.clone(), s.clone())).collect()
     }
 }
 
@@ -102,10 +91,8 @@ impl Sink for Registry {
 
     fn to_all(&self, frame: Frame) {
         let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
-        for (to, gate) in presence.values() {
-            if gate.admit() {
-                to.do_send(Push::Event(frame.clone()));
-            }
+        for to in presence.values() {
+            to.do_send(Push::Event(frame.clone()));
         }
     }
 
@@ -115,7 +102,7 @@ impl Sink for Registry {
 
     fn presence_gap(&self) {
         let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
-        for (to, _) in presence.values() {
+        for to in presence.values() {
             to.do_send(Push::Reload);
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::Span;
 
 use super::Push;
-use super::flow::{ConnFd, Gate};
+use super::flow::{self, Outbox, Pulled};
 use super::frame_limit::{FrameLimit, Oversize};
 use std::sync::Arc;
 use super::user::{Attach, Detach, ask};
@@ -50,15 +50,13 @@ pub struct Options {
 /// Upgrades the request to a session of `caller`.
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
-    let ws = &node.settings.ws;
-    let gate = Arc::new(Gate::new(ws.max_queued, req.conn_data::<ConnFd>().copied(), ws.send_buffer_bytes));
+    let pulled = Arc::new(Pulled::default());
+    let out = Outbox::new(node.settings.ws.max_queued, pulled.clone());
     let oversize = Arc::new(Oversize::default());
     let stream = FrameLimit::new(stream, frame_size, oversize.clone());
-    let session = WsSession::new(node, caller, opts, gate, oversize);
-    ws::WsResponseBuilder::new(session, req, stream)
-        .frame_size(frame_size)
-        .start()
-        .map_err(|e| Error::BadRequest(format!("not a WebSocket handshake: {e}")).into())
+    let session = WsSession::new(node, caller, opts, out, oversize);
+    let body = ws::WebsocketContext::with_codec(session, stream, actix_http::ws::Codec::new().max_size(frame_size));
+    flow::respond(req, body, pulled).map_err(|e| Error::BadRequest(format!("not a WebSocket handshake: {e}")).into())
 }
 
 pub struct WsSession {
@@ -78,8 +76,8 @@ pub struct WsSession {
     expiry: Vec<SpawnHandle>,
     /// A fragmented message being put back together: (is text, bytes so far).
     partial: Option<(bool, BytesMut)>,
-    /// Flow control: how many events wait for this session (see `flow`).
-    gate: Arc<Gate>,
+    /// Flow control: what waits to be sent (see `flow`).
+    out: Outbox,
     /// Set when the incoming stream ended at a frame over the size limit.
     oversize: Arc<Oversize>,
     attached: bool,
@@ -87,7 +85,7 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    fn new(node: Node, caller: Caller, opts: Options, gate: Arc<Gate>, oversize: Arc<Oversize>) -> Self {
+    fn new(node: Node, caller: Caller, opts: Options, out: Outbox, oversize: Arc<Oversize>) -> Self {
         let id = SessionId::new();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
         let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
@@ -104,7 +102,7 @@ impl WsSession {
             exp,
             expiry: Vec::new(),
             partial: None,
-            gate,
+            out,
             oversize,
             attached: false,
             span,
@@ -112,11 +110,28 @@ impl WsSession {
     }
 
     fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
+        self.write_counted(frame, true, ctx);
+    }
+
+    /// Replayed frames are not counted against `ws.max_queued`: `events.keep_max` bounds them.
+    fn write_replayed(&mut self, frames: &[Frame], ctx: &mut ws::WebsocketContext<Self>) {
+        for f in frames {
+            self.write_counted(f, false, ctx);
+        }
+    }
+
+    fn write_counted(&mut self, frame: &Frame, counted: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        if ctx.state() != ActorState::Running {
+            return;
+        }
         if let Some(id) = frame.id {
             if self.last_id.is_some_and(|last| id <= last) {
                 return;
             }
             self.last_id = Some(id);
+        }
+        if !self.out.admit(frame.json.len(), counted) {
+            return self.too_slow(ctx);
         }
         ctx.text(&*frame.json);
         self.node.metrics.delivered(frame.action, frame.accepted_us);
@@ -141,11 +156,7 @@ impl WsSession {
         self.write(&Frame::from_event(None, &hello, now_us()), ctx);
         match opened.replay {
             None => {}
-            Some(Replay::Events(frames)) => {
-                for f in &frames {
-                    self.write(f, ctx);
-                }
-            }
+            Some(Replay::Events(frames)) => self.write_replayed(&frames, ctx),
             Some(Replay::Gone { last_id }) => self.resync(last_id, ctx),
         }
         self.schedule_expiry(ctx);
@@ -167,9 +178,7 @@ impl WsSession {
         ctx.wait(async move { broker.replay(&user, since).await }.into_actor(self).map(|res, act, ctx| match res {
             Ok(Replay::Events(frames)) => {
                 tracing::debug!(parent: &act.span, events = frames.len(), "caught up after a live-delivery gap");
-                for f in &frames {
-                    act.write(f, ctx);
-                }
+                act.write_replayed(&frames, ctx);
             }
             Ok(Replay::Gone { last_id }) => act.resync(last_id, ctx),
             Err(e) => {
@@ -282,11 +291,13 @@ impl WsSession {
         ctx.stop();
     }
 
-    fn reply(&self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
-        ctx.text(v.to_string());
+    fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
+        let text = v.to_string();
+        self.out.admit(text.len(), false);
+        ctx.text(text);
     }
 
-    fn error(&self, ctx: &mut ws::WebsocketContext<Self>, ack: &Value, e: &Error) {
+    fn error(&mut self, ctx: &mut ws::WebsocketContext<Self>, ack: &Value, e: &Error) {
         self.reply(ctx, json!({"cmd": "error", "ack": ack, "error": e.body()}));
     }
 
@@ -341,25 +352,21 @@ impl Actor for WsSession {
         let _e = self.span.clone().entered();
         tracing::debug!("session opened");
         self.node.metrics.sessions_open.inc();
-        self.gate.beat();
         ctx.run_interval(self.heartbeat, |act, ctx| {
-            act.gate.beat();
-            if act.gate.is_overflowed() {
-                return act.too_slow(ctx);
-            }
             if act.last_seen.elapsed() > act.heartbeat * MISSED_HEARTBEATS {
                 tracing::info!(parent: &act.span, "session silent too long; closing");
                 ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("heartbeat timeout".into()) }));
                 ctx.stop();
                 return;
             }
+            act.out.admit(0, false);
             ctx.ping(b"");
         });
         if self.opts.presence {
-            self.node.registry.add_presence(self.id.clone(), ctx.address().recipient(), self.gate.clone());
+            self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
         }
-        self.node.registry.add_session(self.id.clone(), self.caller.user.clone(), Some(self.gate.clone()));
-        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), gate: self.gate.clone(), since: self.opts.since };
+        self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
+        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
         ctx.wait(async move { ask(&node.actors, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
@@ -395,13 +402,7 @@ impl Handler<Push> for WsSession {
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
         match msg {
-            Push::Event(frame) => {
-                self.gate.taken();
-                if self.gate.is_overflowed() {
-                    return self.too_slow(ctx);
-                }
-                self.write(&frame, ctx)
-            }
+            Push::Event(frame) => self.write(&frame, ctx),
             // Before hello, the open itself reads from the log.
             Push::CatchUp if self.attached => self.catch_up(ctx),
             Push::CatchUp => {}
@@ -428,7 +429,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 let _e = self.span.clone().entered();
                 self.on_text(&text, ctx);
             }
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Ping(p)) => {
+                self.out.admit(p.len(), false);
+                ctx.pong(&p);
+            }
             Ok(ws::Message::Pong(_)) => {}
             Ok(ws::Message::Binary(_)) => {
                 self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));

@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use super::flow::Gate;
 use super::{Ctx, Push};
 use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -33,7 +32,6 @@ pub struct Execute {
 pub struct Attach {
     pub session: SessionId,
     pub to: Recipient<Push>,
-    pub gate: Arc<Gate>,
     pub since: Option<EventId>,
 }
 
@@ -63,7 +61,7 @@ pub struct Detach {
 pub struct UserActor {
     user: UserId,
     node: Ctx,
-    sessions: HashMap<SessionId, (Recipient<Push>, Arc<Gate>)>,
+    sessions: HashMap<SessionId, Recipient<Push>>,
     /// Long polls waiting right now.
     waiters: HashMap<SessionId, Arc<Notify>>,
     /// Long polls keep the user online through one presence session per node,
@@ -171,7 +169,7 @@ impl Handler<Attach> for UserActor {
         // Live first: events published from now on reach the session, and the
         // session drops by id whatever the replay below also carries.
         let first = !self.heard();
-        self.sessions.insert(msg.session.clone(), (msg.to, msg.gate));
+        self.sessions.insert(msg.session.clone(), msg.to);
         let (service, user, session) = (self.node.service.clone(), self.user.clone(), msg.session.clone());
         AtomicResponse::new(Box::pin(
             async move {
@@ -227,7 +225,7 @@ impl Handler<Listen> for UserActor {
         // Kept even if opening fails below: the registry re-registers it on reconnect.
         let open = self.poll_session.is_none().then(|| {
             let s = SessionId::new();
-            self.node.registry.add_session(s.clone(), self.user.clone(), None);
+            self.node.registry.add_session(s.clone(), self.user.clone());
             self.poll_session = Some(s.clone());
             s
         });
@@ -294,11 +292,8 @@ impl Handler<Push> for UserActor {
             // Polls see the drain when woken below; their presence session ends now.
             self.end_poll_session(ctx, true);
         }
-        for (to, gate) in self.sessions.values() {
-            // Events wait for a session only up to ws.max_queued; past that it is too slow.
-            if !matches!(msg, Push::Event(_)) || gate.admit() {
-                to.do_send(msg.clone());
-            }
+        for to in self.sessions.values() {
+            to.do_send(msg.clone());
         }
         for wake in self.waiters.values() {
             wake.notify_one();

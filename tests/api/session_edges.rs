@@ -196,3 +196,39 @@ async fn hello_carries_ice_servers_and_turn_credentials_are_renewed() {
     let turn = |v: &Value| v.as_array().unwrap().iter().find(|s| s["username"].is_string()).cloned().unwrap();
     assert_ne!(turn(&fresh["data"]["ice_servers"])["username"], turn(&first)["username"], "new credentials");
 }
+
+#[actix_web::test]
+async fn the_heartbeat_closes_a_client_that_stopped_reading_even_with_writes_backed_up() {
+    let app = spawn_app_with(|s| {
+        s.ws.heartbeat_s = 1;
+        s.ws.send_buffer_bytes = 4096;
+    })
+    .await;
+    // A client with a tiny receive buffer that handshakes, then never reads again.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut raw = sock.connect(([127, 0, 0, 1], app.port).into()).await.unwrap();
+    let req = format!(
+        "GET /ws?presence=false HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("stalled")
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let publisher = token("publisher");
+    assert_eq!(app.camera_on(&publisher).await.status, 200);
+    let room = app.show(&token("stalled"), "publisher").await;
+    // Far more than the socket buffers hold: the node's writes back up.
+    let mut offer = sdp("offer");
+    let padded = format!("{}{}", offer["sdp"].as_str().unwrap(), format!("a=x-pad:{}\r\n", "0123456789".repeat(400)).repeat(12));
+    offer["sdp"] = Value::String(padded);
+    for _ in 0..40 {
+        assert_eq!(app.post("offer", &publisher, json!({"room_id": room, "offer": offer})).await.status, 202);
+    }
+    let backed_up = Instant::now();
+    wait_until(Duration::from_secs(8), "the stalled session to end", async || {
+        app.get("/webrtc/users/stalled", Some(&publisher)).await.body["online"] == false
+    })
+    .await;
+    assert!(backed_up.elapsed() >= Duration::from_secs(1), "not before a heartbeat was missed");
+    drop(raw);
+}
