@@ -167,6 +167,8 @@ impl WsSession {
     }
 
     fn resync(&mut self, last_id: EventId, ctx: &mut ws::WebsocketContext<Self>) {
+        // The app reloads through REST and resumes from here; so does any later catch-up.
+        self.last_id = self.last_id.max(Some(last_id));
         let ev = Event::Resync(ResyncData { last_id: last_id.to_string() });
         self.write(&Frame::from_event(None, &ev, now_us()), ctx);
     }
