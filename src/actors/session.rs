@@ -30,6 +30,8 @@ use crate::presence::Opened;
 
 /// Heartbeats a session may miss before it counts as gone.
 pub const MISSED_HEARTBEATS: u32 = 3;
+/// Reads of the log a catch-up tries before the session closes (1013).
+const CATCH_UP_TRIES: u32 = 4;
 /// The close code for a session whose token expired (the contract's Sessions).
 const TOKEN_EXPIRED: ws::CloseCode = ws::CloseCode::Other(4001);
 /// The close code for a session that fell `ws.max_queued` events behind.
@@ -175,14 +177,19 @@ impl WsSession {
 
     /// After a gap in live delivery: writes what the log holds after the last
     /// event written, holding every later frame until then.
-    fn catch_up(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn catch_up(&mut self, tries: u32, ctx: &mut ws::WebsocketContext<Self>) {
         let (broker, user, since) = (self.node.service.broker.clone(), self.caller.user.clone(), self.position());
-        ctx.wait(async move { broker.replay(&user, since).await }.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(async move { broker.replay(&user, since).await }.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Replay::Events(frames)) => {
                 tracing::debug!(parent: &act.span, events = frames.len(), "caught up after a live-delivery gap");
                 act.write_replayed(&frames, ctx);
             }
             Ok(Replay::Gone { last_id }) => act.resync(last_id, ctx),
+            // Redis may still be coming back: a few tries, holding later frames meanwhile.
+            Err(_) if tries < CATCH_UP_TRIES => {
+                ctx.wait(actix::clock::sleep(Duration::from_millis(500)).into_actor(act));
+                act.catch_up(tries + 1, ctx);
+            }
             Err(e) => {
                 // The client resumes with `since` and loses nothing.
                 tracing::warn!(parent: &act.span, error = %e, "could not catch up; closing");
@@ -406,7 +413,7 @@ impl Handler<Push> for WsSession {
         match msg {
             Push::Event(frame) => self.write(&frame, ctx),
             // Before hello, the open itself reads from the log.
-            Push::CatchUp if self.attached => self.catch_up(ctx),
+            Push::CatchUp if self.attached => self.catch_up(1, ctx),
             Push::CatchUp => {}
             Push::Reload => self.resync(self.position(), ctx),
             Push::Drain => self.drain(ctx),

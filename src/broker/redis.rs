@@ -212,11 +212,13 @@ async fn probe(mut sink: PubSubSink, every: Duration) {
 /// every presence session, before anything newer.
 async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
     let log = shared.keys.presence_log();
-    if after_gap {
-        shared.sink.catch_up();
-    }
     let last = *shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
     let Some(last) = last.filter(|_| after_gap) else {
+        if after_gap {
+            // No presence baseline yet (it could not be read before): the sessions still catch up.
+            r.query::<()>(&redis::cmd("PING")).await?;
+            shared.sink.catch_up();
+        }
         let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
         let id = newest.first().and_then(|(id, _)| id.parse().ok()).unwrap_or_default();
         let mut at = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +228,8 @@ async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
     let (oldest, missed): (Vec<Entry>, Vec<Entry>) = r
         .pipe(redis::pipe().cmd("XRANGE").arg(&log).arg("-").arg("+").arg("COUNT").arg(1).cmd("XRANGE").arg(&log).arg(format!("({last}")).arg("+"))
         .await?;
+    // Redis answers commands again: the sessions can read their logs now.
+    shared.sink.catch_up();
     if oldest.first().and_then(|(id, _)| id.parse::<EventId>().ok()).is_some_and(|first| first > last) {
         // Trimmed past what this node last saw: some changes cannot be told again.
         shared.sink.presence_gap();
