@@ -53,6 +53,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(camsig: &Path, nodes: usize) -> Result<Cluster> {
+        Self::start_with(camsig, nodes, &[]).await
+    }
+
+    /// With extra camsig settings (`CAMSIG__...` variables) on every node.
+    pub async fn start_with(camsig: &Path, nodes: usize, env: &[(&str, &str)]) -> Result<Cluster> {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -71,6 +76,7 @@ impl Cluster {
                 .env("CAMSIG__NODE__ID", format!("bench-{i}"))
                 .env("CAMSIG__LIMITS__RATE_PER_S", "1000000")
                 .env("RUST_LOG", "warn")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .spawn()
                 .with_context(|| format!("cannot start {}", camsig.display()))?;

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 6] = ["control", "latency", "throughput", "socketio", "fanout", "idle"];
+const SCENARIOS: [&str; 7] = ["control", "latency", "throughput", "socketio", "fanout", "idle", "stalled"];
 
 struct Plan {
     pairs: usize,
@@ -88,7 +88,7 @@ async fn main() -> Result<()> {
             }
             "--relay" => relay_dir = args.next().context("--relay <dir>")?.into(),
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,fanout,idle,control] [--rates R1,R2] [--seconds S] [--relay DIR]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,fanout,idle,stalled,control] [--rates R1,R2] [--seconds S] [--relay DIR]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -180,6 +180,23 @@ async fn main() -> Result<()> {
         }
     }
 
+    let mut stalled = Vec::new();
+    if runs("stalled") {
+        // The same offers to readers that read and to readers that do not: a fresh node each.
+        let (n, events) = if smoke { (20, 4) } else { (200, 8) };
+        const MAX_QUEUED: usize = 2;
+        for stall in [false, true] {
+            let env = [("CAMSIG__WS__MAX_QUEUED", "2"), ("CAMSIG__WS__SEND_BUFFER_BYTES", "8192"), ("CAMSIG__LIMITS__MAX_VIEWERS", "1000")];
+            let fresh = cluster::Cluster::start_with(&camsig, 1, &env).await?;
+            let r = scenarios::stalled(&fresh, n, events, 60, stall, MAX_QUEUED).await?;
+            eprintln!(
+                "stalled  {:>6} {} readers: {:.0} MiB of offers, RSS {} → peak {} KiB (+{:.1} MiB; ws.max_queued {})",
+                n, r.readers, r.sent_mib, r.rss_baseline_kib, r.rss_peak_kib, r.grew_mib, r.max_queued
+            );
+            stalled.push(r);
+        }
+    }
+
     let mut idle = Vec::new();
     if runs("idle") {
         for &n in &plan.idle {
@@ -213,6 +230,7 @@ async fn main() -> Result<()> {
         socketio_skipped,
         fanout,
         idle,
+        stalled,
         control,
     };
     let (json, svg) = report::write(&run, &out)?;

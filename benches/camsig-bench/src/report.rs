@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
-use crate::scenarios::{ControlResult, FanoutResult, IdleResult, LoadResult};
+use crate::scenarios::{ControlResult, FanoutResult, IdleResult, LoadResult, StalledResult};
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -54,6 +54,8 @@ pub struct Run {
     pub socketio_skipped: Option<String>,
     pub fanout: Vec<FanoutResult>,
     pub idle: Vec<IdleResult>,
+    /// RSS growth with offers to readers that read, and to readers that stopped.
+    pub stalled: Vec<StalledResult>,
     pub control: Vec<ControlResult>,
 }
 

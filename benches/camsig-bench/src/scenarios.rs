@@ -448,6 +448,78 @@ pub async fn idle(cluster: &Cluster, n: usize) -> Result<IdleResult> {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct StalledResult {
+    /// "reading" or "stalled".
+    pub readers: String,
+    pub sessions: usize,
+    pub events_each: usize,
+    pub event_kib: usize,
+    pub sent_mib: f64,
+    pub rss_baseline_kib: u64,
+    pub rss_peak_kib: u64,
+    pub grew_mib: f64,
+    pub max_queued: usize,
+}
+
+/// `n` viewers on one fresh node get `events` offers of `kib` KiB each, while
+/// they read, or while they do not read at all (4 KiB receive buffers; the
+/// node's `ws.send_buffer_bytes` small): the node's RSS growth in each case.
+pub async fn stalled(cluster: &Cluster, n: usize, events: usize, kib: usize, stall: bool, max_queued: usize) -> Result<StalledResult> {
+    let node = &cluster.nodes[0];
+    let http = reqwest::Client::new();
+    let base = node.http();
+    post(&http, &base, "cameraOn", &token("st-owner"), json!({})).await?;
+    let mut rooms = Vec::with_capacity(n);
+    let mut held = Vec::new();
+    let mut readers = Vec::new();
+    for j in 0..n {
+        let user = format!("st-{j}");
+        let (mut ws, _) = ws::connect_small(node.port, &token(&user), "?presence=false").await?;
+        let show = post(&http, &base, "cameraShow", &token(&user), json!({"user_id": "st-owner"})).await?;
+        rooms.push(show["connection"]["room_id"].as_str().context("a room")?.to_owned());
+        if stall {
+            held.push(ws);
+        } else {
+            readers.push(tokio::spawn(async move { while next_json(&mut ws).await.is_some() {} }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = node.rss_kib();
+    let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n");
+    let pad = format!("a=x-pad:{}\r\n", "0123456789".repeat(400));
+    while sdp.len() < kib * 1024 {
+        sdp.push_str(&pad);
+    }
+    let offer = json!({"type": "offer", "sdp": sdp});
+    let owner = token("st-owner");
+    let mut peak = baseline;
+    for _ in 0..events {
+        let posts = rooms.iter().map(|room| post(&http, &base, "offer", &owner, json!({"room_id": room, "offer": offer})));
+        for r in futures_util::future::join_all(posts).await {
+            r?;
+        }
+        peak = peak.max(node.rss_kib());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    peak = peak.max(node.rss_kib());
+    for r in readers {
+        r.abort();
+    }
+    drop(held);
+    Ok(StalledResult {
+        readers: if stall { "stalled" } else { "reading" }.into(),
+        sessions: n,
+        events_each: events,
+        event_kib: kib,
+        sent_mib: (n * events * kib) as f64 / 1024.0,
+        rss_baseline_kib: baseline,
+        rss_peak_kib: peak,
+        grew_mib: peak.saturating_sub(baseline) as f64 / 1024.0,
+        max_queued,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ControlResult {
     pub rate_per_s: u64,
     pub sent: u64,

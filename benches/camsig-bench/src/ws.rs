@@ -26,8 +26,16 @@ fn config() -> WebSocketConfig {
 
 /// A TCP connection to `port` on loopback, from the next source address.
 async fn tcp(port: u16) -> Result<TcpStream> {
+    tcp_with(port, None).await
+}
+
+/// The same, with a kernel receive buffer of `rcvbuf` bytes.
+async fn tcp_with(port: u16, rcvbuf: Option<u32>) -> Result<TcpStream> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
     let socket = TcpSocket::new_v4()?;
+    if let Some(b) = rcvbuf {
+        socket.set_recv_buffer_size(b)?;
+    }
     socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)), 0))?;
     let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
@@ -39,6 +47,16 @@ pub async fn open(port: u16, req: Request) -> Result<Ws> {
     let stream = tcp(port).await?;
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config())).await.context("ws handshake")?;
     Ok(ws)
+}
+
+/// A client with a 4 KiB kernel receive buffer, as a phone on a bad link; reads the hello frame.
+pub async fn connect_small(port: u16, token: &str, query: &str) -> Result<(Ws, serde_json::Value)> {
+    let mut req = format!("ws://127.0.0.1:{port}/ws{query}").into_client_request()?;
+    req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+    let stream = tcp_with(port, Some(4096)).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config())).await.context("ws handshake")?;
+    let hello = next_json(&mut ws).await.context("no hello")?;
+    Ok((ws, hello))
 }
 
 /// Opens `/ws{query}` on `port` as the holder of `token`, and reads the hello frame.
