@@ -42,12 +42,32 @@ pub struct ServerSettings {
     pub workers: usize,
     /// How long a drain (SIGTERM) may take before the process exits.
     pub drain_s: u64,
+    /// A request body not complete within this is answered 408 (slow senders
+    /// must not hold connections).
+    pub body_timeout_s: u64,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`Forwarded` is believed
+    /// for the client address in logs; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: "0.0.0.0:8080".into(), workers: 0, drain_s: 10 }
+        Self { bind: "0.0.0.0:8080".into(), workers: 0, drain_s: 10, body_timeout_s: 10, trusted_proxies: vec![] }
     }
+}
+
+impl ServerSettings {
+    /// `trusted_proxies`, parsed (checked by `Settings::validate`).
+    pub fn proxies(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| parse_net(p).ok()).collect()
+    }
+}
+
+/// An IP network, or one address as a /32 or /128.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"))
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -130,11 +150,23 @@ pub struct LimitSettings {
     pub max_meeting_members: usize,
     /// Open sessions (sockets and long polls) one user may hold.
     pub max_sessions_per_user: usize,
+    /// Idempotent answers kept per user in the keep window; the oldest go first.
+    pub max_idempotency_keys: usize,
+    /// cameraOn/cameraOff per user per minute (each one is broadcast to everyone).
+    pub presence_per_min: u32,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, rate_per_s: 20, max_viewers: 50, max_meeting_members: 8, max_sessions_per_user: 10 }
+        Self {
+            max_body_bytes: 64 * 1024,
+            rate_per_s: 20,
+            max_viewers: 50,
+            max_meeting_members: 8,
+            max_sessions_per_user: 10,
+            max_idempotency_keys: 1000,
+            presence_per_min: 30,
+        }
     }
 }
 
@@ -203,7 +235,7 @@ impl Default for LogSettings {
     }
 }
 
-const LIST_KEYS: [&str; 2] = ["ice.stun_urls", "ice.turn_urls"];
+const LIST_KEYS: [&str; 3] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies"];
 
 impl Settings {
     /// Loads from the process environment.
@@ -268,10 +300,16 @@ impl Settings {
             ("redis.probe_s", self.redis.probe_s),
             ("ws.max_queued", self.ws.max_queued as u64),
             ("limits.max_sessions_per_user", self.limits.max_sessions_per_user as u64),
+            ("limits.max_idempotency_keys", self.limits.max_idempotency_keys as u64),
+            ("limits.presence_per_min", self.limits.presence_per_min as u64),
+            ("server.body_timeout_s", self.server.body_timeout_s),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
+        }
+        for p in &self.server.trusted_proxies {
+            parse_net(p).map_err(|e| bad("server.trusted_proxies", e))?;
         }
         for u in &self.ice.stun_urls {
             if !u.starts_with("stun:") && !u.starts_with("stuns:") {
@@ -366,6 +404,8 @@ mod tests {
             ("CAMSIG__AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
             ("CAMSIG__SERVER__BIND", "nowhere", "server.bind"),
             ("CAMSIG__LIMITS__NOPE", "1", "nope"),
+            ("CAMSIG__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "server.trusted_proxies"),
+            ("CAMSIG__LIMITS__PRESENCE_PER_MIN", "0", "limits.presence_per_min"),
         ];
         for (k, v, key) in cases {
             let e = Settings::load_from(None, env(&[(k, v)])).unwrap_err().to_string();

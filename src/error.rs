@@ -40,6 +40,9 @@ pub enum Error {
     TooManySessions,
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive within `server.body_timeout_s`.
+    #[error("the body did not arrive within {0} s")]
+    RequestTimeout(u64),
     #[error("{0}")]
     InvalidSdp(String),
     #[error("{0}")]
@@ -98,6 +101,7 @@ pub enum ErrorCode {
     MeetingFull,
     NameTaken,
     PayloadTooLarge,
+    RequestTimeout,
     InvalidSdp,
     InvalidCandidate,
     IdempotencyKeyReused,
@@ -144,6 +148,7 @@ impl Error {
             TooManyViewers => ErrorCode::TooManyViewers,
             TooManySessions => ErrorCode::TooManySessions,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            RequestTimeout(_) => ErrorCode::RequestTimeout,
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
             RateLimited { .. } => ErrorCode::RateLimited,
@@ -185,6 +190,7 @@ impl ResponseError for Error {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -7,21 +7,29 @@
 //! A duplicate that arrives while the first call still runs on the same node
 //! gets 409 `request_in_progress`; on another node, the two race to the one
 //! step, and the loser answers with the winner's kept answer.
+//!
+//! Kept answers are bounded: at most `limits.max_idempotency_keys` per user
+//! (the oldest go first), and the SDP a call carried is not kept twice: a
+//! retry with the same key carries the same SDP (the fingerprint says so), so
+//! the answer is rebuilt with it.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::domain::{IdempotencyKey, UserId};
+use crate::domain::{IdempotencyKey, SessionDescription, UserId};
 use crate::error::{Error, Result};
 use crate::service::{Command, Executed, Reply};
-use crate::store::{Guard, Step};
+use crate::store::{Guard, Kept, Step};
 
 /// What is kept under a key: the request's fingerprint and its answer.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     fp: String,
     reply: Reply,
+    /// The caller's own SDP was left out of `reply`; the retry brings it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    elided: bool,
 }
 
 /// A caller's key, with the fingerprint of the request it came with.
@@ -30,28 +38,59 @@ pub struct Idem {
     pub user: UserId,
     pub key: IdempotencyKey,
     fp: String,
+    /// The SDP the call carries (offer or answer), if any.
+    sent: Option<SessionDescription>,
+    per_user_max: usize,
 }
 
 impl Idem {
-    pub fn new(user: &UserId, key: IdempotencyKey, cmd: &Command) -> Self {
-        Self { user: user.clone(), key, fp: fingerprint(cmd) }
+    pub fn new(user: &UserId, key: IdempotencyKey, cmd: &Command, per_user_max: usize) -> Self {
+        let sent = match cmd {
+            Command::Offer { offer, .. } => Some(offer.clone()),
+            Command::Answer { answer, .. } => Some(answer.clone()),
+            _ => None,
+        };
+        Self { user: user.clone(), key, fp: fingerprint(cmd), sent, per_user_max }
+    }
+
+    /// The caller's own SDP inside `reply`, where it is the one they sent.
+    fn own_sdp(reply: &mut Reply) -> Option<&mut Option<SessionDescription>> {
+        match reply {
+            Reply::Offer(r) => Some(&mut r.connection.offer),
+            Reply::Answer(r) => Some(&mut r.connection.answer),
+            _ => None,
+        }
     }
 
     /// Makes `step` keep `reply` under the key, and run only if nothing is
     /// kept there yet (checked before any other guard).
     pub fn seal(&self, step: &mut Step, reply: &Reply) {
-        let record = serde_json::to_string(&Record { fp: self.fp.clone(), reply: reply.clone() }).expect("records serialize");
+        let mut reply = reply.clone();
+        let mut elided = false;
+        if let Some(own) = Self::own_sdp(&mut reply)
+            && own.is_some()
+            && *own == self.sent
+        {
+            *own = None;
+            elided = true;
+        }
+        let record = serde_json::to_string(&Record { fp: self.fp.clone(), reply, elided }).expect("records serialize");
         step.guards.insert(0, Guard::Fresh(self.user.clone(), self.key.clone()));
-        step.record = Some((self.user.clone(), self.key.clone(), record));
+        step.record = Some(Kept { user: self.user.clone(), key: self.key.clone(), record, per_user_max: self.per_user_max });
     }
 
     /// The kept answer for a retry; 422 when the key came with another request.
     pub fn replay(&self, raw: &str) -> Result<Executed> {
-        let rec: Record = serde_json::from_str(raw).map_err(|e| Error::Unexpected(anyhow::anyhow!("idempotency record: {e}")))?;
+        let mut rec: Record = serde_json::from_str(raw).map_err(|e| Error::Unexpected(anyhow::anyhow!("idempotency record: {e}")))?;
         if rec.fp != self.fp {
             return Err(Error::IdempotencyKeyReused);
         }
-        tracing::debug!(key = self.key.as_str(), "idempotent replay");
+        if rec.elided
+            && let Some(own) = Self::own_sdp(&mut rec.reply)
+        {
+            *own = self.sent.clone();
+        }
+        tracing::debug!(key = ?self.key.as_str(), "idempotent replay");
         Ok(Executed { reply: rec.reply, replayed: true })
     }
 }

@@ -71,7 +71,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = LocalBoxFuture<'static, Result<Body<T>, Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = node(req).settings.limits.max_body_bytes;
+        let settings = &node(req).settings;
+        let (limit, timeout_s) = (settings.limits.max_body_bytes, settings.server.body_timeout_s);
         let too_large = move || Error::PayloadTooLarge(format!("the body is over {limit} bytes"));
         let declared = req
             .headers()
@@ -84,13 +85,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 return Err(too_large());
             }
             let mut buf = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(too_large());
+            let read = async {
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+                    if buf.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    buf.extend_from_slice(&chunk);
                 }
-                buf.extend_from_slice(&chunk);
-            }
+                Ok(())
+            };
+            // A body trickled in slowly must not hold the connection.
+            tokio::time::timeout(std::time::Duration::from_secs(timeout_s), read)
+                .await
+                .map_err(|_| Error::RequestTimeout(timeout_s))??;
             let blank = buf.iter().all(u8::is_ascii_whitespace) || buf.trim_ascii() == b"null";
             let bytes: &[u8] = if blank { b"{}" } else { &buf };
             serde_json::from_slice(bytes).map(Body).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))

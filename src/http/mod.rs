@@ -5,15 +5,16 @@
 pub mod bodies;
 pub mod extract;
 pub mod ops;
+pub mod request_log;
 pub mod webrtc;
 pub mod wsdoc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{App, Error as ActixError, HttpResponse, web};
+use actix_web::http::Method;
 use futures_util::FutureExt;
-use tracing::Span;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
+use tracing_actix_web::TracingLogger;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::{AppExt, UtoipaApp, scope};
@@ -125,7 +126,9 @@ pub fn app(
     let (app, api) = routes(App::new().into_utoipa_app()).split_for_parts();
     let api = web::Data::new(finish(api));
     let metrics_node = node.clone();
+    let proxies = web::Data::new(request_log::TrustedProxies(node.settings.server.proxies()));
     app.app_data(web::Data::new(node))
+        .app_data(proxies)
         .app_data(api)
         .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
         .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
@@ -142,7 +145,15 @@ pub fn app(
                 res
             })
         })
-        .wrap(TracingLogger::<Spans>::new())
+        .wrap(TracingLogger::<request_log::Spans>::new())
+        .wrap_fn(|mut req, srv| {
+            // HEAD is GET without the body: the HTTP/1 codec already knows the
+            // request was HEAD and sends no body.
+            if req.method() == Method::HEAD {
+                req.head_mut().method = Method::GET;
+            }
+            actix_web::dev::Service::call(srv, req)
+        })
 }
 
 /// No route took the request: 405 when the path is known (the spec lists its methods), else 404.
@@ -165,19 +176,10 @@ async fn unmatched(req: actix_web::HttpRequest, api: web::Data<utoipa::openapi::
         ("PUT", &item.put),
         ("TRACE", &item.trace),
     ];
-    let allow: Vec<&str> = ops.iter().filter(|(_, op)| op.is_some()).map(|(m, _)| *m).collect();
+    let mut allow: Vec<&str> = ops.iter().filter(|(_, op)| op.is_some()).map(|(m, _)| *m).collect();
+    if item.get.is_some() && item.head.is_none() {
+        allow.push("HEAD");
+        allow.sort_unstable();
+    }
     HttpResponse::from_error(Error::MethodNotAllowed { allow: allow.join(", ") })
-}
-
-/// Request spans with `user_id` and `room_id`, filled in once known.
-pub struct Spans;
-
-impl RootSpanBuilder for Spans {
-    fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, user_id = tracing::field::Empty, room_id = tracing::field::Empty)
-    }
-
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, ActixError>) {
-        DefaultRootSpanBuilder::on_request_end(span, outcome);
-    }
 }

@@ -107,7 +107,17 @@ impl Keys {
 
     /// String: the kept answer to an `Idempotency-Key` (10 minutes).
     pub fn record(&self, u: &UserId, k: &IdempotencyKey) -> String {
-        format!("{}:idem:{u}{SEP}{}", self.p, k.as_str())
+        format!("{}{}", self.record_prefix(u), k.as_str())
+    }
+
+    pub fn record_prefix(&self, u: &UserId) -> String {
+        format!("{}:idem:{u}{SEP}", self.p)
+    }
+
+    /// Sorted set: the user's kept keys, scored by when they were kept (ms),
+    /// so the oldest go first past `limits.max_idempotency_keys`.
+    pub fn records(&self, u: &UserId) -> String {
+        format!("{}:idems:{u}", self.p)
     }
 
     /// Stream: the user's event log, capped by `events.keep_max` and `keep_s`.

@@ -191,7 +191,7 @@ impl Service {
             Span::current().record("room_id", room.as_str());
         }
         let accepted = crate::domain::event::now_us();
-        let idem = key.map(|k| Idem::new(caller, k, &cmd));
+        let idem = key.map(|k| Idem::new(caller, k, &cmd, self.settings.limits.max_idempotency_keys));
         let idem = idem.as_ref();
         let now = Utc::now();
         match cmd {

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,6 +36,8 @@ struct Inner {
     forgets: HashMap<UserId, DateTime<Utc>>,
     /// Idempotency records by (user, key), with when they lapse.
     records: HashMap<(UserId, String), (String, Instant)>,
+    /// Each user's kept keys, oldest first, for `Kept::per_user_max`.
+    record_order: HashMap<UserId, VecDeque<String>>,
     /// Meetings, and when an empty one is gone.
     meetings: HashMap<MeetingId, (MeetingRead, Option<Instant>)>,
     /// Open pair rooms by meeting, then pair key.
@@ -125,6 +127,14 @@ impl Inner {
         self.rooms.retain(|_, r| r.room.is_open() || r.room.updated_at >= cutoff);
         let now = Instant::now();
         self.records.retain(|_, (_, until)| *until > now);
+        let records = &self.records;
+        // Keys are kept in order, so the lapsed ones are at the front.
+        self.record_order.retain(|u, keys| {
+            while keys.front().is_some_and(|k| !records.contains_key(&(u.clone(), k.clone()))) {
+                keys.pop_front();
+            }
+            !keys.is_empty()
+        });
         let gone: Vec<MeetingId> = self.meetings.iter().filter(|(_, (_, t))| t.is_some_and(|t| t <= now)).map(|(id, _)| id.clone()).collect();
         for id in gone {
             self.meetings.remove(&id);
@@ -268,9 +278,17 @@ impl Store for MemoryStore {
             inner.users.remove(u);
             inner.forgets.remove(u);
         }
-        if let Some((u, k, v)) = &step.record {
+        if let Some(kept) = &step.record {
             let until = Instant::now() + std::time::Duration::from_secs(RECORD_KEEP_S);
-            inner.records.insert((u.clone(), k.as_str().to_owned()), (v.clone(), until));
+            let key = kept.key.as_str().to_owned();
+            inner.records.insert((kept.user.clone(), key.clone()), (kept.record.clone(), until));
+            let order = inner.record_order.entry(kept.user.clone()).or_default();
+            order.push_back(key);
+            let over = order.len().saturating_sub(kept.per_user_max);
+            let dropped: Vec<String> = order.drain(..over).collect();
+            for k in dropped {
+                inner.records.remove(&(kept.user.clone(), k));
+            }
         }
         // Under the store lock: a reader sees the state only with its events.
         // The state change goes out before its consequences, as on Redis.

@@ -198,10 +198,21 @@ pub struct Step {
     pub events: Vec<(UserId, Event)>,
     /// `update_user` to every presence session; not logged.
     pub broadcast: Vec<Event>,
-    /// The idempotent answer to keep: (user, key, record).
-    pub record: Option<(UserId, IdempotencyKey, String)>,
+    /// The idempotent answer to keep.
+    pub record: Option<Kept>,
     /// When the call that caused the step was accepted (µs), for latency metrics.
     pub accepted_us: i64,
+}
+
+/// An idempotent answer to keep for `RECORD_KEEP_S`. A user keeps at most
+/// `per_user_max`; the oldest are dropped first, so one user sending fresh
+/// keys at the rate limit holds a bounded amount.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub user: UserId,
+    pub key: IdempotencyKey,
+    pub record: String,
+    pub per_user_max: usize,
 }
 
 impl Step {

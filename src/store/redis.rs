@@ -219,8 +219,17 @@ impl RedisStore {
             p.op("zrem").key(k.users()).arg(u);
             p.op("zrem").key(k.forgets()).arg(u);
         }
-        if let Some((u, key, v)) = &step.record {
-            p.op("setpx").key(k.record(u, key)).arg(v).arg(RECORD_KEEP_S * 1000);
+        if let Some(kept) = &step.record {
+            let u = &kept.user;
+            p.op("keep")
+                .key(k.record(u, &kept.key))
+                .key(k.records(u))
+                .arg(k.record_prefix(u))
+                .arg(kept.key.as_str())
+                .arg(&kept.record)
+                .arg(RECORD_KEEP_S * 1000)
+                .arg(step.accepted_us / 1000)
+                .arg(kept.per_user_max);
         }
         // Everyone hears the state change before its consequences (a camera
         // off before the hangups it causes), as the memory store sends them.

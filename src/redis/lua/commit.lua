@@ -53,9 +53,20 @@ while more() do
     redis.call('SADD', key(), arg())
   elseif op == 'srem' then
     redis.call('SREM', key(), arg())
-  elseif op == 'setpx' then
-    local k, v, ms = key(), arg(), arg()
+  elseif op == 'keep' then
+    -- An idempotent answer, and the user's index of kept keys (scored by
+    -- when each was kept); past `max`, the oldest are deleted. Their key
+    -- names are built here: the same prefix as the kept one.
+    local k, idx, prefix, member, v, ms, now, max = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
     redis.call('SET', k, v, 'PX', ms)
+    redis.call('ZREMRANGEBYSCORE', idx, '-inf', now - ms)
+    redis.call('ZADD', idx, now, member)
+    redis.call('PEXPIRE', idx, ms)
+    local over = redis.call('ZCARD', idx) - max
+    if over > 0 then
+      local old = redis.call('ZPOPMIN', idx, over)
+      for i = 1, #old, 2 do redis.call('DEL', prefix .. old[i]) end
+    end
   elseif op == 'log' then
     local log, chan, action, accepted, json, keep_max, keep_ms = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())
     log_ensure(log, keep_ms)
