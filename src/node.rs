@@ -39,6 +39,8 @@ pub struct NodeInner {
     pub auth: Auth,
     pub metrics: Metrics,
     limiter: DefaultKeyedRateLimiter<UserId>,
+    /// cameraOn/cameraOff: each is broadcast to every session, so tighter.
+    presence_limiter: DefaultKeyedRateLimiter<UserId>,
     drain: tokio::sync::Notify,
     memory_broker: Option<Arc<MemoryBroker>>,
     redis_broker: Option<Arc<RedisBroker>>,
@@ -76,6 +78,7 @@ impl Node {
             }
         };
         let rate = NonZeroU32::new(settings.limits.rate_per_s).expect("validated at load");
+        let presence_rate = NonZeroU32::new(settings.limits.presence_per_min).expect("validated at load");
         let service = Service::new(store, broker, settings.clone(), id.clone());
         let actors = crate::actors::Ctx {
             node_id: id.clone(),
@@ -89,6 +92,7 @@ impl Node {
             auth: Auth::new(&settings.auth),
             metrics,
             limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            presence_limiter: RateLimiter::keyed(Quota::per_minute(presence_rate)),
             drain: tokio::sync::Notify::new(),
             id,
             settings,
@@ -124,6 +128,7 @@ impl Node {
     /// This node's own housekeeping: rate-limiter keys and, on one node, old logs.
     pub fn sweep_local(&self) {
         self.limiter.retain_recent();
+        self.presence_limiter.retain_recent();
         if let Some(b) = &self.memory_broker {
             b.sweep();
         }
@@ -131,7 +136,11 @@ impl Node {
 
     /// 429 when `user` is over `limits.rate_per_s`.
     pub fn check_rate(&self, user: &UserId) -> Result<()> {
-        self.limiter.check_key(user).map_err(|not_until| {
+        Self::check(&self.limiter, user)
+    }
+
+    fn check(limiter: &DefaultKeyedRateLimiter<UserId>, user: &UserId) -> Result<()> {
+        limiter.check_key(user).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             Error::RateLimited { retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 }
         })
@@ -140,6 +149,11 @@ impl Node {
     /// Runs a command as `caller`, serialized with the caller's other operations;
     /// with a `key`, at most once per key.
     pub async fn execute(&self, caller: &UserId, cmd: Command, key: Option<IdempotencyKey>) -> Result<Executed> {
+        if matches!(cmd, Command::CameraOn { .. } | Command::CameraOff) {
+            // Counted per node: behind a load balancer a user gets up to
+            // (nodes × limits.presence_per_min); see docs/security.md.
+            Self::check(&self.presence_limiter, caller)?;
+        }
         // Before queueing: a duplicate must not wait behind the call it repeats.
         let _running = key.as_ref().map(|k| self.service.running(caller, k)).transpose()?;
         ask(&self.actors, caller, Execute { cmd, key, span: tracing::Span::current() }).await?

@@ -70,12 +70,18 @@ impl UserState {
 
     /// Turns the camera on (again); `meta` replaces the old one when given.
     /// Always a change: a repeated cameraOn refreshes meta and tells everyone.
-    pub fn camera_on(&mut self, meta: Option<serde_json::Value>, now: DateTime<Utc>) {
+    /// Turns the camera on. Returns false when it was on with the same meta:
+    /// nothing new to tell anyone.
+    pub fn camera_on(&mut self, meta: Option<serde_json::Value>, now: DateTime<Utc>) -> bool {
+        if self.camera == Camera::On && (meta.is_none() || meta == self.meta) {
+            return false;
+        }
         self.camera = Camera::On;
         if meta.is_some() {
             self.meta = meta;
         }
         self.bump(now);
+        true
     }
 
     /// Turns the camera off. Returns false when it was already off (no change, no event).

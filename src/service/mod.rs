@@ -297,13 +297,15 @@ impl Service {
             .call(read, idem, |s| {
                 let mut u = s.users.get(caller).cloned().unwrap_or_else(|| UserState::new(caller.clone(), now));
                 let mut step = Step::new(accepted).guard(Guard::User(caller.clone(), u.version));
-                u.camera_on(meta.clone(), now);
                 if s.sessions.is_empty() {
                     // No session anywhere: the grace period runs from now.
                     step.expiries.push((caller.clone(), Some(expire_at)));
                 }
-                step.broadcast.push(Event::user(u.clone()));
-                step.users.push(u.clone());
+                // The same state again is answered, but not broadcast again.
+                if u.camera_on(meta.clone(), now) {
+                    step.broadcast.push(Event::user(u.clone()));
+                    step.users.push(u.clone());
+                }
                 Ok(Plan { step, reply: Some(Reply::User(UserReply { user: u })) })
             })
             .await

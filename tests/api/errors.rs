@@ -114,7 +114,7 @@ async fn a_known_path_with_another_method_is_405_with_allow() {
     assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
     assert_eq!(r.header("allow"), Some("POST"));
     let r = app.request_with_header("POST", "/webrtc/users/ann", None, None).await;
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
 }
 
 #[actix_web::test]

@@ -10,7 +10,7 @@ use camsig::domain::event::ShowCamData;
 use camsig::domain::{Connection, Event, Frame, IdempotencyKey, RoomId, SessionId, UserId, UserState};
 use camsig::store::memory::MemoryStore;
 use camsig::store::redis::RedisStore;
-use camsig::store::{Commit, Guard, Read, SessionWrite, Step, Store};
+use camsig::store::{Commit, Guard, Kept, Read, SessionWrite, Step, Store};
 
 use crate::harness::Redis;
 
@@ -136,7 +136,7 @@ async fn an_answer_is_kept_with_its_step_and_a_retry_finds_it() {
         let (u, k) = (uid("idem"), IdempotencyKey::parse("k-1").unwrap());
         let start = b.broker.last_id(&u).await.unwrap();
         let mut step = Step::new(0).guard(Guard::Fresh(u.clone(), k.clone()));
-        step.record = Some((u.clone(), k.clone(), "the answer".into()));
+        step.record = Some(Kept { user: u.clone(), key: k.clone(), record: "the answer".into(), per_user_max: 10 });
         step.events.push((u.clone(), Event::user(user("idem", 0))));
         assert_eq!(b.store.commit(&step).await.unwrap(), Commit::Done, "{}", b.name);
         assert_eq!(b.store.commit(&step).await.unwrap(), Commit::Recorded("the answer".into()), "{}", b.name);
@@ -146,6 +146,31 @@ async fn an_answer_is_kept_with_its_step_and_a_retry_finds_it() {
         // Keys belong to their user.
         let other = Step::new(0).guard(Guard::Fresh(uid("someone"), k.clone()));
         assert_eq!(b.store.commit(&other).await.unwrap(), Commit::Done, "{}", b.name);
+    }
+}
+
+#[actix_web::test]
+async fn a_user_keeps_at_most_per_user_max_answers_and_the_oldest_go_first() {
+    for b in backends().await {
+        let u = uid("keeper");
+        let key = |i: usize| IdempotencyKey::parse(&format!("k-{i}")).unwrap();
+        for i in 0..5 {
+            let mut step = Step::new(1_000_000 * (i as i64 + 1)).guard(Guard::Fresh(u.clone(), key(i)));
+            step.record = Some(Kept { user: u.clone(), key: key(i), record: format!("answer {i}"), per_user_max: 3 });
+            assert_eq!(b.store.commit(&step).await.unwrap(), Commit::Done, "{}", b.name);
+        }
+        for i in 0..5 {
+            let s = b.store.read(&Read { record: Some((u.clone(), key(i))), ..Read::default() }).await.unwrap();
+            let want = (i >= 2).then(|| format!("answer {i}"));
+            assert_eq!(s.record, want, "{}: key {i}", b.name);
+        }
+        // Another user's keys are not counted against this one.
+        let other = uid("other-keeper");
+        let mut step = Step::new(0).guard(Guard::Fresh(other.clone(), key(9)));
+        step.record = Some(Kept { user: other.clone(), key: key(9), record: "x".into(), per_user_max: 3 });
+        b.store.commit(&step).await.unwrap();
+        let s = b.store.read(&Read { record: Some((u.clone(), key(4))), ..Read::default() }).await.unwrap();
+        assert!(s.record.is_some(), "{}", b.name);
     }
 }
 
