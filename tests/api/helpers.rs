@@ -34,6 +34,7 @@ pub fn test_settings() -> Settings {
     s.server.workers = 2;
     s.auth.jwt_secret = Some(SecretString::from(SECRET));
     s.limits.rate_per_s = 10_000;
+    s.limits.presence_per_min = 100_000;
     s.node.id = Some(format!("test-{}", rand_suffix()));
     s
 }

@@ -148,6 +148,7 @@ impl ProcNode {
             .env("CAMSIG__PRESENCE__TTL_S", TTL_S.to_string())
             .env("CAMSIG__PRESENCE__GRACE_S", GRACE_S.to_string())
             .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
+            .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "100000")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -31,6 +31,7 @@ impl Cluster {
             .env("CAMSIG_BIN", env!("CARGO_BIN_EXE_camsig"))
             .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
             .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
+            .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "100000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -75,6 +75,7 @@ impl Cluster {
                 .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
                 .env("CAMSIG__NODE__ID", format!("bench-{i}"))
                 .env("CAMSIG__LIMITS__RATE_PER_S", "1000000")
+                .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "1000000")
                 .env("RUST_LOG", "warn")
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())

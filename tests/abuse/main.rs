@@ -1,0 +1,11 @@
+//! Abuse suite: what a hostile client with a valid token (or none) can do to
+//! a node, each finding repeated as a test. Costs are measured from the node
+//! process (RSS, descriptors, log bytes), never from inside.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod node;
+
+mod broadcast;
+mod logs;
+mod resources;

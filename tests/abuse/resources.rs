@@ -1,0 +1,147 @@
+//! Per-user resources: kept idempotent answers, sessions (descriptors) and
+//! slow bodies, each bounded however hard one user pushes.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{sdp_version, token};
+use crate::node::ProcNode;
+
+/// A parseable offer of about `bytes`, padded with attributes.
+fn big_offer(bytes: usize, n: usize) -> Value {
+    let mut sdp = sdp_version("offer", n as u32)["sdp"].as_str().unwrap().to_owned();
+    let mut i = 0;
+    while sdp.len() < bytes {
+        sdp.push_str(&format!("a=x-pad-{i}:{}\r\n", "p".repeat(80)));
+        i += 1;
+    }
+    json!({"type": "offer", "sdp": sdp})
+}
+
+async fn room(node: &ProcNode, owner: &str, viewer: &str) -> String {
+    assert_eq!(node.post("cameraOn", owner, None, &json!({})).await.0, 200);
+    let (status, show) = node.post("cameraShow", viewer, None, &json!({"user_id": "ann"})).await;
+    assert_eq!(status, 201, "{show}");
+    show["connection"]["room_id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn fresh_idempotency_keys_do_not_grow_memory() {
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__EVENTS__KEEP_MAX", "8")]).await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    // A session keeps ann online (and her camera on) however long this takes.
+    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    let room = room(&node, &ann, &bob).await;
+    let offer = |i: usize| {
+        let body = json!({"room_id": room, "offer": big_offer(61 * 1024, i)});
+        let node = &node;
+        let ann = ann.clone();
+        async move {
+            let (status, body) = node.post("offer", &ann, Some(&format!("key-{i}")), &body).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    for i in 0..150 {
+        offer(i).await;
+    }
+    let warm = node.rss_kib();
+    for i in 150..750 {
+        offer(i).await;
+    }
+    let grown = node.rss_kib().saturating_sub(warm);
+    eprintln!("600 fresh keys with 61 KB offers: RSS {warm} KiB -> +{grown} KiB");
+    // Kept whole, 600 answers of 61 KB are ~37 MB.
+    assert!(grown < 12 * 1024, "600 fresh keys with 61 KB offers grew RSS by {grown} KiB");
+}
+
+#[actix_web::test]
+async fn a_user_keeps_at_most_max_idempotency_keys_answers() {
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__LIMITS__MAX_IDEMPOTENCY_KEYS", "20")]).await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    let room = room(&node, &ann, &bob).await;
+    let send = async |i: usize| {
+        let http = awc::Client::default();
+        let r = http
+            .post(node.url("/webrtc/offer"))
+            .insert_header(("Authorization", format!("Bearer {ann}")))
+            .insert_header(("Idempotency-Key", format!("k-{i}")))
+            .send_json(&json!({"room_id": room, "offer": sdp_version("offer", i as u32)}))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        r.headers().contains_key("idempotent-replayed")
+    };
+    for i in 0..25 {
+        assert!(!send(i).await);
+    }
+    assert!(send(24).await, "the newest answer is kept, with its offer");
+    assert!(!send(0).await, "the oldest answer was dropped: the retry runs again");
+}
+
+#[actix_web::test]
+async fn one_user_cannot_hold_more_than_max_sessions_per_user_descriptors() {
+    let node = ProcNode::start(&[]).await;
+    let ann = token("ann");
+    let baseline = node.fds();
+    let connect = || {
+        let url = format!("ws://127.0.0.1:{}/ws?token={ann}", node.port);
+        async move { tokio_tungstenite::connect_async(url).await }
+    };
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let mut ws = connect().await.expect("within the limit").0;
+        // The hello comes once the session is registered, and so counted.
+        assert!(ws.next().await.is_some());
+        open.push(ws);
+    }
+    for _ in 0..200 {
+        match connect().await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 409),
+            other => panic!("the 11th session: {:?}", other.map(|(_, r)| r.status())),
+        }
+    }
+    // Refused handshakes leave nothing open once their clients are gone.
+    let start = Instant::now();
+    while node.fds() > baseline + 10 + 4 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{} descriptors open, {baseline} before", node.fds());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for ws in &mut open {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"cmd":"ping","ack":1}"#)).await.unwrap();
+        assert!(ws.next().await.is_some(), "the first ten still work");
+    }
+}
+
+#[actix_web::test]
+async fn a_body_sent_a_byte_at_a_time_gets_408() {
+    let node = ProcNode::start(&[("CAMSIG__SERVER__BODY_TIMEOUT_S", "1")]).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    let head = format!(
+        "POST /webrtc/cameraOn HTTP/1.1\r\nHost: camsig\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{",
+        token("ann")
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let drip = tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf)).await.expect("an answer before the body ends").unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drip.abort();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(10), "held for {:?}", start.elapsed());
+}
