@@ -113,9 +113,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     finish(routes(App::new().into_utoipa_app()).split_for_parts().1)
 }
 
-/// Last touches once every route has added its schemas: the WebSocket protocol's.
+/// Last touches once every route has added its schemas: the WebSocket
+/// protocol's, and the 408 that every operation reading a body can give.
 fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     wsdoc::WsSchemas.modify(&mut api);
+    let timeout = ResponseBuilder::new()
+        .description("request_timeout: the body did not arrive within `server.body_timeout_s`")
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build())
+        .build();
+    for item in api.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.put, &mut item.patch].into_iter().flatten() {
+            if op.request_body.is_some() {
+                op.responses.responses.insert("408".into(), timeout.clone().into());
+            }
+        }
+    }
     api
 }
 
