@@ -200,7 +200,7 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Error::Unexpected(e) => tracing::error!(error = %format!("{e:#}"), "unexpected error"),
+            Error::Unexpected(e) => tracing::error!(error = ?format!("{e:#}"), "unexpected error"),
             Error::Unavailable(e) => tracing::warn!(error = %e, "store unavailable"),
             _ => {}
         }

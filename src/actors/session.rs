@@ -425,7 +425,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     /// The client's stream ended: it went away, or a frame was over the limit.
     fn finished(&mut self, ctx: &mut Self::Context) {
         if self.oversize.happened() {
-            tracing::info!(parent: &self.span, "frame over limits.max_body_bytes; closing");
+            tracing::debug!(parent: &self.span, "frame over limits.max_body_bytes; closing");
             return close(ctx, ws::CloseCode::Size, "message too big");
         }
         ctx.stop();
@@ -453,7 +453,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Continuation(item)) => self.fragment(item, ctx),
             Ok(ws::Message::Nop) => {}
             Err(e) => {
-                tracing::info!(parent: &self.span, error = %e, "protocol error; closing");
+                tracing::debug!(parent: &self.span, error = ?e.to_string(), "protocol error; closing");
                 let (code, why) = match &e {
                     ws::ProtocolError::Overflow => (ws::CloseCode::Size, "message too big"),
                     // actix-web-actors reports a text frame that is not UTF-8 as an I/O error.
