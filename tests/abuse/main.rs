@@ -4,6 +4,8 @@
 
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../support/process.rs"]
+mod process;
 mod node;
 
 mod broadcast;

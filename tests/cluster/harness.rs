@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::helpers::{SECRET, TestApp, Ws, spawn_app_with};
+use crate::process::Process;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -127,9 +128,13 @@ pub async fn three_nodes(redis: &Redis) -> Vec<TestApp> {
 }
 
 /// A node in its own process, so that it can die without a word.
-pub struct ProcNode {
-    pub port: u16,
-    child: Child,
+pub struct ProcNode(Process);
+
+impl std::ops::Deref for ProcNode {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
 impl ProcNode {
@@ -139,28 +144,26 @@ impl ProcNode {
 
     /// With extra environment, e.g. `CAMSIG_FAILPOINT`.
     pub async fn start_with(redis: &Redis, name: &str, env: &[(&str, &str)]) -> ProcNode {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_camsig"))
-            .env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("CAMSIG__REDIS__URL", redis.url())
-            .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
-            .env("CAMSIG__NODE__ID", name)
-            .env("CAMSIG__PRESENCE__TTL_S", TTL_S.to_string())
-            .env("CAMSIG__PRESENCE__GRACE_S", GRACE_S.to_string())
-            .env("CAMSIG__LIMITS__RATE_PER_S", "10000")
-            .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "100000")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the camsig binary runs");
+        let (url, ttl, grace) = (redis.url(), TTL_S.to_string(), GRACE_S.to_string());
+        let mut all = vec![
+            ("CAMSIG__REDIS__URL", url.as_str()),
+            ("CAMSIG__AUTH__JWT_SECRET", SECRET),
+            ("CAMSIG__NODE__ID", name),
+            ("CAMSIG__PRESENCE__TTL_S", ttl.as_str()),
+            ("CAMSIG__PRESENCE__GRACE_S", grace.as_str()),
+            ("CAMSIG__LIMITS__RATE_PER_S", "10000"),
+            ("CAMSIG__LIMITS__PRESENCE_PER_MIN", "100000"),
+            ("RUST_LOG", "warn,camsig::startup=info"),
+        ];
+        all.extend_from_slice(env);
+        let node = ProcNode(Process::spawn(&all).await);
         let http = awc::Client::default();
-        let url = format!("http://127.0.0.1:{port}/readyz");
+        let url = node.url("/readyz");
         until(Duration::from_secs(20), "the child node to be ready", async || {
             matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
         })
         .await;
-        ProcNode { port, child }
+        node
     }
 
     pub async fn ws(&self, token: &str) -> Ws {
@@ -179,46 +182,33 @@ impl ProcNode {
 
     /// POST `/webrtc/<op>` with an `Idempotency-Key`; Err when the node died before answering.
     pub async fn post_once(&self, op: &str, token: &str, key: &str, body: serde_json::Value) -> Result<u16, String> {
-        let url = format!("http://127.0.0.1:{}/webrtc/{op}", self.port);
-        let req = awc::Client::default().post(url).insert_header(("Authorization", format!("Bearer {token}"))).insert_header(("Idempotency-Key", key));
+        let req = awc::Client::default().post(self.url(&format!("/webrtc/{op}"))).insert_header(("Authorization", format!("Bearer {token}"))).insert_header(("Idempotency-Key", key));
         req.send_json(&body).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// POST `/webrtc/<op>`: status and JSON body.
     pub async fn post_json(&self, op: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let url = format!("http://127.0.0.1:{}/webrtc/{op}", self.port);
         let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        let mut r = http.post(url).insert_header(("Authorization", format!("Bearer {token}"))).send_json(&body).await.expect("the node answers");
+        let mut r = http.post(self.url(&format!("/webrtc/{op}"))).insert_header(("Authorization", format!("Bearer {token}"))).send_json(&body).await.expect("the node answers");
         let v = r.json::<serde_json::Value>().limit(1 << 20).await.unwrap_or(serde_json::Value::Null);
         (r.status().as_u16(), v)
     }
 
     /// Whether the process has ended (by itself, e.g. at a failpoint).
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.0.exited()
     }
 
     /// SIGTERM: the node drains, then exits; returns how long that took.
     pub async fn terminate(&mut self) -> Duration {
         let start = Instant::now();
-        signal(self.child.id(), "TERM");
+        self.0.signal("TERM");
         until(Duration::from_secs(30), "the node to exit after SIGTERM", async || self.exited()).await;
         start.elapsed()
     }
 
     /// SIGKILL: no goodbye to Redis, no closed sessions.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ProcNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.kill();
     }
 }

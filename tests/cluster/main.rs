@@ -4,6 +4,8 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod harness;
+#[path = "../support/process.rs"]
+mod process;
 mod proxy;
 
 mod failures;

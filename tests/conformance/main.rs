@@ -12,6 +12,8 @@ mod helpers;
 #[path = "../cluster/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "../support/process.rs"]
+mod process;
 
 mod ops;
 mod round_trips;
