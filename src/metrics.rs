@@ -1,10 +1,14 @@
 //! Prometheus metrics of one node. Each node owns its registry (no globals),
-//! so several nodes can live in one test process.
+//! so several nodes can live in one test process. Process metrics (CPU, RSS,
+//! open descriptors) come from the Prometheus crate's process collector,
+//! under their standard `process_` names.
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, without the `camsig_` prefix, as dashboards expect them.
+    process: Registry,
     pub http_requests: IntCounterVec,
     pub sessions_open: IntGauge,
     pub events_delivered: IntCounterVec,
@@ -40,7 +44,14 @@ impl Metrics {
         let redis_round_trips = IntCounter::new("redis_round_trips_total", "Round trips to Redis (a script or a pipeline counts once)").unwrap();
         registry.register(Box::new(delivery_seconds.clone())).unwrap();
         registry.register(Box::new(redis_round_trips.clone())).unwrap();
-        Self { registry, http_requests, sessions_open, events_delivered, delivery_seconds, redis_round_trips }
+        // Every series exists from the start, at 0, so rates and alerts work
+        // before the first event of a kind.
+        for action in crate::domain::event::ACTION_NAMES {
+            events_delivered.with_label_values(&[action]).reset();
+        }
+        let process = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into())).expect("valid registry labels");
+        process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).unwrap();
+        Self { registry, process, http_requests, sessions_open, events_delivered, delivery_seconds, redis_round_trips }
     }
 
     /// Counts one event written to a socket and how long it took to get there.
@@ -54,7 +65,9 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        TextEncoder::new().encode(&families, &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }

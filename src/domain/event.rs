@@ -260,24 +260,26 @@ pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// Every short action name.
+pub const ACTION_NAMES: [&str; 13] = [
+    "hello",
+    "update_user",
+    "show_cam",
+    "put_offer",
+    "put_answer",
+    "put_ice",
+    "hangup",
+    "resync",
+    "reconnect",
+    "token_expiring",
+    "ice_servers",
+    "member_joined",
+    "member_left",
+];
+
 /// Maps a short action name back to its static str (events read back from a store).
 pub fn action_name(s: &str) -> &'static str {
-    const NAMES: [&str; 13] = [
-        "hello",
-        "update_user",
-        "show_cam",
-        "put_offer",
-        "put_answer",
-        "put_ice",
-        "hangup",
-        "resync",
-        "reconnect",
-        "token_expiring",
-        "ice_servers",
-        "member_joined",
-        "member_left",
-    ];
-    NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
+    ACTION_NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
 }
 
 #[cfg(test)]

@@ -137,7 +137,16 @@ pub fn app(
     node: Node,
 ) -> App<impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = ActixError, InitError = ()>> {
     let (app, api) = routes(App::new().into_utoipa_app()).split_for_parts();
-    let api = web::Data::new(finish(api));
+    let api = finish(api);
+    // Every documented (route, status) series exists from the start, at 0.
+    for (path, item) in &api.paths.paths {
+        for op in [&item.get, &item.post, &item.put, &item.delete, &item.patch].into_iter().flatten() {
+            for status in op.responses.responses.keys() {
+                node.metrics.http_requests.with_label_values(&[path, status]).reset();
+            }
+        }
+    }
+    let api = web::Data::new(api);
     let metrics_node = node.clone();
     let proxies = web::Data::new(request_log::TrustedProxies(node.settings.server.proxies()));
     app.app_data(web::Data::new(node))
