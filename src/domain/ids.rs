@@ -20,8 +20,8 @@ impl UserId {
                 "a user id is 1 to {MAX_USER_ID_LEN} bytes"
             )));
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::BadRequest("a user id has no spaces or control characters".into()));
+        if s.chars().any(|c| c.is_whitespace() || super::text::is_hidden(c)) {
+            return Err(Error::BadRequest("a user id has no spaces, control or invisible formatting characters".into()));
         }
         Ok(Self(s.to_owned()))
     }
@@ -147,6 +147,9 @@ mod tests {
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("a b").is_err());
         assert!(UserId::parse(&"x".repeat(129)).is_err());
+        for hidden in ["a\u{202E}b", "\u{200B}ann", "ann\u{FEFF}", "a\u{E0041}", "a\nb"] {
+            assert!(matches!(UserId::parse(hidden), Err(Error::BadRequest(_))), "{hidden:?}");
+        }
     }
 
     #[test]
