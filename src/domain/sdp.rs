@@ -50,18 +50,29 @@ impl SessionDescription {
     }
 }
 
+/// Longest `candidate` line accepted, in bytes: real ones are under 200.
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
+/// Longest `sdpMid` accepted, in bytes (browsers send "0", "1", ...).
+pub const MAX_SDP_MID_BYTES: usize = 32;
+/// Longest `usernameFragment` accepted, in bytes (RFC 8839 allows 256 characters of ASCII).
+pub const MAX_UFRAG_BYTES: usize = 256;
+
 /// An `RTCIceCandidateInit`. An empty `candidate` means end of candidates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IceCandidate {
-    #[schema(example = "candidate:1 1 udp 2113937151 192.0.2.1 54400 typ host")]
+    /// At most 1024 bytes (longer is 422 `invalid_candidate`).
+    #[schema(example = "candidate:1 1 udp 2113937151 192.0.2.1 54400 typ host", max_length = 1024)]
     pub candidate: String,
+    /// At most 32 bytes (longer is 422 `invalid_candidate`).
     #[serde(rename = "sdpMid", default)]
-    #[schema(example = "0")]
+    #[schema(example = "0", max_length = 32)]
     pub sdp_mid: Option<String>,
     #[serde(rename = "sdpMLineIndex", default)]
     #[schema(example = 0)]
     pub sdp_m_line_index: Option<u16>,
+    /// At most 256 bytes (longer is 422 `invalid_candidate`).
     #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub username_fragment: Option<String>,
 }
 
@@ -71,6 +82,14 @@ impl IceCandidate {
     }
 
     pub fn validate(&self) -> Result<(), Error> {
+        // Bounds first, end of candidates included: every field is relayed as is.
+        let too_long = |field: &str, value: Option<&str>, max: usize| match value {
+            Some(v) if v.len() > max => Err(Error::InvalidCandidate(format!("{field} is at most {max} bytes"))),
+            _ => Ok(()),
+        };
+        too_long("candidate", Some(&self.candidate), MAX_CANDIDATE_BYTES)?;
+        too_long("sdpMid", self.sdp_mid.as_deref(), MAX_SDP_MID_BYTES)?;
+        too_long("usernameFragment", self.username_fragment.as_deref(), MAX_UFRAG_BYTES)?;
         if self.is_end_of_candidates() {
             return Ok(());
         }
@@ -126,5 +145,25 @@ pub(crate) mod tests {
         assert!(cand(good, None).validate().is_err());
         assert!(cand("candidate:garbage", Some("0")).validate().is_err());
         assert!(cand("ice-ufrag:abcd", Some("0")).validate().is_err());
+    }
+
+    #[test]
+    fn candidate_fields_are_bounded() {
+        let line = |n: usize| {
+            let base = "candidate:1 1 udp 2113937151 192.0.2.1 54400 typ host generation 0 ufrag ";
+            format!("{base}{}", "a".repeat(n - base.len()))
+        };
+        assert!(cand(&line(MAX_CANDIDATE_BYTES), Some("0")).validate().is_ok());
+        assert!(matches!(cand(&line(MAX_CANDIDATE_BYTES + 1), Some("0")).validate(), Err(Error::InvalidCandidate(_))));
+        let mid = "m".repeat(MAX_SDP_MID_BYTES);
+        assert!(cand(&line(100), Some(&mid)).validate().is_ok());
+        assert!(matches!(cand(&line(100), Some(&format!("{mid}m"))).validate(), Err(Error::InvalidCandidate(_))));
+        // End of candidates is bounded too.
+        assert!(matches!(cand("", Some(&format!("{mid}m"))).validate(), Err(Error::InvalidCandidate(_))));
+        let mut c = cand(&line(100), Some("0"));
+        c.username_fragment = Some("u".repeat(MAX_UFRAG_BYTES));
+        assert!(c.validate().is_ok());
+        c.username_fragment = Some("u".repeat(MAX_UFRAG_BYTES + 1));
+        assert!(matches!(c.validate(), Err(Error::InvalidCandidate(_))));
     }
 }
