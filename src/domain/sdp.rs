@@ -43,6 +43,11 @@ impl SessionDescription {
         }
         let session = webrtc_sdp::parse_sdp(&self.sdp, false)
             .map_err(|e| Error::InvalidSdp(format!("the {want} SDP does not parse: {e}")))?;
+        // One line per description, not one per skipped line: an offer can
+        // carry thousands. `?` escapes what the client put in the line.
+        if let Some(first) = session.warnings.first() {
+            tracing::debug!(count = session.warnings.len(), first = ?first, "the {want} SDP has lines the parser skipped");
+        }
         if session.media.is_empty() {
             return Err(Error::InvalidSdp(format!("the {want} SDP has no media section")));
         }
@@ -125,6 +130,39 @@ pub(crate) mod tests {
         assert!(desc("offer", OFFER).validate(SdpKind::Offer).is_ok());
         assert!(matches!(desc("answer", OFFER).validate(SdpKind::Offer), Err(Error::InvalidSdp(_))));
         assert!(matches!(desc("offer", "hello").validate(SdpKind::Offer), Err(Error::InvalidSdp(_))));
+    }
+
+    #[test]
+    fn skipped_lines_are_logged_once_and_escaped() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut sdp = OFFER.to_owned();
+        sdp.push_str("a=x-evil:\u{1b}[31mred\r\n");
+        for i in 0..7000 {
+            sdp.push_str(&format!("a=x-unknown-{i}:1\r\n"));
+        }
+        tracing::subscriber::with_default(subscriber, || desc("offer", &sdp).validate(SdpKind::Offer)).unwrap();
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("count=7001") && out.contains("\\u{1b}[31mred"), "{out}");
+        assert!(!out.contains('\u{1b}'), "{out}");
     }
 
     fn cand(c: &str, mid: Option<&str>) -> IceCandidate {
