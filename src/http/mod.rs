@@ -4,6 +4,7 @@
 
 pub mod bodies;
 pub mod extract;
+pub mod json;
 pub mod ops;
 pub mod webrtc;
 pub mod wsdoc;
