@@ -204,4 +204,137 @@ pub(crate) mod tests {
         c.username_fragment = Some("u".repeat(MAX_UFRAG_BYTES + 1));
         assert!(matches!(c.validate(), Err(Error::InvalidCandidate(_))));
     }
+
+    mod props {
+        use super::*;
+        use crate::error::ErrorCode;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        /// One edit of an SDP's lines.
+        #[derive(Debug, Clone)]
+        enum Edit {
+            Drop(Index),
+            Repeat(Index),
+            Swap(Index, Index),
+            Replace(Index, String),
+            Insert(Index, String),
+            Splice(Index, Index, String),
+        }
+
+        /// Lines that look like SDP, and some that do not.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[vosticbmkra]=[ -~]{0,60}",
+                "a=(rtpmap|fmtp|mid|ssrc|candidate|extmap|fingerprint|setup|group|rtcp-fb|msid|simulcast|rid):[ -~]{0,60}",
+                "m=(video|audio|application) [0-9]{1,6} [A-Z/]{0,20} [0-9 ]{0,20}",
+                any::<String>(),
+            ]
+        }
+
+        fn edit() -> impl Strategy<Value = Edit> {
+            prop_oneof![
+                any::<Index>().prop_map(Edit::Drop),
+                any::<Index>().prop_map(Edit::Repeat),
+                (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Edit::Swap(a, b)),
+                (any::<Index>(), line()).prop_map(|(i, l)| Edit::Replace(i, l)),
+                (any::<Index>(), line()).prop_map(|(i, l)| Edit::Insert(i, l)),
+                (any::<Index>(), any::<Index>(), ".{0,8}").prop_map(|(i, at, t)| Edit::Splice(i, at, t)),
+            ]
+        }
+
+        fn mutate(edits: &[Edit], crlf: bool) -> String {
+            let mut lines: Vec<String> = OFFER.lines().map(str::to_owned).collect();
+            for e in edits {
+                if lines.is_empty() {
+                    lines.push(String::new());
+                }
+                let n = lines.len();
+                match e {
+                    Edit::Drop(i) => drop(lines.remove(i.index(n))),
+                    Edit::Repeat(i) => lines.insert(i.index(n), lines[i.index(n)].clone()),
+                    Edit::Swap(a, b) => lines.swap(a.index(n), b.index(n)),
+                    Edit::Replace(i, l) => lines[i.index(n)] = l.clone(),
+                    Edit::Insert(i, l) => lines.insert(i.index(n + 1), l.clone()),
+                    Edit::Splice(i, at, t) => {
+                        let l = &mut lines[i.index(n)];
+                        let bounds: Vec<usize> = (0..=l.len()).filter(|b| l.is_char_boundary(*b)).collect();
+                        l.insert_str(bounds[at.index(bounds.len())], t);
+                    }
+                }
+            }
+            lines.join(if crlf { "\r\n" } else { "\n" })
+        }
+
+        #[track_caller]
+        fn sdp_outcome(r: Result<(), Error>) {
+            if let Err(e) = r {
+                assert_eq!(e.code(), ErrorCode::InvalidSdp, "{e}");
+            }
+        }
+
+        fn candidate_line() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                "[0-9]{1,11}",
+                "udp|tcp|UDP|TCP",
+                "host|srflx|prflx|relay|typ|raddr|rport|generation|ufrag|network-cost|tcptype|active|passive",
+                "[0-9a-f:.]{1,40}",
+                "[a-z0-9-]{1,20}\\.local",
+                ".{0,12}",
+            ];
+            (any::<bool>(), prop::collection::vec(token, 0..16))
+                .prop_map(|(prefix, tokens)| format!("{}candidate:{}", if prefix { "a=" } else { "" }, tokens.join(" ")))
+        }
+
+        fn candidate_json() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::{Value, json};
+            let text = |max: usize| {
+                let ascii = proptest::string::string_regex(&format!("[a-zA-Z0-9+/]{{0,{max}}}")).unwrap();
+                prop::option::of(prop_oneof![ascii, any::<String>()])
+            };
+            let index = prop_oneof![
+                Just(Value::Null),
+                any::<i64>().prop_map(Value::from),
+                (0u64..70_000).prop_map(Value::from),
+                ".{0,5}".prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+            ];
+            let candidate = prop_oneof![candidate_line(), Just(String::new()), any::<String>(), "candidate:[ -~]{1000,1100}"];
+            (candidate, text(40), index, text(300), prop::bool::weighted(0.9)).prop_map(|(c, mid, index, ufrag, candidate_is_text)| {
+                let mut v = json!({"sdpMid": mid, "sdpMLineIndex": index});
+                v["candidate"] = if candidate_is_text { json!(c) } else { json!(c.len()) };
+                if let Some(u) = ufrag {
+                    v["usernameFragment"] = json!(u);
+                }
+                v
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(384))]
+
+            #[test]
+            fn any_text_is_a_description_or_invalid_sdp(kind in "offer|answer|[ -~]{0,6}", sdp in any::<String>()) {
+                sdp_outcome(desc(&kind, &sdp).validate(SdpKind::Offer));
+                sdp_outcome(desc(&kind, &format!("{OFFER}{sdp}")).validate(SdpKind::Offer));
+            }
+
+            #[test]
+            fn a_mutated_offer_is_valid_or_invalid_sdp(edits in prop::collection::vec(edit(), 1..8), crlf in any::<bool>()) {
+                sdp_outcome(desc("offer", &mutate(&edits, crlf)).validate(SdpKind::Offer));
+            }
+
+            #[test]
+            fn any_candidate_is_valid_or_refused_in_shape_or_content(v in candidate_json()) {
+                let checked = crate::http::json::from_value::<IceCandidate>(v.clone()).and_then(|c| c.validate().map(|()| c));
+                match checked {
+                    Ok(c) => {
+                        prop_assert!(c.candidate.len() <= MAX_CANDIDATE_BYTES);
+                        prop_assert!(c.is_end_of_candidates() || c.sdp_mid.is_some() || c.sdp_m_line_index.is_some());
+                    }
+                    Err(e) => prop_assert!(matches!(e.code(), ErrorCode::BadRequest | ErrorCode::InvalidCandidate), "{v}: {e}"),
+                }
+            }
+        }
+    }
 }

@@ -252,4 +252,59 @@ mod tests {
         let long = said(json!({"owner": "a", "flag": "y".repeat(10_000)}));
         assert!(long.chars().count() <= MAX_MESSAGE_CHARS + 1 && long.ends_with('…'), "{long}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(6, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-c]{1,2}|.{0,6}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// `{"k": ...}` as text with its first key written twice.
+        fn with_a_repeated_key(v: &Value) -> Option<String> {
+            let Value::Object(m) = v else { return None };
+            let (k, first) = m.iter().next()?;
+            let rest = serde_json::to_string(v).unwrap();
+            Some(format!("{{{}:{},{}", serde_json::to_string(k).unwrap(), first, &rest[1..]))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_text_parses_as_serde_json_or_is_bad_request(text in prop_oneof![any::<String>(), "[\\[\\]{}\",:0-9a-z ]{0,40}"]) {
+                match parse(text.as_bytes()) {
+                    Ok(v) => prop_assert_eq!(Some(v), serde_json::from_str::<Value>(&text).ok()),
+                    Err(e) => prop_assert_eq!(e.code(), crate::error::ErrorCode::BadRequest),
+                }
+            }
+
+            #[test]
+            fn json_without_repeats_round_trips_and_a_repeat_is_refused(v in value(), pretty in any::<bool>()) {
+                let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+                // serde_json's own reading: without float_roundtrip a float may move by an ulp.
+                prop_assert_eq!(parse(text.as_bytes()).unwrap(), serde_json::from_str::<Value>(&text).unwrap());
+                // The same value nested one level down, with a key repeated there.
+                if let Some(repeated) = with_a_repeated_key(&v) {
+                    let nested = format!("[1,{{\"x\":{repeated}}}]");
+                    let refused = matches!(parse(nested.as_bytes()), Err(Error::BadRequest(m)) if m.starts_with("duplicate key"));
+                    prop_assert!(refused, "{}", nested);
+                }
+            }
+        }
+    }
 }
