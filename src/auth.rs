@@ -3,16 +3,18 @@
 //! With no secret configured the node runs in dev mode: a random per-process
 //! secret, a loud warning, and `POST /dev/token` for the demo page.
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 use crate::config::AuthSettings;
 use crate::domain::UserId;
 use crate::error::Error;
 
-/// Seconds of clock skew tolerated on `exp`.
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_S: u64 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +61,7 @@ impl Auth {
     pub fn from_secret(secret: &[u8], dev: bool) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_S;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -79,12 +82,36 @@ impl Auth {
             .expect("HS256 encoding cannot fail")
     }
 
+    /// Every refusal is a 401 in plain words: callers see what to fix, never
+    /// the crate's variant names or the algorithms it knows.
     pub fn verify(&self, token: &str) -> Result<Caller, Error> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| Error::Unauthorized(format!("invalid token: {e}")))?;
-        let user = UserId::parse(&data.claims.sub)
-            .map_err(|_| Error::Unauthorized("invalid token: sub is not a user id".into()))?;
-        Ok(Caller { user, name: data.claims.name, exp: data.claims.exp })
+        if token.is_empty() {
+            return Err(unauthorized("missing bearer token"));
+        }
+        // A loose map, not `Claims`: a serde error would name Rust types.
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
+            .map_err(|e| unauthorized(refusal(e.kind(), token)))?
+            .claims;
+        // jsonwebtoken has checked `exp` (required, a number, not past) and `nbf`.
+        let exp = claims.get("exp").and_then(numeric_date).ok_or_else(|| unauthorized("token's exp is not a time in seconds"))?;
+        match claims.get("iat") {
+            None | Some(Value::Null) => {}
+            Some(v) => match numeric_date(v) {
+                Some(iat) if iat > jsonwebtoken::get_current_timestamp() + LEEWAY_S => {
+                    return Err(unauthorized("token issued in the future"));
+                }
+                Some(_) => {}
+                None => return Err(unauthorized("token's iat is not a time in seconds")),
+            },
+        }
+        let sub = claims.get("sub").and_then(Value::as_str).ok_or_else(|| unauthorized("token's sub must be a string"))?;
+        let user = UserId::parse(sub).map_err(|e| Error::Unauthorized(format!("token's sub is not a valid user id: {e}")))?;
+        let name = match claims.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(_) => return Err(unauthorized("token's name must be a string")),
+        };
+        Ok(Caller { user, name, exp })
     }
 
     /// Reads `Authorization: Bearer <jwt>`, or `?token=` where `allow_query` (WebSocket).
@@ -105,6 +132,49 @@ impl Auth {
         }
         Err(Error::Unauthorized("missing bearer token".into()))
     }
+}
+
+fn unauthorized(why: &str) -> Error {
+    Error::Unauthorized(why.into())
+}
+
+/// Why jsonwebtoken refused a token, for a person.
+fn refusal(kind: &ErrorKind, token: &str) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet",
+        ErrorKind::InvalidSignature => "token signed with another secret",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => "token must be signed with HS256",
+        // A claim that does not parse counts as missing.
+        ErrorKind::MissingRequiredClaim(c) if c == "sub" => "token's sub is missing or not a string",
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => "token's exp is missing or not a time in seconds",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+        ErrorKind::InvalidClaimFormat(c) if c == "nbf" => "token's nbf is not a time in seconds",
+        ErrorKind::InvalidClaimFormat(c) if c == "exp" => "token's exp is not a time in seconds",
+        ErrorKind::InvalidClaimFormat(_) => "token has a claim of the wrong type",
+        ErrorKind::InvalidAudience => "token is meant for another audience",
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => "token is meant for another service",
+        // An unknown `alg` ("none") fails as a JSON error while reading the header.
+        ErrorKind::Json(_) if names_another_alg(token) => "token must be signed with HS256",
+        _ => "malformed token",
+    }
+}
+
+/// Whether the token's header parses and names an `alg` other than HS256.
+fn names_another_alg(token: &str) -> bool {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h.get("alg").and_then(Value::as_str).map(|alg| alg != "HS256"))
+        .unwrap_or(false)
+}
+
+/// A JWT NumericDate as jsonwebtoken reads one: seconds, a float rounded.
+fn numeric_date(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f.round() as u64))
 }
 
 /// One query parameter, percent-decoded.
@@ -129,5 +199,57 @@ mod tests {
         assert_eq!(a.verify(&t).unwrap().user, u);
         assert!(b.verify(&t).is_err());
         assert!(a.verify("garbage").is_err());
+    }
+
+    fn signed(claims: Value, alg: Algorithm) -> String {
+        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(&[7u8; 32])).unwrap()
+    }
+
+    fn refused(token: &str) -> String {
+        match Auth::from_secret(&[7u8; 32], false).verify(token) {
+            Err(Error::Unauthorized(m)) => m,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_in_plain_words() {
+        use serde_json::json;
+        let now = jsonwebtoken::get_current_timestamp();
+        let hs = |c: Value| signed(c, Algorithm::HS256);
+        let cases = [
+            (hs(json!({"sub": "a", "exp": now - 60})), "token expired"),
+            (hs(json!({"sub": "a", "exp": now + 60, "nbf": now + 60})), "token not valid yet"),
+            (hs(json!({"sub": "a", "exp": now + 60, "iat": now + 60})), "token issued in the future"),
+            (hs(json!({"sub": "a", "exp": now + 60, "iat": "yesterday"})), "token's iat is not a time in seconds"),
+            (hs(json!({"sub": "a", "exp": now + 60, "nbf": "soon"})), "token's nbf is not a time in seconds"),
+            (hs(json!({"sub": 42, "exp": now + 60})), "token's sub is missing or not a string"),
+            (hs(json!({"sub": "a"})), "token's exp is missing or not a time in seconds"),
+            (hs(json!({"sub": "a", "exp": now + 60, "name": 5})), "token's name must be a string"),
+            (hs(json!({"sub": "a\u{202e}b", "exp": now + 60})), "token's sub is not a valid user id"),
+            (signed(json!({"sub": "a", "exp": now + 60}), Algorithm::HS512), "token must be signed with HS256"),
+            ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.".into(), "token must be signed with HS256"),
+            ("garbage".into(), "malformed token"),
+            ("a.b.c".into(), "malformed token"),
+            (String::new(), "missing bearer token"),
+        ];
+        for (token, want) in cases {
+            let got = refused(&token);
+            assert!(got.starts_with(want), "{token}: {got}");
+        }
+        let other = Auth::from_secret(&[8u8; 32], false).issue(&UserId::parse("a").unwrap(), None, Duration::from_secs(60));
+        assert_eq!(refused(&other), "token signed with another secret");
+    }
+
+    #[test]
+    fn nbf_and_iat_within_the_leeway_are_accepted() {
+        use serde_json::json;
+        let a = Auth::from_secret(&[7u8; 32], false);
+        let now = jsonwebtoken::get_current_timestamp();
+        let t = signed(json!({"sub": "a", "exp": now + 60, "nbf": now + 3, "iat": now + 3, "name": "Ann"}), Algorithm::HS256);
+        let c = a.verify(&t).unwrap();
+        assert_eq!((c.user.as_str(), c.name.as_deref(), c.exp), ("a", Some("Ann"), now + 60));
+        let t = signed(json!({"sub": "a", "exp": (now + 60) as f64 + 0.4, "iat": now as f64 - 0.5}), Algorithm::HS256);
+        assert_eq!(a.verify(&t).unwrap().exp, now + 60);
     }
 }

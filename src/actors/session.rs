@@ -311,9 +311,9 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let mut fields = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
-            _ => return self.error(ctx, &Value::Null, &Error::BadRequest("a command is a JSON object".into())),
+        let mut fields = match bodies::command_fields(text) {
+            Ok(m) => m,
+            Err(e) => return self.error(ctx, &Value::Null, &e),
         };
         let ack = fields.remove("ack").unwrap_or(Value::Null);
         let name = match fields.remove("cmd") {

@@ -26,6 +26,9 @@ impl Reason {
         if s.is_empty() || s.chars().count() > MAX_REASON_LEN {
             return Err(Error::BadRequest(format!("reason is 1 to {MAX_REASON_LEN} characters")));
         }
+        if super::text::has_hidden(&s) {
+            return Err(Error::BadRequest("a reason has no control or invisible formatting characters".into()));
+        }
         Ok(Self(s))
     }
 
@@ -232,6 +235,15 @@ mod tests {
 
     fn sd(kind: &str) -> SessionDescription {
         SessionDescription { kind: kind.into(), sdp: OFFER.into() }
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(Reason::parse(None).unwrap().as_str(), "hangup");
+        assert_eq!(Reason::parse(Some("done, bye".into())).unwrap().as_str(), "done, bye");
+        for bad in ["", "a\nb", "ok\u{202E}", "\u{200B}", "x\u{FEFF}", "tab\there"] {
+            assert!(matches!(Reason::parse(Some(bad.into())), Err(Error::BadRequest(_))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -20,8 +20,8 @@ impl UserId {
                 "a user id is 1 to {MAX_USER_ID_LEN} bytes"
             )));
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::BadRequest("a user id has no spaces or control characters".into()));
+        if s.chars().any(|c| c.is_whitespace() || super::text::is_hidden(c)) {
+            return Err(Error::BadRequest("a user id has no spaces, control or invisible formatting characters".into()));
         }
         Ok(Self(s.to_owned()))
     }
@@ -147,6 +147,9 @@ mod tests {
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("a b").is_err());
         assert!(UserId::parse(&"x".repeat(129)).is_err());
+        for hidden in ["a\u{202E}b", "\u{200B}ann", "ann\u{FEFF}", "a\u{E0041}", "a\nb"] {
+            assert!(matches!(UserId::parse(hidden), Err(Error::BadRequest(_))), "{hidden:?}");
+        }
     }
 
     #[test]
@@ -154,5 +157,59 @@ mod tests {
         let r = RoomId::new();
         assert_eq!(RoomId::parse(r.as_str()).unwrap(), r);
         assert!(matches!(RoomId::parse("nope"), Err(Error::RoomNotFound)));
+    }
+
+    mod props {
+        use super::*;
+        use crate::domain::MeetingId;
+        use crate::domain::text::is_hidden;
+        use crate::error::ErrorCode;
+        use proptest::prelude::*;
+
+        /// Short strings that mix ASCII, spaces and the refused characters.
+        fn tricky() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[ -~]{0,140}",
+                "[a-z0-9\\u{00AD}\\u{200B}-\\u{200F}\\u{202A}-\\u{202E}\\u{2066}-\\u{2069}\\u{FEFF}\\u{E0020}-\\u{E007F}\\t\\n ]{0,16}",
+                "[0-9A-HJKMNP-TV-Z]{24,28}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn user_ids_are_visible_bounded_or_bad_request(s in tricky()) {
+                match UserId::parse(&s) {
+                    Ok(id) => {
+                        prop_assert_eq!(id.as_str(), s.as_str());
+                        prop_assert!((1..=MAX_USER_ID_LEN).contains(&s.len()));
+                        prop_assert!(!s.chars().any(|c| c.is_whitespace() || is_hidden(c)));
+                    }
+                    Err(e) => prop_assert_eq!(e.code(), ErrorCode::BadRequest),
+                }
+            }
+
+            #[test]
+            fn idempotency_keys_are_visible_ascii_or_bad_request(s in tricky()) {
+                match IdempotencyKey::parse(&s) {
+                    Ok(k) => prop_assert!(k.as_str().bytes().all(|b| b.is_ascii_graphic()) && !s.is_empty()),
+                    Err(e) => prop_assert_eq!(e.code(), ErrorCode::BadRequest),
+                }
+            }
+
+            #[test]
+            fn server_ids_are_ulids_or_not_found(s in tricky()) {
+                match RoomId::parse(&s) {
+                    Ok(r) => prop_assert!(ulid::Ulid::from_string(r.as_str()).is_ok()),
+                    Err(e) => prop_assert_eq!(e.code(), ErrorCode::RoomNotFound),
+                }
+                match MeetingId::parse(&s) {
+                    Ok(m) => prop_assert!(ulid::Ulid::from_string(m.as_str()).is_ok()),
+                    Err(e) => prop_assert_eq!(e.code(), ErrorCode::MeetingNotFound),
+                }
+            }
+        }
     }
 }

@@ -23,16 +23,18 @@ super::ids::ulid_id!(
     Error::MeetingNotFound
 );
 
-/// A member's display name: 1 to 64 characters, no control characters,
-/// unique within the meeting.
+/// A member's display name: 1 to 64 characters, no control or format
+/// characters (`text::is_hidden`), unique within the meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberName(String);
 
 impl MemberName {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let s = s.trim();
-        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || s.chars().any(char::is_control) {
-            return Err(Error::BadRequest(format!("name is 1 to {MAX_NAME_LEN} characters, without control characters")));
+        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || super::text::has_hidden(s) {
+            return Err(Error::BadRequest(format!(
+                "name is 1 to {MAX_NAME_LEN} characters, without control or invisible formatting characters"
+            )));
         }
         Ok(Self(s.to_owned()))
     }
@@ -145,5 +147,8 @@ mod tests {
         assert!(m.require_member(&u("a")).is_err() && m.require_member(&u("b")).is_ok());
         assert_eq!(pair_key(&u("b"), &u("a")), pair_key(&u("a"), &u("b")));
         assert!(MemberName::parse(" ").is_err() && MemberName::parse(&"x".repeat(65)).is_err());
+        for hidden in ["Ann\u{202E}", "A\u{200B}nn", "\u{FEFF}Ann", "Ann\nBob"] {
+            assert!(matches!(MemberName::parse(hidden), Err(Error::BadRequest(_))), "{hidden:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod event;
 pub mod ids;
 pub mod meeting;
 pub mod sdp;
+pub mod text;
 pub mod user;
 
 pub use connection::{Connection, ConnState, Reason, Role};

@@ -159,10 +159,18 @@ impl HangupBody {
     }
 }
 
+/// The fields of one WebSocket text frame: a JSON object with no repeated key.
+pub fn command_fields(text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match super::json::parse(text.as_bytes())? {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(Error::BadRequest("a command is a JSON object".into())),
+    }
+}
+
 /// A WebSocket command from its name and JSON fields.
 pub fn command(name: &str, fields: serde_json::Value) -> Result<Command> {
     fn body<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
-        serde_json::from_value(v).map_err(|e| Error::BadRequest(e.to_string()))
+        super::json::from_value(v)
     }
     match name {
         "cameraOn" => body::<CameraOnBody>(fields)?.command(),

@@ -4,6 +4,7 @@
 
 pub mod bodies;
 pub mod extract;
+pub mod json;
 pub mod ops;
 pub mod request_log;
 pub mod webrtc;

@@ -1,6 +1,7 @@
 //! Abuse suite: what a hostile client with a valid token (or none) can do to
-//! a node, each finding repeated as a test. Costs are measured from the node
-//! process (RSS, descriptors, log bytes), never from inside.
+//! a node, each finding repeated as a test that fails on the behaviour it
+//! fixed. Costs are measured from the node process (RSS, descriptors, log
+//! bytes), never from inside.
 
 #[path = "../api/helpers.rs"]
 mod helpers;
@@ -9,5 +10,6 @@ mod process;
 mod node;
 
 mod broadcast;
+mod input;
 mod logs;
 mod resources;

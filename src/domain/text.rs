@@ -1,0 +1,54 @@
+//! The one test for characters that free text shown to others must not hold.
+
+/// Control characters (Cc), line and paragraph separators, and Unicode format
+/// characters (Cf: bidi overrides, zero-width and tag characters...): they
+/// reorder or hide what a person reads next to them, or split log lines.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
+}
+
+/// Whether `s` holds any character `is_hidden` refuses.
+pub fn has_hidden(s: &str) -> bool {
+    s.chars().any(is_hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_and_control_characters_are_hidden() {
+        for c in ['\n', '\r', '\t', '\0', '\u{7f}', '\u{85}', '\u{AD}', '\u{200B}', '\u{200D}', '\u{2028}', '\u{202E}', '\u{2066}', '\u{FEFF}', '\u{E0041}', '\u{13438}'] {
+            assert!(is_hidden(c), "{:?}", c);
+        }
+        for c in ['a', ' ', 'é', 'Я', '中', '😀', '\u{2027}', '\u{2030}', '\u{FFFC}'] {
+            assert!(!is_hidden(c), "{:?}", c);
+        }
+        assert!(has_hidden("ann\u{202E}gpj.exe"));
+        assert!(!has_hidden("Ann Smith"));
+    }
+}
