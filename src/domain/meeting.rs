@@ -24,14 +24,14 @@ super::ids::ulid_id!(
 );
 
 /// A member's display name: 1 to 64 characters, no control or format
-/// characters (`text::is_hidden`), unique within the meeting.
+/// characters but joiners (`text::has_hidden_in_name`), unique within the meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberName(String);
 
 impl MemberName {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let s = s.trim();
-        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || super::text::has_hidden(s) {
+        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || super::text::has_hidden_in_name(s) {
             return Err(Error::BadRequest(format!(
                 "name is 1 to {MAX_NAME_LEN} characters, without control or invisible formatting characters"
             )));

@@ -36,6 +36,13 @@ pub fn has_hidden(s: &str) -> bool {
     s.chars().any(is_hidden)
 }
 
+/// `has_hidden` for names and titles people write: the zero-width joiner and
+/// non-joiner are allowed there, since emoji sequences (👩‍👩‍👧) and scripts
+/// such as Persian and Devanagari need them.
+pub fn has_hidden_in_name(s: &str) -> bool {
+    s.chars().any(|c| is_hidden(c) && !matches!(c, '\u{200C}' | '\u{200D}'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +57,7 @@ mod tests {
         }
         assert!(has_hidden("ann\u{202E}gpj.exe"));
         assert!(!has_hidden("Ann Smith"));
+        assert!(!has_hidden_in_name("👩\u{200D}👩\u{200D}👧 می\u{200C}خواهم"));
+        assert!(has_hidden_in_name("ann\u{202E}") && has_hidden_in_name("a\u{200B}b") && has_hidden_in_name("a\nb"));
     }
 }

@@ -31,7 +31,7 @@ pub struct JoinReply {
 /// A checked meeting title.
 pub fn parse_title(t: Option<String>) -> Result<Option<String>> {
     match t {
-        Some(t) if t.chars().count() > MAX_TITLE_LEN || crate::domain::text::has_hidden(&t) => Err(Error::BadRequest(format!(
+        Some(t) if t.chars().count() > MAX_TITLE_LEN || crate::domain::text::has_hidden_in_name(&t) => Err(Error::BadRequest(format!(
             "title is at most {MAX_TITLE_LEN} characters, without control or invisible formatting characters"
         ))),
         t => Ok(t),
