@@ -153,8 +153,8 @@ pub fn app(
     app.app_data(web::Data::new(node))
         .app_data(proxies)
         .app_data(api)
-        .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
-        .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(format!("invalid query string: {}", inner(&e))).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| Error::BadRequest(format!("invalid path: {}", inner(&e))).into()))
         .default_service(web::to(unmatched))
         .wrap_fn(move |req, srv| {
             let node = metrics_node.clone();
@@ -177,6 +177,15 @@ pub fn app(
             }
             actix_web::dev::Service::call(srv, req)
         })
+}
+
+/// The innermost cause of an extractor error: serde's words.
+fn inner(e: &dyn std::error::Error) -> String {
+    let mut e = e;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
 }
 
 /// No route took the request: 405 when the path is known (the spec lists its methods), else 404.

@@ -111,6 +111,14 @@ async fn body_errors_name_json_kinds_not_rust_types() {
         let ws_message = reply["error"]["message"].as_str().unwrap();
         assert!(ws_message.contains(want) && !ws_message.contains("struct"), "{op}: {ws_message}");
     }
+    // Query strings too: no framework prefix, no type names.
+    for query in ["limit=many", "camera=maybe", "limit=-1"] {
+        let r = app.get(&format!("/webrtc/users?{query}"), Some(&ann)).await;
+        r.assert_error(400, "bad_request");
+        assert_plain(&r);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid query string: ") && !message.contains("Query deserialize"), "{query}: {message}");
+    }
 }
 
 #[actix_web::test]
