@@ -1,7 +1,7 @@
 //! Who is calling: HS256 JWTs, issued and checked with the configured secret.
 //!
-//! With no secret configured the node runs in dev mode: a random per-process
-//! secret, a loud warning, and `POST /dev/token` for the demo page.
+//! With no secret configured the node runs in dev mode (`crate::dev`): a
+//! kept dev secret, a loud warning, and `POST /dev/token` for the demo page.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-use crate::config::AuthSettings;
+use crate::config::Settings;
 use crate::domain::UserId;
 use crate::error::Error;
 
@@ -24,6 +24,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An operator's token (`camsig token --admin`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// The authenticated user of one request or session.
@@ -43,19 +46,11 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(settings: &AuthSettings) -> Self {
-        let (secret, dev) = match &settings.jwt_secret {
-            Some(s) => (s.expose_secret().as_bytes().to_vec(), false),
-            None => {
-                tracing::warn!(
-                    "DEV MODE: auth.jwt_secret is not set. Tokens are signed with a random \
-                     per-process secret and POST /dev/token hands them to anyone. \
-                     Never run like this in production."
-                );
-                (rand::random::<[u8; 32]>().to_vec(), true)
-            }
-        };
-        Self::from_secret(&secret, dev)
+    pub fn new(settings: &Settings) -> Self {
+        match &settings.auth.jwt_secret {
+            Some(s) => Self::from_secret(s.expose_secret().as_bytes(), false),
+            None => Self::from_secret(&crate::dev::secret_or_random(settings), true),
+        }
     }
 
     pub fn from_secret(secret: &[u8], dev: bool) -> Self {
@@ -75,9 +70,9 @@ impl Auth {
         self.dev
     }
 
-    pub fn issue(&self, user: &UserId, name: Option<String>, ttl: Duration) -> String {
+    pub fn issue(&self, user: &UserId, name: Option<String>, admin: bool, ttl: Duration) -> String {
         let exp = (chrono::Utc::now().timestamp() as u64) + ttl.as_secs();
-        let claims = Claims { sub: user.to_string(), exp, name };
+        let claims = Claims { sub: user.to_string(), exp, name, admin };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
     }
@@ -195,7 +190,7 @@ mod tests {
         let a = Auth::from_secret(&[7u8; 32], false);
         let b = Auth::from_secret(&[8u8; 32], false);
         let u = UserId::parse("42").unwrap();
-        let t = a.issue(&u, None, Duration::from_secs(60));
+        let t = a.issue(&u, None, false, Duration::from_secs(60));
         assert_eq!(a.verify(&t).unwrap().user, u);
         assert!(b.verify(&t).is_err());
         assert!(a.verify("garbage").is_err());
@@ -237,7 +232,7 @@ mod tests {
             let got = refused(&token);
             assert!(got.starts_with(want), "{token}: {got}");
         }
-        let other = Auth::from_secret(&[8u8; 32], false).issue(&UserId::parse("a").unwrap(), None, Duration::from_secs(60));
+        let other = Auth::from_secret(&[8u8; 32], false).issue(&UserId::parse("a").unwrap(), None, false, Duration::from_secs(60));
         assert_eq!(refused(&other), "token signed with another secret");
     }
 

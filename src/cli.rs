@@ -1,50 +1,56 @@
-//! The command line: `camsig` serves; `camsig token <user_id> [--ttl <s>]` prints a token.
+//! The command line: `camsig [serve]` runs the server; `camsig token` prints
+//! a token the running server accepts. Both read the same configuration.
 
+use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::domain::UserId;
 
-pub const USAGE: &str = "usage: camsig            serve (configuration: CAMSIG_CONFIG file, CAMSIG__SECTION__KEY variables)
-       camsig token <user_id> [--ttl <seconds>]   print a token signed with auth.jwt_secret";
+#[derive(Debug, Parser)]
+#[command(
+    name = "camsig",
+    version,
+    about = "Camera presence and WebRTC signaling",
+    after_help = "Configuration: defaults, then the TOML file named by CAMSIG_CONFIG, then \
+                  CAMSIG__SECTION__KEY environment variables (e.g. CAMSIG__AUTH__JWT_SECRET). \
+                  Every key is in docs/contract.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
-const DEFAULT_TOKEN_TTL_S: u64 = 3600;
-
-pub enum Cli {
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default). With no auth.jwt_secret: dev mode on 127.0.0.1.
     Serve,
-    Token { user: String, ttl: Duration },
+    /// Print a token for USER_ID, signed with auth.jwt_secret (or, in dev mode, the dev secret).
+    Token {
+        /// The user id: the token's `sub`.
+        user_id: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: u64,
+        /// A display name (the `name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Mark it an admin token (the `admin` claim).
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
-impl Cli {
-    pub fn parse(args: &[String]) -> Result<Cli, String> {
-        match args {
-            [] => Ok(Cli::Serve),
-            [cmd, rest @ ..] if cmd == "token" => {
-                let mut user = None;
-                let mut ttl = DEFAULT_TOKEN_TTL_S;
-                let mut it = rest.iter();
-                while let Some(a) = it.next() {
-                    match a.as_str() {
-                        "--ttl" => {
-                            ttl = it.next().and_then(|v| v.parse().ok()).filter(|v| *v > 0).ok_or("--ttl takes a number of seconds")?;
-                        }
-                        _ if user.is_none() && !a.starts_with('-') => user = Some(a.clone()),
-                        _ => return Err(format!("unexpected argument {a:?}")),
-                    }
-                }
-                Ok(Cli::Token { user: user.ok_or("token needs a user id")?, ttl: Duration::from_secs(ttl) })
-            }
-            [a, ..] => Err(format!("unknown command {a:?}")),
-        }
-    }
-}
-
-/// Prints a token for `user`, signed with the configured secret.
-pub fn token(settings: &Settings, user: &str, ttl: Duration) -> Result<String, String> {
-    if settings.auth.jwt_secret.is_none() {
-        return Err("auth.jwt_secret is not set: a dev-mode server signs with its own random secret; use POST /dev/token".into());
-    }
-    let user = UserId::parse(user).map_err(|e| e.to_string())?;
-    Ok(Auth::new(&settings.auth).issue(&user, None, ttl))
+/// A token for `user`, signed as the server configured by `settings` checks it.
+pub fn token(settings: &Settings, user: &str, ttl: Duration, name: Option<String>, admin: bool) -> Result<String, String> {
+    let user = UserId::parse(user).map_err(|e| format!("user id: {e}"))?;
+    let auth = if settings.auth.jwt_secret.is_some() {
+        Auth::new(settings)
+    } else {
+        let path = crate::dev::secret_path(settings);
+        let secret = crate::dev::secret(&path).map_err(|e| format!("no auth.jwt_secret, and the dev secret in {} cannot be read: {e}", path.display()))?;
+        Auth::from_secret(&secret, true)
+    };
+    Ok(auth.issue(&user, name, admin, ttl))
 }

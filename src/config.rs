@@ -37,7 +37,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    pub bind: String,
+    /// `IP:port`. Unset: `0.0.0.0:8080`, or `127.0.0.1:8080` in dev mode.
+    pub bind: Option<String>,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// How long a drain (SIGTERM) may take before the process exits.
@@ -48,13 +49,18 @@ pub struct ServerSettings {
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`Forwarded` is believed
     /// for the client address in logs; from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Where dev mode keeps its secret (see `crate::dev`).
+    pub data_dir: Option<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: "0.0.0.0:8080".into(), workers: 0, drain_s: 10, body_timeout_s: 10, trusted_proxies: vec![] }
+        Self { bind: None, workers: 0, drain_s: 10, body_timeout_s: 10, trusted_proxies: vec![], data_dir: None }
     }
 }
+
+/// Most HTTP worker threads accepted; each is an OS thread with its own runtime.
+pub const MAX_WORKERS: usize = 256;
 
 impl ServerSettings {
     /// `trusted_proxies`, parsed (checked by `Settings::validate`).
@@ -235,6 +241,48 @@ impl Default for LogSettings {
     }
 }
 
+/// A `config` crate error as one line: the key first, then what it expects,
+/// in words rather than Rust type names.
+fn explain(e: &config::ConfigError) -> String {
+    use config::ConfigError as E;
+    match e {
+        E::Type { unexpected, expected, key, .. } => {
+            let key = key.as_deref().unwrap_or("a key");
+            let expected = match *expected {
+                "an integer" | "an unsigned 64 bit or less integer" | "an unsigned 32 bit or less integer" => "a whole number of 0 or more",
+                "a boolean" => "true or false",
+                other => other,
+            };
+            format!("{key}: expected {expected}, got {unexpected}")
+        }
+        E::At { error, key: Some(key), .. } => match error.as_ref() {
+            E::Message(m) if m.starts_with("unknown field `") => {
+                let field = m.trim_start_matches("unknown field `").split('`').next().unwrap_or_default();
+                format!("unknown key `{key}.{field}`")
+            }
+            E::Message(m) => format!("{key}: {}", plain_message(key, m)),
+            inner => format!("{key}: {}", explain(inner)),
+        },
+        E::Message(m) => plain_message("", m),
+        other => other.to_string().replace('\n', " "),
+    }
+}
+
+/// serde's words for an enum or an unknown field, without type names.
+fn plain_message(key: &str, m: &str) -> String {
+    if m.contains("does not have variant constructor") {
+        let allowed = match key {
+            "log.format" => "text or json",
+            _ => "one of the documented values",
+        };
+        return format!("must be {allowed}");
+    }
+    if let Some(rest) = m.strip_prefix("unknown field ") {
+        return format!("unknown key {}", rest.split(", expected").next().unwrap_or(rest));
+    }
+    m.replace('\n', " ")
+}
+
 const LIST_KEYS: [&str; 3] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies"];
 
 impl Settings {
@@ -266,14 +314,37 @@ impl Settings {
             .add_source(env_source)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| ConfigError(explain(&e)))?;
         settings.validate()?;
         Ok(settings)
     }
 
+    /// Whether no `auth.jwt_secret` is set (see `crate::dev`).
+    pub fn is_dev(&self) -> bool {
+        self.auth.jwt_secret.is_none()
+    }
+
+    /// The address to listen on: `server.bind`, else all interfaces, or only
+    /// loopback in dev mode (where anyone who reaches it can mint tokens).
+    pub fn bind(&self) -> String {
+        match &self.server.bind {
+            Some(b) => b.clone(),
+            None if self.is_dev() => "127.0.0.1:8080".into(),
+            None => "0.0.0.0:8080".into(),
+        }
+    }
+
     /// Checks what serde cannot: ranges, formats, and keys that need each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.bind.parse::<SocketAddr>().map_err(|e| bad("server.bind", e))?;
+        if self.bind().parse::<SocketAddr>().is_err() {
+            return Err(bad("server.bind", format!("{:?} is not IP:port (e.g. 127.0.0.1:8080 or [::]:8080; a host name is not accepted)", self.bind())));
+        }
+        if self.server.workers > MAX_WORKERS {
+            return Err(bad("server.workers", format!("must be 0 (one per core) to {MAX_WORKERS}")));
+        }
+        if self.server.data_dir.as_deref() == Some("") {
+            return Err(bad("server.data_dir", "must be a directory path"));
+        }
         if let Some(id) = &self.node.id
             && (id.is_empty() || id.chars().any(char::is_whitespace))
         {
@@ -378,7 +449,9 @@ mod tests {
     #[test]
     fn defaults_are_the_contracts() {
         let s = Settings::load_from(None, env(&[])).unwrap();
-        assert_eq!(s.server.bind, "0.0.0.0:8080");
+        assert_eq!(s.bind(), "127.0.0.1:8080", "dev mode listens on loopback only");
+        let s = Settings::load_from(None, env(&[("CAMSIG__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")])).unwrap();
+        assert_eq!(s.bind(), "0.0.0.0:8080");
         assert_eq!((s.presence.ttl_s, s.presence.grace_s), (30, 10));
         assert_eq!((s.limits.max_body_bytes, s.limits.rate_per_s, s.limits.max_viewers), (65536, 20, 50));
         assert_eq!(s.ice.turn_ttl_s, 3600);

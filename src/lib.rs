@@ -5,6 +5,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dev;
 pub mod domain;
 pub mod drain;
 pub mod error;

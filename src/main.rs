@@ -1,38 +1,35 @@
 //! The `camsig` binary: parse the command line, load configuration, run.
 
-use camsig::cli::{self, Cli};
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use camsig::cli::{self, Cli, Command};
 use camsig::config::Settings;
 use camsig::startup::Application;
 
 #[actix_web::main]
-async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cli = match Cli::parse(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("camsig: {e}\n{}", cli::USAGE);
-            return std::process::ExitCode::from(2);
-        }
-    };
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("camsig: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    match cli {
-        Cli::Token { user, ttl } => match cli::token(&settings, &user, ttl) {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Token { user_id, ttl, name, admin } => match cli::token(&settings, &user_id, Duration::from_secs(ttl), name, admin) {
             Ok(t) => {
                 println!("{t}");
-                std::process::ExitCode::SUCCESS
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("camsig: {e}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         },
-        Cli::Serve => {
+        Command::Serve => {
             camsig::telemetry::init(&settings.log);
             let result = match Application::build(settings).await {
                 Ok(app) => {
@@ -42,10 +39,10 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => std::process::ExitCode::SUCCESS,
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("camsig: {e}");
-                    std::process::ExitCode::FAILURE
+                    eprintln!("camsig: {e:#}");
+                    ExitCode::FAILURE
                 }
             }
         }

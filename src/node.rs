@@ -89,7 +89,7 @@ impl Node {
         let inner = NodeInner {
             service,
             actors,
-            auth: Auth::new(&settings.auth),
+            auth: Auth::new(&settings),
             metrics,
             limiter: RateLimiter::keyed(Quota::per_second(rate)),
             presence_limiter: RateLimiter::keyed(Quota::per_minute(presence_rate)),

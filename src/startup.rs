@@ -10,6 +10,16 @@ use crate::config::Settings;
 use crate::{drain, http};
 use crate::node::Node;
 
+/// The address a browser on this machine uses for `bind`.
+fn listener_ip(bind: &str) -> String {
+    match bind.parse::<std::net::SocketAddr>().map(|a| a.ip()) {
+        Ok(ip) if ip.is_unspecified() || ip.is_loopback() => "127.0.0.1".into(),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        Ok(ip) => ip.to_string(),
+        Err(_) => "127.0.0.1".into(),
+    }
+}
+
 pub struct Application {
     port: u16,
     node: Node,
@@ -18,14 +28,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&settings.server.bind)
-            .map_err(|e| anyhow::anyhow!("server.bind: cannot listen on {}: {e}", settings.server.bind))?;
+        let bind = settings.bind();
+        let listener = TcpListener::bind(&bind).map_err(|e| anyhow::anyhow!("server.bind: cannot listen on {bind}: {e}"))?;
         let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
         let drain_s = settings.server.drain_s;
+        let dev = settings.is_dev();
         // A client that stopped reading is ended by the kernel once its data is this old.
         let user_timeout = Duration::from_secs(settings.ws.heartbeat_s * u64::from(crate::actors::session::MISSED_HEARTBEATS) + 1);
         let send_buffer = settings.ws.send_buffer_bytes;
@@ -49,6 +60,10 @@ impl Application {
             .listen(listener)?
             .run();
         tracing::info!(port, node_id = %node.id, "listening");
+        if dev {
+            let ip = listener_ip(&bind);
+            tracing::info!("demo page: http://{ip}:{port}/");
+        }
         Ok(Self { port, node, server })
     }
 

@@ -121,7 +121,7 @@ pub async fn dev_token(node: web::Data<Node>, req: HttpRequest, payload: web::Pa
     }
     let body = <Body<DevTokenBody> as actix_web::FromRequest>::from_request(&req, &mut payload.into_inner()).await?;
     let user = UserId::parse(&body.0.user_id)?;
-    let token = node.auth.issue(&user, body.0.name, DEV_TOKEN_TTL);
+    let token = node.auth.issue(&user, body.0.name, false, DEV_TOKEN_TTL);
     Ok(HttpResponse::Ok().json(DevToken { token }))
 }
 

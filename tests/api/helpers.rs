@@ -30,7 +30,8 @@ pub struct TestApp {
 /// Settings for a test node: fixed secret, port 0, generous rate limit.
 pub fn test_settings() -> Settings {
     let mut s = Settings::default();
-    s.server.bind = "127.0.0.1:0".into();
+    s.server.bind = Some("127.0.0.1:0".into());
+    s.server.data_dir = Some(std::env::temp_dir().join("camsig-test-data").display().to_string());
     s.server.workers = 2;
     s.auth.jwt_secret = Some(SecretString::from(SECRET));
     s.limits.rate_per_s = 10_000;
