@@ -16,3 +16,4 @@ mod long_poll;
 mod idempotency;
 mod meetings;
 mod session_edges;
+mod readme;
