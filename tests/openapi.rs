@@ -29,11 +29,20 @@ fn committed_asyncapi_matches_the_code() {
 }
 
 #[actix_web::test]
-async fn the_node_serves_the_same_documents() {
+async fn the_node_serves_the_same_documents_pointing_at_itself() {
     let app = helpers::spawn_app().await;
-    let served = app.get("/openapi.json", None).await.body;
-    assert_eq!(served, serde_json::to_value(camsig::http::openapi()).unwrap());
-    let served = app.get("/asyncapi.json", None).await.body;
-    assert_eq!(served, camsig::http::wsdoc::asyncapi(&camsig::http::openapi()));
+    let here = format!("127.0.0.1:{}", app.port);
+    let mut served = app.get("/openapi.json", None).await.body;
+    assert_eq!(served["servers"], serde_json::json!([{"url": format!("http://{here}")}]));
+    let mut code = serde_json::to_value(camsig::http::openapi()).unwrap();
+    served["servers"] = serde_json::Value::Null;
+    code["servers"] = serde_json::Value::Null;
+    assert_eq!(served, code);
+    let mut served = app.get("/asyncapi.json", None).await.body;
+    assert_eq!((served["servers"]["local"]["host"].as_str(), served["servers"]["local"]["protocol"].as_str()), (Some(here.as_str()), Some("ws")));
+    let mut code = camsig::http::wsdoc::asyncapi(&camsig::http::openapi());
+    served["servers"] = serde_json::Value::Null;
+    code["servers"] = serde_json::Value::Null;
+    assert_eq!(served, code);
     assert_eq!(served["asyncapi"], "3.0.0");
 }

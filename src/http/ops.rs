@@ -60,8 +60,22 @@ pub async fn metrics(node: web::Data<Node>) -> HttpResponse {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object))
 )]
 #[get("/openapi.json")]
-pub async fn openapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
-    HttpResponse::Ok().json(api.get_ref())
+pub async fn openapi_json(req: HttpRequest, api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    let mut api = api.get_ref().clone();
+    if let Some((scheme, host)) = origin(&req) {
+        api.servers = Some(vec![utoipa::openapi::Server::new(format!("{scheme}://{host}"))]);
+    }
+    HttpResponse::Ok().json(api)
+}
+
+/// The scheme and host the client reached this node by, so the served
+/// documents point at it (the committed ones keep the `cargo run` address).
+/// A Host that is not a plain `host[:port]` is ignored.
+fn origin(req: &HttpRequest) -> Option<(String, String)> {
+    let info = req.connection_info();
+    let host = info.host();
+    let plain = !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plain.then(|| (info.scheme().to_owned(), host.to_owned()))
 }
 
 /// The AsyncAPI 3 document of the WebSocket `/ws`: every event and command.
@@ -70,8 +84,15 @@ pub async fn openapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpRespo
     responses((status = 200, description = "The AsyncAPI 3 document", body = Object))
 )]
 #[get("/asyncapi.json")]
-pub async fn asyncapi_json(api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
-    HttpResponse::Ok().json(super::wsdoc::asyncapi(api.get_ref()))
+pub async fn asyncapi_json(req: HttpRequest, api: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    let mut doc = super::wsdoc::asyncapi(api.get_ref());
+    if let Some((scheme, host)) = origin(&req) {
+        let server = &mut doc["servers"]["local"];
+        server["host"] = host.into();
+        server["protocol"] = if scheme == "https" { "wss" } else { "ws" }.into();
+        server["description"] = "The node that served this document.".into();
+    }
+    HttpResponse::Ok().json(doc)
 }
 
 /// The demo page: sign in, turn a camera on, watch someone's.

@@ -238,6 +238,27 @@ fn reachable(all: &Map<String, Value>, roots: impl IntoIterator<Item = String>) 
     seen
 }
 
+/// JSON Schema (AsyncAPI's dialect) ignores siblings of `$ref`: a
+/// description beside one, inside a `oneOf`, moves up to the `oneOf` itself.
+fn lift_ref_descriptions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let mut lifted = None;
+            if let Some(Value::Array(alts)) = m.get_mut("oneOf") {
+                for alt in alts.iter_mut().filter_map(Value::as_object_mut).filter(|a| a.contains_key("$ref")) {
+                    lifted = lifted.or(alt.remove("description"));
+                }
+            }
+            if let Some(d) = lifted {
+                m.entry("description").or_insert(d);
+            }
+            m.values_mut().for_each(lift_ref_descriptions);
+        }
+        Value::Array(a) => a.iter_mut().for_each(lift_ref_descriptions),
+        _ => {}
+    }
+}
+
 /// The AsyncAPI 3 document of `/ws`, with the schemas taken from `openapi`.
 pub fn asyncapi(openapi: &OpenApi) -> Value {
     let api = serde_json::to_value(openapi).expect("the spec serializes");
@@ -247,7 +268,8 @@ pub fn asyncapi(openapi: &OpenApi) -> Value {
         .map(event_schema_name)
         .chain(COMMANDS.iter().map(command_schema_name))
         .chain(["CommandAck".into(), "CommandError".into()]);
-    let schemas = reachable(&all, roots);
+    let mut schemas = reachable(&all, roots);
+    schemas.values_mut().for_each(lift_ref_descriptions);
 
     let mut messages = Map::new();
     for e in EVENTS {
