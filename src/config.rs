@@ -449,13 +449,13 @@ mod tests {
     #[test]
     fn defaults_are_the_contracts() {
         let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.redis.url.is_none() && s.auth.jwt_secret.is_none());
         assert_eq!(s.bind(), "127.0.0.1:8080", "dev mode listens on loopback only");
         let s = Settings::load_from(None, env(&[("CAMSIG__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")])).unwrap();
         assert_eq!(s.bind(), "0.0.0.0:8080");
         assert_eq!((s.presence.ttl_s, s.presence.grace_s), (30, 10));
         assert_eq!((s.limits.max_body_bytes, s.limits.rate_per_s, s.limits.max_viewers), (65536, 20, 50));
         assert_eq!(s.ice.turn_ttl_s, 3600);
-        assert!(s.redis.url.is_none() && s.auth.jwt_secret.is_none());
     }
 
     #[test]

@@ -15,9 +15,9 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(s: &str) -> Result<Self, Error> {
-        if s.is_empty() || s.len() > MAX_USER_ID_LEN {
+        if s.is_empty() || s.chars().count() > MAX_USER_ID_LEN {
             return Err(Error::BadRequest(format!(
-                "a user id is 1 to {MAX_USER_ID_LEN} bytes"
+                "a user id is 1 to {MAX_USER_ID_LEN} characters"
             )));
         }
         if s.chars().any(|c| c.is_whitespace() || super::text::is_hidden(c)) {
@@ -184,7 +184,7 @@ mod tests {
                 match UserId::parse(&s) {
                     Ok(id) => {
                         prop_assert_eq!(id.as_str(), s.as_str());
-                        prop_assert!((1..=MAX_USER_ID_LEN).contains(&s.len()));
+                        prop_assert!((1..=MAX_USER_ID_LEN).contains(&s.chars().count()));
                         prop_assert!(!s.chars().any(|c| c.is_whitespace() || is_hidden(c)));
                     }
                     Err(e) => prop_assert_eq!(e.code(), ErrorCode::BadRequest),

@@ -73,7 +73,7 @@ pub struct IceCandidate {
     #[schema(example = "0", max_length = 32)]
     pub sdp_mid: Option<String>,
     #[serde(rename = "sdpMLineIndex", default)]
-    #[schema(example = 0)]
+    #[schema(example = 0, minimum = 0, maximum = 65535)]
     pub sdp_m_line_index: Option<u16>,
     /// At most 256 bytes (longer is 422 `invalid_candidate`).
     #[serde(rename = "usernameFragment", default, skip_serializing_if = "Option::is_none")]

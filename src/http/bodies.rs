@@ -23,7 +23,7 @@ pub struct CameraOffBody {}
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ShowBody {
     /// The owner of the camera to see.
-    #[schema(example = "42")]
+    #[schema(example = "42", min_length = 1, max_length = 128)]
     pub user_id: String,
 }
 
@@ -60,16 +60,17 @@ pub struct HangupBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct MeetingCreateBody {
     /// At most 128 characters.
-    #[schema(example = "Standup")]
+    #[schema(example = "Standup", max_length = 128)]
     pub title: Option<String>,
-    /// 1 to `limits.max_meeting_members` (default: that limit).
+    /// 1 to `limits.max_meeting_members` (8 unless configured; default: that limit).
+    #[schema(minimum = 1, maximum = 8)]
     pub max_members: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct MeetingJoinBody {
     /// Your display name in the meeting: 1 to 64 characters, unique in it.
-    #[schema(example = "Ann")]
+    #[schema(example = "Ann", min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -77,6 +78,7 @@ pub struct MeetingJoinBody {
 pub struct MeetingJoinFields {
     pub meeting_id: String,
     /// Your display name in the meeting: 1 to 64 characters, unique in it.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 

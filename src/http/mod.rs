@@ -130,6 +130,29 @@ fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
             }
         }
     }
+    // Free text others read: the characters `domain::text` refuses, as patterns
+    // (an attribute takes only a literal; these come from the one table).
+    use crate::domain::text::{id_pattern, name_pattern, reason_pattern, title_pattern};
+    let (id, reason, title, name) = (id_pattern(), reason_pattern(), title_pattern(), name_pattern());
+    for (schema, field, pattern) in [
+        ("ShowBody", "user_id", &id),
+        ("DevTokenBody", "user_id", &id),
+        ("HangupBody", "reason", &reason),
+        ("MeetingCreateBody", "title", &title),
+        ("MeetingJoinBody", "name", &name),
+        ("MeetingJoinFields", "name", &name),
+    ] {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let components = api.components.as_mut().expect("the document has components");
+        let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema) else { panic!("no schema {schema}") };
+        let Some(RefOr::T(Schema::Object(p))) = o.properties.get_mut(field) else { panic!("no field {schema}.{field}") };
+        p.pattern = Some(pattern.clone());
+    }
+    let users = api.paths.paths.get_mut("/webrtc/users").and_then(|i| i.get.as_mut()).expect("GET /webrtc/users");
+    let cursor = users.parameters.iter_mut().flatten().find(|p| p.name == "cursor").expect("the cursor parameter");
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o))) = cursor.schema.as_mut() {
+        o.pattern = Some(id);
+    }
     api
 }
 

@@ -108,7 +108,7 @@ pub async fn demo() -> HttpResponse {
 #[derive(Deserialize, ToSchema)]
 pub struct DevTokenBody {
     /// Who the token is for.
-    #[schema(example = "ann")]
+    #[schema(example = "ann", min_length = 1, max_length = 128)]
     pub user_id: String,
     /// Shown to others as the token's `name` claim.
     #[serde(default)]
@@ -162,7 +162,9 @@ pub struct WsParams {
 /// Open my WebSocket: events in, commands out (see the AsyncAPI document).
 ///
 /// Refused with 401 before the upgrade when the token is bad, and with 400
-/// when `since` or `presence` is malformed.
+/// when `since` or `presence` is malformed, or when the request is not a
+/// WebSocket handshake (no `Upgrade: websocket`), however valid its
+/// parameters.
 #[utoipa::path(
     operation_id = "openWebSocket", tag = "events", security(("bearer" = [])),
     params(WsParams),

@@ -49,8 +49,10 @@ async fn run(node: &Node, caller: &Caller, cmd: Result<Command>, idem: Idempoten
 
 /// Turn my camera on.
 ///
-/// Everyone hears `update_user`. With no WebSocket open, the presence grace
-/// period starts: open one within `presence.grace_s` or the camera goes off again.
+/// Everyone hears `update_user` (not when nothing changed). With no WebSocket
+/// open, the presence grace period starts: open one within `presence.grace_s`
+/// or the camera goes off again. A `meta` over 1 KiB once serialized is 413
+/// `payload_too_large`, which no schema can state.
 #[utoipa::path(
     operation_id = "cameraOn", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body(content = Option<CameraOnBody>, description = "Optional `meta`, a JSON object of at most 1 KiB"),
@@ -96,7 +98,7 @@ pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<Camer
 ///
 /// Opens a room (201) and the owner hears `show_cam`; the owner then sends an
 /// offer. If a room between the two is already open it is returned (200) and
-/// nothing is sent again.
+/// nothing is sent again. Your own `user_id` is 400 `cannot_show_self`.
 #[utoipa::path(
     operation_id = "cameraShow", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body = ShowBody,
@@ -214,9 +216,10 @@ pub struct UsersParams {
     /// `on`: cameras on. `off`: online with the camera off. Absent: online or camera on.
     pub camera: Option<Camera>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]{1,128}$")]
+    /// `next_cursor` of the previous page (a user id).
+    #[param(min_length = 1, max_length = 128)]
     pub cursor: Option<String>,
 }
 
