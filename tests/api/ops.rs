@@ -27,6 +27,25 @@ async fn health_readiness_openapi_and_demo_page() {
 }
 
 #[actix_web::test]
+async fn metrics_carry_the_process_and_every_series_from_the_start() {
+    let app = spawn_app().await;
+    let m = app.metrics().await;
+    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"] {
+        assert!(m.lines().any(|l| l.starts_with(name)), "{name} in\n{m}");
+    }
+    assert!(metric(&m, "process_resident_memory_bytes", &[]) > 1e6);
+    // Before any traffic: documented routes and statuses, and every event action, at 0.
+    let series = |route: &str, status: &str| {
+        m.lines().find(|l| l.starts_with("camsig_http_requests_total{") && l.contains(&format!(r#"route="{route}""#)) && l.contains(&format!(r#"status="{status}""#))).map(|l| l.ends_with(" 0"))
+    };
+    assert_eq!(series("/webrtc/offer", "422"), Some(true), "{m}");
+    assert_eq!(series("/webrtc/users/{user_id}", "404"), Some(true), "{m}");
+    for action in ["put_offer", "put_answer", "put_ice", "hangup", "member_left"] {
+        assert!(m.contains(&format!(r#"action="{action}""#)), "{action} in\n{m}");
+    }
+}
+
+#[actix_web::test]
 async fn metrics_count_requests_sessions_and_delivered_events() {
     let app = spawn_app().await;
     let (ann, bob) = (token("ann"), token("bob"));
