@@ -44,10 +44,17 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// On a port picked here: another process may take it before
+    /// redis-server binds it, so the server that answers must be ours (its
+    /// `process_id`), and a start that lost the port tries another.
     pub async fn start() -> Redis {
-        let mut r = Redis { port: free_port(), child: None };
-        r.restart().await;
-        r
+        for _ in 0..5 {
+            let mut r = Redis { port: free_port(), child: None };
+            if r.try_start().await {
+                return r;
+            }
+        }
+        panic!("redis-server could not get a port in five tries");
     }
 
     pub fn url(&self) -> String {
@@ -56,19 +63,36 @@ impl Redis {
 
     /// Starts it (again, empty) on the same port and waits until it answers.
     pub async fn restart(&mut self) {
+        assert!(self.try_start().await, "redis-server could not bind its port {} again", self.port);
+    }
+
+    /// Whether our redis-server came up on `port` (false: it exited, the port was taken).
+    async fn try_start(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let url = self.url();
-        until(Duration::from_secs(10), "redis-server to answer", async || {
+        let mut ours = false;
+        until(Duration::from_secs(10), "redis-server to answer or exit", async || {
+            if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                return true;
+            }
             let Ok(client) = redis::Client::open(url.as_str()) else { return false };
             let Ok(mut c) = client.get_multiplexed_async_connection().await else { return false };
-            redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+            let Ok(info) = redis::cmd("INFO").arg("server").query_async::<String>(&mut c).await else { return false };
+            ours = info.lines().any(|l| l.trim() == format!("process_id:{pid}"));
+            // Someone else's server on this port: ours is about to exit.
+            ours
         })
         .await;
+        if !ours {
+            self.stop();
+        }
+        ours
     }
 
     /// SIGSTOP: Redis freezes, every connection stays open and silent.
