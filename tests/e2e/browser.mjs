@@ -8,13 +8,13 @@
 // Env: CAMSIG_BIN (target/debug/camsig), CHROMIUM (/usr/bin/chromium),
 //      E2E_WORK (target/e2e: node_modules under node/, screenshots here).
 
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, openSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import assert from "node:assert/strict";
 import {
-  CAMSIG_BIN, LAUNCH, T, WORK, chromium, freePorts, live, logger, minter, newPage as openPage, ready, run, startCluster, stopCluster, until,
+  LAUNCH, T, WORK, chromium, devSignIn, freePorts, live, logger, minter, newPage as openPage, ready, run, startCluster, startDevNode,
+  stopCluster, stopNode, until,
 } from "./lib.mjs";
 
 const say = logger("browser");
@@ -27,7 +27,7 @@ let stopping = null;
 function cleanup() {
   stopping ??= (async () => {
     if (browser) await browser.close().catch(() => {});
-    if (devNode && devNode.exitCode === null) devNode.kill("SIGTERM");
+    await stopNode(devNode, 5000);
     await stopCluster(cluster);
   })();
   return stopping;
@@ -134,7 +134,9 @@ async function clusterCall() {
   await O.getByTestId("camera-btn").click();
   await O.locator('[data-testid="camera-btn"][data-state="off"]').waitFor({ timeout: T });
   await assertEnded(V, "ann", /turned the camera off/);
-  await V.getByTestId("user-ann").waitFor({ state: "detached", timeout: T });
+  // Ann is still online: listed with her camera off, and nothing to show.
+  await V.locator('[data-testid="user-ann"][data-camera="off"][data-online="true"]').waitFor({ timeout: T });
+  await V.getByTestId("show-ann").waitFor({ state: "detached", timeout: T });
   await V.screenshot({ path: path.join(WORK, "demo-ended.png") });
 
   // Errors read in words: the server's message is shown.
@@ -154,19 +156,15 @@ async function clusterCall() {
 // As `cargo run` starts it: one node, no secret, so the page signs in by name.
 async function devModeCall() {
   const [port] = await freePorts(1);
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CAMSIG")));
-  mkdirSync(path.join(WORK, "logs/browser"), { recursive: true });
-  const log = openSync(path.join(WORK, "logs/browser/dev-node.log"), "w");
-  devNode = spawn(CAMSIG_BIN, [], { env: { ...env, CAMSIG__SERVER__BIND: `127.0.0.1:${port}` }, stdio: ["ignore", log, log] });
+  const logs = path.join(WORK, "logs/browser");
+  devNode = startDevNode(port, path.join(logs, "dev-data"), path.join(logs, "dev-node.log"));
   await ready(port);
   const pages = {};
   for (const name of ["Ann Lee", "Bob"]) {
     const page = await newPage(name, port);
     await page.getByTestId("dev-form").waitFor({ state: "visible", timeout: T });
     assert.equal(await page.getByTestId("token-form").isVisible(), false, "no token box in dev mode");
-    await page.getByTestId("name").fill(name);
-    await page.getByTestId("signin-btn").click();
-    await live(page);
+    await devSignIn(page, name);
     pages[name] = page;
   }
   const [A, B] = [pages["Ann Lee"], pages.Bob];

@@ -1,8 +1,9 @@
-// Shared by the browser e2e tests (browser.mjs, meeting_browser.mjs): paths,
-// playwright-core, waiting, free ports, Chromium with fake cameras, one page
-// per person, scripts/cluster, tokens, and the run-then-clean-up frame.
+// Shared by the browser e2e tests (browser.mjs, meeting_browser.mjs, demo_states.mjs):
+// paths, playwright-core, waiting, free ports, Chromium with fake cameras, one page
+// per person, scripts/cluster, a dev-mode node, tokens, and the run-then-clean-up frame.
 
 import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import path from "node:path";
@@ -102,6 +103,38 @@ export async function stopCluster(cluster) {
   const exited = new Promise((r) => cluster.once("exit", r));
   cluster.kill("SIGTERM");
   await Promise.race([exited, new Promise((r) => setTimeout(r, 8000))]);
+}
+
+// One node as `cargo run` starts it: no secret (dev mode), so the page signs in by
+// name. Its dev secret is kept in `dataDir`: a node started again on the same
+// directory accepts the tokens the pages hold. Logs are appended to `logFile`.
+export function startDevNode(port, dataDir, logFile, extraEnv = {}) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CAMSIG")));
+  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(path.dirname(logFile), { recursive: true });
+  const log = openSync(logFile, "a");
+  return spawn(CAMSIG_BIN, [], {
+    env: { ...env, CAMSIG__SERVER__BIND: `127.0.0.1:${port}`, CAMSIG__SERVER__DATA_DIR: dataDir, ...extraEnv },
+    stdio: ["ignore", log, log],
+  });
+}
+
+// SIGTERM (a node drains, then exits), SIGKILL if it is still there after `ms`.
+export async function stopNode(node, ms = 15_000) {
+  if (!node || node.exitCode !== null || node.signalCode !== null) return;
+  const exited = new Promise((r) => node.once("exit", r));
+  node.kill("SIGTERM");
+  const timer = setTimeout(() => node.kill("SIGKILL"), ms);
+  await exited;
+  clearTimeout(timer);
+}
+
+// Signs a page in by name on a dev-mode node and waits for its WebSocket.
+export async function devSignIn(page, name) {
+  await page.getByTestId("dev-form").waitFor({ state: "visible", timeout: T });
+  await page.getByTestId("name").fill(name);
+  await page.getByTestId("signin-btn").click();
+  return live(page);
 }
 
 // A node with a JWT secret has no dev tokens: mint with the CLI, to paste in the page.
