@@ -25,6 +25,11 @@ use tokio::sync::mpsc;
 /// ended by the kernel; with `send_buffer` > 0, that is its SO_SNDBUF.
 pub fn on_connect(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
     let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    // Small frames go out at once: with Nagle, an event written right after a
+    // heartbeat ping waits for the client's delayed ACK (about 40 ms).
+    if let Err(e) = s.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
     let sock = socket2::SockRef::from(s);
     if let Err(e) = sock.set_tcp_user_timeout(Some(user_timeout)) {
         tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
@@ -141,5 +146,16 @@ mod tests {
         pulled.0.store(12, Ordering::Release);
         assert!(out.admit(70_000, true));
         assert!(!out.admit(1, true));
+    }
+
+    #[actix_web::test]
+    async fn accepted_sockets_send_small_frames_at_once() {
+        let listener = actix_web::rt::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(actix_web::rt::net::TcpStream::connect(addr), listener.accept());
+        let (_client, (server, _)) = (client.expect("connect"), accepted.expect("accept"));
+        assert!(!server.nodelay().expect("read TCP_NODELAY"), "the kernel's default is Nagle on");
+        on_connect(&server, Duration::from_secs(30), 0);
+        assert!(server.nodelay().expect("read TCP_NODELAY"), "no ACK wait behind a heartbeat ping");
     }
 }
