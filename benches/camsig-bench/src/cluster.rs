@@ -1,6 +1,7 @@
 //! The system under test: its own `redis-server` and camsig nodes on loopback,
 //! as child processes, so a run never touches anything else on the machine;
-//! and the Socket.IO reference relay camsig is measured against, on the same Redis.
+//! a lone node on its embedded broker; and the competitors camsig is measured
+//! against: the Socket.IO relay on the same Redis, and the PeerJS server.
 
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
@@ -68,36 +69,56 @@ impl Cluster {
         wait_until("redis", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await?;
         let mut procs = Vec::new();
         for i in 0..nodes {
-            let port = free_port();
-            let child = Command::new(camsig)
-                .env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
-                .env("CAMSIG__REDIS__URL", format!("redis://127.0.0.1:{}/", redis.port))
-                .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
-                .env("CAMSIG__NODE__ID", format!("bench-{i}"))
-                .env("CAMSIG__LIMITS__RATE_PER_S", "1000000")
-                .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "1000000")
-                .env("RUST_LOG", "warn")
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("cannot start {}", camsig.display()))?;
-            procs.push(Proc { child, port });
+            procs.push(spawn_camsig(camsig, &format!("bench-{i}"), Some(redis.port), env)?);
         }
-        let http = reqwest::Client::new();
-        for n in &procs {
-            let url = format!("{}/readyz", n.http());
-            let start = Instant::now();
-            loop {
-                if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(20) {
-                    bail!("node on port {} never became ready", n.port);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        for n in &mut procs {
+            wait_ready(n, "/readyz", "camsig node").await?;
         }
         Ok(Cluster { redis, nodes: procs })
+    }
+
+    /// One node with no Redis: the embedded broker, as `cargo run` gives.
+    pub async fn solo(camsig: &Path) -> Result<Proc> {
+        let mut node = spawn_camsig(camsig, "bench-solo", None, &[])?;
+        wait_ready(&mut node, "/readyz", "camsig node").await?;
+        Ok(node)
+    }
+}
+
+fn spawn_camsig(camsig: &Path, id: &str, redis: Option<u16>, env: &[(&str, &str)]) -> Result<Proc> {
+    let port = free_port();
+    let mut cmd = Command::new(camsig);
+    cmd.env("CAMSIG__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("CAMSIG__AUTH__JWT_SECRET", SECRET)
+        .env("CAMSIG__NODE__ID", id)
+        .env("CAMSIG__LIMITS__RATE_PER_S", "1000000")
+        .env("CAMSIG__LIMITS__PRESENCE_PER_MIN", "1000000")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null());
+    if let Some(r) = redis {
+        cmd.env("CAMSIG__REDIS__URL", format!("redis://127.0.0.1:{r}/"));
+    }
+    let child = cmd.spawn().with_context(|| format!("cannot start {}", camsig.display()))?;
+    Ok(Proc { child, port })
+}
+
+/// Waits until `GET path` on `p` answers 2xx; fails if the process exits or 20 s pass.
+async fn wait_ready(p: &mut Proc, path: &str, what: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("{}{path}", p.http());
+    let start = Instant::now();
+    loop {
+        if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!("{what} on port {} exited: {status}", p.port);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("{what} on port {} never became ready", p.port);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -187,42 +208,15 @@ impl Relay {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../socketio-relay")
     }
 
-    /// Why the relay cannot run on this machine (no `node`, or no `node_modules`
-    /// and no `npm` to install them), or None.
+    /// Why the relay cannot run on this machine, or None.
     pub fn missing_tools(dir: &Path) -> Option<String> {
-        let works = |cmd: &str| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-        if !dir.join("server.js").is_file() {
-            return Some(format!("no relay at {}", dir.display()));
-        }
-        if !works("node") {
-            return Some("`node` is not installed".into());
-        }
-        if !Relay::installed(dir) && !works("npm") {
-            return Some(format!("`npm` is not installed and {} has no node_modules", dir.display()));
-        }
-        None
+        node_app_missing(dir, "server.js", RELAY_PACKAGES)
     }
 
-    fn installed(dir: &Path) -> bool {
-        ["socket.io", "@socket.io/redis-adapter", "redis"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").is_file())
-    }
-
-    /// Installs the relay's packages if they are missing (`npm ci`, from the
-    /// committed lock file), then starts `nodes` relay processes on `redis_port`.
+    /// Installs the relay's packages if they are missing, then starts `nodes`
+    /// relay processes on `redis_port`.
     pub async fn start(dir: &Path, redis_port: u16, nodes: usize) -> Result<Relay> {
-        if !Relay::installed(dir) {
-            eprintln!("socketio: npm ci in {}", dir.display());
-            let status = tokio::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(dir)
-                .stdout(Stdio::null())
-                .status()
-                .await
-                .context("npm ci")?;
-            if !status.success() || !Relay::installed(dir) {
-                bail!("npm ci in {} failed ({status})", dir.display());
-            }
-        }
+        npm_ci(dir, RELAY_PACKAGES).await?;
         let mut procs = Vec::new();
         for _ in 0..nodes {
             let port = free_port();
@@ -237,25 +231,84 @@ impl Relay {
                 .context("cannot start node")?;
             procs.push(Proc { child, port });
         }
-        let http = reqwest::Client::new();
         for n in &mut procs {
-            let url = format!("{}/healthz", n.http());
-            let start = Instant::now();
-            loop {
-                if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
-                    break;
-                }
-                if let Ok(Some(status)) = n.child.try_wait() {
-                    bail!("socketio relay on port {} exited: {status}", n.port);
-                }
-                if start.elapsed() > Duration::from_secs(20) {
-                    bail!("socketio relay on port {} never became ready", n.port);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_ready(n, "/healthz", "socketio relay").await?;
         }
         Ok(Relay { nodes: procs })
     }
+}
+
+const RELAY_PACKAGES: &[&str] = &["socket.io", "@socket.io/redis-adapter", "redis"];
+const PEERJS_PACKAGES: &[&str] = &["peer"];
+
+/// The one-node competitor: the PeerJS server (`benches/peerjs-server`, npm
+/// package `peer`), started by its own `peerjs` command with its defaults,
+/// bar the connection cap (5 000) which the idle scenario goes past.
+pub struct PeerJs;
+
+impl PeerJs {
+    pub fn default_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../peerjs-server")
+    }
+
+    pub fn missing_tools(dir: &Path) -> Option<String> {
+        node_app_missing(dir, "package.json", PEERJS_PACKAGES)
+    }
+
+    pub async fn start(dir: &Path) -> Result<Proc> {
+        npm_ci(dir, PEERJS_PACKAGES).await?;
+        let port = free_port();
+        let child = Command::new("node")
+            .arg("node_modules/peer/dist/bin/peerjs.js")
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--key", crate::peerjs::KEY, "--path", "/", "--concurrent_limit", "1000000"])
+            .current_dir(dir)
+            .env("NODE_ENV", "production")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start node")?;
+        let mut p = Proc { child, port };
+        wait_ready(&mut p, "/", "peerjs server").await?;
+        Ok(p)
+    }
+}
+
+/// Why the Node.js app in `dir` cannot run here (no `entry` file, no `node`,
+/// or its packages missing and no `npm` to install them), or None.
+fn node_app_missing(dir: &Path, entry: &str, packages: &[&str]) -> Option<String> {
+    let works = |cmd: &str| Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !dir.join(entry).is_file() {
+        return Some(format!("no {entry} in {}", dir.display()));
+    }
+    if !works("node") {
+        return Some("`node` is not installed".into());
+    }
+    if !npm_installed(dir, packages) && !works("npm") {
+        return Some(format!("`npm` is not installed and {} has no node_modules", dir.display()));
+    }
+    None
+}
+
+fn npm_installed(dir: &Path, packages: &[&str]) -> bool {
+    packages.iter().all(|p| dir.join("node_modules").join(p).join("package.json").is_file())
+}
+
+/// `npm ci` from the committed lock file, when `packages` are not installed yet.
+async fn npm_ci(dir: &Path, packages: &[&str]) -> Result<()> {
+    if npm_installed(dir, packages) {
+        return Ok(());
+    }
+    eprintln!("npm ci in {}", dir.display());
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .context("npm ci")?;
+    if !status.success() || !npm_installed(dir, packages) {
+        bail!("npm ci in {} failed ({status})", dir.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

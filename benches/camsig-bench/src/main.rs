@@ -10,8 +10,14 @@
 //! competitor on the same Redis: `benches/socketio-relay`, two Node.js
 //! Socket.IO servers joined by `@socket.io/redis-adapter` (needs `node`, and
 //! `npm` the first time to install its packages).
+//!
+//! The `peerjs` scenario runs the same latency load on one camsig node with
+//! no Redis (the `ice` command on the sender's socket) and on the PeerJS
+//! server (`benches/peerjs-server`, its `CANDIDATE` frames), then opens the
+//! same number of idle sockets on a fresh one of each for memory per socket.
 
 mod cluster;
+mod peerjs;
 mod report;
 mod scenarios;
 mod sio;
@@ -21,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 7] = ["control", "latency", "throughput", "socketio", "fanout", "idle", "stalled"];
+const SCENARIOS: [&str; 8] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled"];
 
 struct Plan {
     pairs: usize,
@@ -35,6 +41,8 @@ struct Plan {
     ramp_for: Duration,
     fanout: Vec<usize>,
     idle: Vec<usize>,
+    /// Idle sockets on camsig and on the PeerJS server, side by side.
+    idle_vs_peerjs: usize,
 }
 
 impl Plan {
@@ -48,6 +56,7 @@ impl Plan {
             ramp_for: Duration::from_secs(5),
             fanout: vec![100, 1000, 10000],
             idle: vec![10000, 18000],
+            idle_vs_peerjs: 5000,
         }
     }
 
@@ -61,6 +70,7 @@ impl Plan {
             ramp_for: Duration::from_secs(1),
             fanout: vec![20],
             idle: vec![100],
+            idle_vs_peerjs: 50,
         }
     }
 }
@@ -72,6 +82,7 @@ async fn main() -> Result<()> {
     let mut only: Option<Vec<String>> = None;
     let (mut rates, mut seconds): (Option<Vec<u64>>, Option<u64>) = (None, None);
     let mut relay_dir = cluster::Relay::default_dir();
+    let mut peerjs_dir = cluster::PeerJs::default_dir();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
@@ -87,8 +98,9 @@ async fn main() -> Result<()> {
                 only = Some(o);
             }
             "--relay" => relay_dir = args.next().context("--relay <dir>")?.into(),
+            "--peerjs" => peerjs_dir = args.next().context("--peerjs <dir>")?.into(),
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,fanout,idle,stalled,control] [--rates R1,R2] [--seconds S] [--relay DIR]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -123,7 +135,7 @@ async fn main() -> Result<()> {
 
     let (mut latency, mut throughput, mut max_delivered) = (Vec::new(), Vec::new(), 0.0);
     if runs("latency") || runs("throughput") {
-        let mut pairs = scenarios::Pairs::setup(&cluster, plan.pairs).await?;
+        let mut pairs = scenarios::Pairs::setup(&cluster.nodes[0], &cluster.nodes[1], plan.pairs, scenarios::Via::Rest).await?;
         scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
         if runs("latency") {
             for &rate in &plan.latency_rates {
@@ -171,6 +183,48 @@ async fn main() -> Result<()> {
         }
     }
 
+    // One node each, no Redis: camsig on its embedded broker against the PeerJS server.
+    let (mut one_node, mut one_node_idle, mut peerjs_skipped) = (Vec::new(), Vec::new(), None);
+    if runs("peerjs") {
+        match cluster::PeerJs::missing_tools(&peerjs_dir) {
+            Some(why) => {
+                eprintln!("peerjs skipped: {why}");
+                peerjs_skipped = Some(why);
+            }
+            None => {
+                {
+                    let solo = cluster::Cluster::solo(&camsig).await?;
+                    let mut pairs = scenarios::Pairs::setup(&solo, &solo, plan.pairs, scenarios::Via::Ws).await?;
+                    scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
+                    for &rate in &plan.latency_rates {
+                        let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
+                        print_load("camsig-1node", &r);
+                        one_node.push(r);
+                    }
+                }
+                {
+                    let server = cluster::PeerJs::start(&peerjs_dir).await?;
+                    let mut pairs = scenarios::Pairs::setup_peerjs(server.port, plan.pairs).await?;
+                    scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
+                    for &rate in &plan.latency_rates {
+                        let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
+                        print_load("peerjs", &r);
+                        one_node.push(r);
+                    }
+                }
+                // Fresh servers: what earlier load left in the allocator would hide the cost.
+                let solo = cluster::Cluster::solo(&camsig).await?;
+                one_node_idle.push(scenarios::idle(&solo, plan.idle_vs_peerjs, scenarios::Idle::Camsig).await?);
+                drop(solo);
+                let server = cluster::PeerJs::start(&peerjs_dir).await?;
+                one_node_idle.push(scenarios::idle(&server, plan.idle_vs_peerjs, scenarios::Idle::PeerJs).await?);
+                for r in &one_node_idle {
+                    print_idle(r);
+                }
+            }
+        }
+    }
+
     let mut fanout = Vec::new();
     if runs("fanout") {
         for &n in &plan.fanout {
@@ -202,18 +256,8 @@ async fn main() -> Result<()> {
         for &n in &plan.idle {
             // A fresh node each time: freed memory stays in the allocator and would hide the cost.
             let fresh = cluster::Cluster::start(&camsig, 1).await?;
-            let r = scenarios::idle(&fresh, n).await?;
-            eprintln!(
-                "idle     {:>6} sockets: {} open, {:.1} KiB each (RSS {} → {} KiB), {:.0} connects/s, handshake p99 {:.1} ms{}",
-                n,
-                r.opened,
-                r.per_connection_kib,
-                r.rss_baseline_kib,
-                r.rss_after_kib,
-                r.connect_per_s,
-                r.handshake.p99_ms,
-                r.first_error.as_deref().map(|e| format!(", {} failed: {e}", r.failed)).unwrap_or_default()
-            );
+            let r = scenarios::idle(&fresh.nodes[0], n, scenarios::Idle::Camsig).await?;
+            print_idle(&r);
             idle.push(r);
         }
     }
@@ -228,6 +272,9 @@ async fn main() -> Result<()> {
         max_delivered_per_s: max_delivered,
         socketio,
         socketio_skipped,
+        one_node,
+        one_node_idle,
+        peerjs_skipped,
         fanout,
         idle,
         stalled,
@@ -262,5 +309,20 @@ fn print_load(what: &str, r: &scenarios::LoadResult) {
     eprintln!(
         "{what:<8} {:>6}/s: {:.1} redis cmds/call, {trips} redis round trips/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
         r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
+    );
+}
+
+fn print_idle(r: &scenarios::IdleResult) {
+    eprintln!(
+        "idle     {:<6} {:>6} sockets: {} open, {:.1} KiB each (RSS {} → {} KiB), {:.0} connects/s, handshake p99 {:.1} ms{}",
+        r.system,
+        r.connections,
+        r.opened,
+        r.per_connection_kib,
+        r.rss_baseline_kib,
+        r.rss_after_kib,
+        r.connect_per_s,
+        r.handshake.p99_ms,
+        r.first_error.as_deref().map(|e| format!(", {} failed: {e}", r.failed)).unwrap_or_default()
     );
 }

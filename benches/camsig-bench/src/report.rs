@@ -1,6 +1,7 @@
 //! What a run leaves behind: one JSON file with every number, and an SVG plot
 //! of cross-node latency against offered load, next to the Socket.IO relay
-//! and the Redis control; and a table of the load steps for the terminal.
+//! and the Redis control; and a table of the load steps (the one-node
+//! comparison with PeerJS included) for the terminal.
 
 use anyhow::Result;
 use plotters::prelude::*;
@@ -52,6 +53,13 @@ pub struct Run {
     pub socketio: Vec<LoadResult>,
     /// Why the socketio scenario did not run, when it was asked for and could not.
     pub socketio_skipped: Option<String>,
+    /// The latency load on one node, no Redis: camsig (`camsig-1node`, the
+    /// `ice` command over its socket) and the PeerJS server (`peerjs`).
+    pub one_node: Vec<LoadResult>,
+    /// Idle sockets on a fresh camsig node and a fresh PeerJS server.
+    pub one_node_idle: Vec<IdleResult>,
+    /// Why the peerjs scenario did not run, when it was asked for and could not.
+    pub peerjs_skipped: Option<String>,
     pub fanout: Vec<FanoutResult>,
     pub idle: Vec<IdleResult>,
     /// RSS growth with offers to readers that read, and to readers that stopped.
@@ -78,6 +86,7 @@ pub fn load_table(run: &Run) -> String {
         .map(|r| ("latency", r))
         .chain(run.throughput.iter().map(|r| ("ramp", r)))
         .chain(run.socketio.iter().map(|r| ("latency", r)))
+        .chain(run.one_node.iter().map(|r| ("one node", r)))
         .collect();
     let mut out = String::new();
     if rows.is_empty() {
@@ -95,6 +104,9 @@ pub fn load_table(run: &Run) -> String {
     }
     if let Some(why) = &run.socketio_skipped {
         out += &format!("socketio-relay: skipped ({why})\n");
+    }
+    if let Some(why) = &run.peerjs_skipped {
+        out += &format!("peerjs: skipped ({why})\n");
     }
     out += "\n";
     out

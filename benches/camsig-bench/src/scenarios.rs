@@ -1,10 +1,12 @@
 //! The scenarios: open-loop cross-node latency (against camsig, and the same
-//! load against the Socket.IO reference relay), a throughput ramp, fan-out,
-//! idle connections, and the raw Redis control. Each returns plain data for
+//! load against the Socket.IO reference relay), the same load on one node
+//! against the PeerJS server, a throughput ramp, fan-out, idle connections
+//! (camsig's, and PeerJS's beside them), and the raw Redis control. Each returns plain data for
 //! the report.
 
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
@@ -14,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::cluster::{Cluster, Relay, token};
-use crate::sio;
+use crate::cluster::{Cluster, Proc, Relay, token};
 use crate::ws::{self, next_json};
+use crate::{peerjs, sio};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
@@ -111,6 +113,13 @@ pub struct Pairs {
     next_k: u64,
 }
 
+/// How camsig's senders send their calls.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Via {
+    Rest,
+    Ws,
+}
+
 impl Pairs {
     fn new(system: &'static str) -> (Pairs, mpsc::UnboundedSender<Receipt>) {
         let (rtx, receipts) = mpsc::unbounded_channel();
@@ -138,21 +147,24 @@ impl Pairs {
         self.queues.push(qtx);
     }
 
-    /// camsig: `POST /webrtc/ice` on node A, each pair in its own room; the
-    /// receiver's `/ws` is on node B.
-    pub async fn setup(cluster: &Cluster, n: usize) -> Result<Pairs> {
-        let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    /// camsig, each pair in its own room. `Via::Rest`: `POST /webrtc/ice` on
+    /// `sender`'s node (node A), the receiver's `/ws` on `receiver`'s (node B).
+    /// `Via::Ws`: the `ice` command on the sender's own socket, answered by its
+    /// ack before the pair's next call (what a PeerJS client would use).
+    pub async fn setup(sender: &Proc, receiver: &Proc, n: usize, via: Via) -> Result<Pairs> {
         let http = http_client()?;
-        let (mut pairs, rtx) = Pairs::new("camsig");
+        let (mut pairs, rtx) = Pairs::new(match via {
+            Via::Rest => "camsig",
+            Via::Ws => "camsig-1node",
+        });
         for i in 0..n {
             let (s, r) = (format!("bench-s{i}"), format!("bench-r{i}"));
             let (st, rt) = (token(&s), token(&r));
             // The sender holds a socket so its camera stays on; the receiver's socket is what we time.
-            let (mut sws, _) = ws::connect(a.port, &st, "?presence=false").await?;
-            tokio::spawn(async move { while next_json(&mut sws).await.is_some() {} });
-            let (mut rws, _) = ws::connect(b.port, &rt, "?presence=false").await?;
-            post(&http, &a.http(), "cameraOn", &st, json!({})).await?;
-            let shown = post(&http, &b.http(), "cameraShow", &rt, json!({"user_id": s})).await?;
+            let (sws, _) = ws::connect(sender.port, &st, "?presence=false").await?;
+            let (mut rws, _) = ws::connect(receiver.port, &rt, "?presence=false").await?;
+            post(&http, &sender.http(), "cameraOn", &st, json!({})).await?;
+            let shown = post(&http, &receiver.http(), "cameraShow", &rt, json!({"user_id": s})).await?;
             let room = shown["connection"]["room_id"].as_str().context("a room id")?.to_owned();
             let tx = rtx.clone();
             tokio::spawn(async move {
@@ -164,10 +176,64 @@ impl Pairs {
                     }
                 }
             });
-            let (http, url) = (http.clone(), format!("{}/webrtc/ice", a.http()));
+            match via {
+                Via::Rest => {
+                    let mut sws = sws;
+                    tokio::spawn(async move { while next_json(&mut sws).await.is_some() {} });
+                    let (http, url) = (http.clone(), format!("{}/webrtc/ice", sender.http()));
+                    pairs.add_sender(move |k| {
+                        let req = http.post(&url).bearer_auth(&st).json(&json!({"room_id": room, "candidate": candidate(k)}));
+                        async move { req.send().await.is_ok_and(|r| r.status().as_u16() == 202) }
+                    });
+                }
+                Via::Ws => {
+                    let sws = Arc::new(tokio::sync::Mutex::new(sws));
+                    pairs.add_sender(move |k| {
+                        let (sws, ack) = (sws.clone(), k.to_string());
+                        let frame = json!({"cmd": "ice", "ack": ack, "room_id": room, "candidate": candidate(k)}).to_string();
+                        async move {
+                            let mut ws = sws.lock().await;
+                            if ws.send(Message::text(frame)).await.is_err() {
+                                return false;
+                            }
+                            // Other frames (events for the sender) are skipped on the way to the ack.
+                            while let Some(reply) = next_json(&mut ws).await {
+                                if reply["ack"] == ack.as_str() {
+                                    return reply["cmd"] == "ack";
+                                }
+                            }
+                            false
+                        }
+                    });
+                }
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// The PeerJS server: `CANDIDATE` frames from `bench-s{i}`'s socket to
+    /// `bench-r{i}`, both on the one server, with the same candidate in the payload.
+    pub async fn setup_peerjs(port: u16, n: usize) -> Result<Pairs> {
+        let (mut pairs, rtx) = Pairs::new("peerjs");
+        for i in 0..n {
+            let (s, r) = (format!("bench-s{i}"), format!("bench-r{i}"));
+            let mut receiver = peerjs::connect(port, &r).await?;
+            let mut sender = peerjs::connect(port, &s).await?;
+            let tx = rtx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = receiver.next_json().await {
+                    if ev["type"] == "CANDIDATE"
+                        && let Some(k) = call_number(&ev["payload"])
+                    {
+                        let _ = tx.send(Receipt { pair: i, k, at: Instant::now() });
+                    }
+                }
+            });
+            let out = sender.out.clone();
+            tokio::spawn(async move { while sender.next_json().await.is_some() {} });
             pairs.add_sender(move |k| {
-                let req = http.post(&url).bearer_auth(&st).json(&json!({"room_id": room, "candidate": candidate(k)}));
-                async move { req.send().await.is_ok_and(|r| r.status().as_u16() == 202) }
+                let (out, r) = (out.clone(), r.clone());
+                async move { peerjs::send(&out, "CANDIDATE", &r, json!({"candidate": candidate(k)})).await }
             });
         }
         Ok(pairs)
@@ -381,6 +447,8 @@ pub async fn fanout(cluster: &Cluster, n: usize) -> Result<FanoutResult> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleResult {
+    /// "camsig" or "peerjs".
+    pub system: &'static str,
     pub connections: usize,
     pub opened: usize,
     pub rss_baseline_kib: u64,
@@ -392,9 +460,15 @@ pub struct IdleResult {
     pub first_error: Option<String>,
 }
 
-/// `n` idle sockets on node 0: memory per socket, connect rate, handshake latency.
-pub async fn idle(cluster: &Cluster, n: usize) -> Result<IdleResult> {
-    let node = &cluster.nodes[0];
+/// Which server the idle sockets are opened on.
+#[derive(Clone, Copy)]
+pub enum Idle {
+    Camsig,
+    PeerJs,
+}
+
+/// `n` idle sockets on `node`: memory per socket, connect rate, handshake latency.
+pub async fn idle(node: &Proc, n: usize, server: Idle) -> Result<IdleResult> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = node.rss_kib();
     let permits = Arc::new(Semaphore::new(64));
@@ -405,11 +479,18 @@ pub async fn idle(cluster: &Cluster, n: usize) -> Result<IdleResult> {
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.expect("open");
             let t = Instant::now();
-            let (mut ws, _) = ws::connect(port, &token(&format!("idle-{}", j % 1000)), "?presence=false").await?;
-            let took = t.elapsed();
             // Keep reading: pings are answered and the socket stays open.
-            let keeper = tokio::spawn(async move { while next_json(&mut ws).await.is_some() {} });
-            anyhow::Ok((took, keeper))
+            let keeper = match server {
+                Idle::Camsig => {
+                    let (mut ws, _) = ws::connect(port, &token(&format!("idle-{}", j % 1000)), "?presence=false").await?;
+                    tokio::spawn(async move { while next_json(&mut ws).await.is_some() {} })
+                }
+                Idle::PeerJs => {
+                    let mut peer = peerjs::connect(port, &format!("idle-{j}")).await?;
+                    tokio::spawn(async move { while peer.next_json().await.is_some() {} })
+                }
+            };
+            anyhow::Ok((t.elapsed(), keeper))
         }));
     }
     let (mut hist, mut keepers, mut failed, mut first_error) = (histogram(), Vec::new(), 0, None);
@@ -435,6 +516,10 @@ pub async fn idle(cluster: &Cluster, n: usize) -> Result<IdleResult> {
     // Let the node see the closes before the next scenario.
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(IdleResult {
+        system: match server {
+            Idle::Camsig => "camsig",
+            Idle::PeerJs => "peerjs",
+        },
         connections: n,
         opened,
         rss_baseline_kib: baseline,
