@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use futures_channel::{mpsc, oneshot};
 
 /// For `HttpServer::on_connect`: a socket whose unacknowledged (or, to a
 /// client that stopped reading, unsent) data is older than `user_timeout` is
@@ -94,26 +94,31 @@ where
     S: Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
 {
     let mut res = actix_web_actors::ws::handshake(req)?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    // futures' channels allocate as they go; tokio's unbounded one starts with
+    // a 32-slot block, 1.8 KiB for every idle socket.
+    let (tx, rx) = mpsc::unbounded();
+    let (mut gone, held) = oneshot::channel::<()>();
     actix_web::rt::spawn(async move {
         let mut body = std::pin::pin!(body);
         loop {
             tokio::select! {
                 item = body.next() => match item {
-                    Some(item) => if tx.send(item).is_err() { return },
+                    Some(item) => if tx.unbounded_send(item).is_err() { return },
                     None => return,
                 },
                 // The connection is gone: dropping the stream stops the actor.
-                () = tx.closed() => return,
+                () = gone.cancellation() => return,
             }
         }
     });
-    Ok(res.streaming(Queued { rx, pulled }))
+    Ok(res.streaming(Queued { rx, pulled, _held: held }))
 }
 
 struct Queued {
     rx: mpsc::UnboundedReceiver<Result<Bytes, actix_web::Error>>,
     pulled: Arc<Pulled>,
+    /// Dropped with the response: tells the task the connection is gone.
+    _held: oneshot::Receiver<()>,
 }
 
 impl Stream for Queued {
@@ -121,7 +126,7 @@ impl Stream for Queued {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        this.rx.poll_recv(cx).map(|item| {
+        this.rx.poll_next_unpin(cx).map(|item| {
             if let Some(Ok(b)) = &item {
                 this.pulled.0.fetch_add(b.len() as u64, Ordering::AcqRel);
             }
