@@ -195,22 +195,12 @@ async fn main() -> Result<()> {
                 {
                     let solo = cluster::Cluster::solo(&camsig).await?;
                     let mut pairs = scenarios::Pairs::setup(&solo, &solo, plan.pairs, scenarios::Via::Ws).await?;
-                    scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
-                    for &rate in &plan.latency_rates {
-                        let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
-                        print_load("camsig-1node", &r);
-                        one_node.push(r);
-                    }
+                    one_node.extend(latency_steps(&mut pairs, &plan, "camsig-1node").await);
                 }
                 {
                     let server = cluster::PeerJs::start(&peerjs_dir).await?;
                     let mut pairs = scenarios::Pairs::setup_peerjs(server.port, plan.pairs).await?;
-                    scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
-                    for &rate in &plan.latency_rates {
-                        let r = scenarios::load(&mut pairs, rate, plan.latency_for).await;
-                        print_load("peerjs", &r);
-                        one_node.push(r);
-                    }
+                    one_node.extend(latency_steps(&mut pairs, &plan, "peerjs").await);
                 }
                 // Fresh servers: what earlier load left in the allocator would hide the cost.
                 let solo = cluster::Cluster::solo(&camsig).await?;
@@ -310,6 +300,19 @@ fn print_load(what: &str, r: &scenarios::LoadResult) {
         "{what:<8} {:>6}/s: {:.1} redis cmds/call, {trips} redis round trips/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
         r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
     );
+}
+
+/// A warm-up at the first latency rate, then every latency rate, on a service
+/// with no Redis to count.
+async fn latency_steps(pairs: &mut scenarios::Pairs, plan: &Plan, name: &str) -> Vec<scenarios::LoadResult> {
+    scenarios::load(pairs, plan.latency_rates[0], plan.warmup).await;
+    let mut steps = Vec::new();
+    for &rate in &plan.latency_rates {
+        let r = scenarios::load(pairs, rate, plan.latency_for).await;
+        print_load(name, &r);
+        steps.push(r);
+    }
+    steps
 }
 
 fn print_idle(r: &scenarios::IdleResult) {

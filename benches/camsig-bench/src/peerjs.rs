@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::ws::{self, Ws};
+use crate::ws::{self, Ws, next_text};
 
 /// The server's `--key`: every client must name it.
 pub const KEY: &str = "peerjs";
@@ -69,15 +69,4 @@ impl Peer {
             }
         }
     }
-}
-
-async fn next_text(incoming: &mut SplitStream<Ws>) -> Option<String> {
-    while let Some(msg) = incoming.next().await {
-        match msg {
-            Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-    None
 }

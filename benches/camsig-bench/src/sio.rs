@@ -10,12 +10,12 @@
 //! with an ack id between `42` and the array), `44` connect error.
 
 use anyhow::{Context, Result, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::ws::{self, Ws};
+use crate::ws::{self, Ws, next_text};
 
 pub struct Socket {
     ws: Ws,
@@ -66,15 +66,4 @@ impl Socket {
             }
         }
     }
-}
-
-async fn next_text(ws: &mut Ws) -> Option<String> {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-    None
 }

@@ -68,6 +68,21 @@ pub async fn connect(port: u16, token: &str, query: &str) -> Result<(Ws, serde_j
     Ok((ws, hello))
 }
 
+/// The next text frame (of a socket or its read half); None once it is closed.
+pub async fn next_text<S>(incoming: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(msg) = incoming.next().await {
+        match msg {
+            Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+    None
+}
+
 /// The next text frame as JSON; None when the socket ends.
 pub async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
     while let Some(msg) = ws.next().await {
