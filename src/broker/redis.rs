@@ -214,12 +214,12 @@ async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
     let log = shared.keys.presence_log();
     let last = *shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
     let Some(last) = last.filter(|_| after_gap) else {
+        let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
         if after_gap {
-            // No presence baseline yet (it could not be read before): the sessions still catch up.
-            r.query::<()>(&redis::cmd("PING")).await?;
+            // No presence baseline yet (it could not be read before); Redis
+            // answered, so the sessions can still catch up from their logs.
             shared.sink.catch_up();
         }
-        let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
         let id = newest.first().and_then(|(id, _)| id.parse().ok()).unwrap_or_default();
         let mut at = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
         *at = (*at).max(Some(id));
