@@ -83,14 +83,7 @@ where
     None
 }
 
-/// The next text frame as JSON; None when the socket ends.
+/// The next text frame as JSON; None when the socket ends (or the frame is not JSON).
 pub async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(t)) => return serde_json::from_str(&t).ok(),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
+    serde_json::from_str(&next_text(ws).await?).ok()
 }
