@@ -213,6 +213,17 @@ pub struct WsSettings {
     pub send_buffer_bytes: usize,
 }
 
+impl WsSettings {
+    /// Heartbeats a session may miss before it counts as gone.
+    pub const MISSED_HEARTBEATS: u32 = 3;
+
+    /// How long a session may stay silent (and a long poll's presence outlive
+    /// its last poll) before it counts as gone.
+    pub fn silent_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.heartbeat_s * u64::from(Self::MISSED_HEARTBEATS))
+    }
+}
+
 impl Default for WsSettings {
     fn default() -> Self {
         Self { heartbeat_s: 10, max_queued: 1024, send_buffer_bytes: 0 }

@@ -1,30 +1,26 @@
 //! One camsig node, the composition root: its id, configuration, service,
-//! actor registry, auth, rate limiter and metrics. Cloned into app data;
+//! actor registry, auth, rate limits and metrics (handed to the actors as
+//! `actors::Ctx`), its brokers and its drain signal. Cloned into app data;
 //! several can live in one process.
 //!
 //! `Node::build` is the one factory that picks the implementations: the
 //! embedded memory store and broker when `redis.url` is unset.
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::registry::Registry;
-use crate::actors::session::MISSED_HEARTBEATS;
-use crate::actors::user::{Execute, ask};
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, LogBounds};
 use crate::config::Settings;
-use crate::domain::{IdempotencyKey, UserId};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::rate::RateLimits;
 use crate::redis::Redis;
-use crate::service::{Command, Executed, Service};
+use crate::service::Service;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -34,13 +30,11 @@ pub struct NodeInner {
     pub settings: Arc<Settings>,
     pub service: Service,
     pub registry: Arc<Registry>,
-    /// The narrow handle the actors get.
+    /// What the actors and sessions get of this node.
     pub actors: crate::actors::Ctx,
-    pub auth: Auth,
-    pub metrics: Metrics,
-    limiter: DefaultKeyedRateLimiter<UserId>,
-    /// cameraOn/cameraOff: each is broadcast to every session, so tighter.
-    presence_limiter: DefaultKeyedRateLimiter<UserId>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub rates: Arc<RateLimits>,
     drain: tokio::sync::Notify,
     memory_broker: Option<Arc<MemoryBroker>>,
     redis_broker: Option<Arc<RedisBroker>>,
@@ -61,7 +55,7 @@ impl Node {
         let settings = Arc::new(settings);
         let id: Arc<str> = settings.node_id().into();
         let registry = Arc::new(Registry::new());
-        let metrics = Metrics::new(&id);
+        let metrics = Arc::new(Metrics::new(&id));
         let bounds = LogBounds { keep_s: settings.events.keep_s, keep_max: settings.events.keep_max };
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
             Some(url) => {
@@ -77,22 +71,24 @@ impl Node {
                 (Arc::new(MemoryStore::new(b.clone())), b.clone(), Some(b), None)
             }
         };
-        let rate = NonZeroU32::new(settings.limits.rate_per_s).expect("validated at load");
-        let presence_rate = NonZeroU32::new(settings.limits.presence_per_min).expect("validated at load");
         let service = Service::new(store, broker, settings.clone(), id.clone());
+        let auth = Arc::new(Auth::new(&settings));
+        let rates = Arc::new(RateLimits::new(&settings.limits));
         let actors = crate::actors::Ctx {
             node_id: id.clone(),
+            settings: settings.clone(),
             service: service.clone(),
             registry: registry.clone(),
-            poll_linger: Duration::from_secs(settings.ws.heartbeat_s * MISSED_HEARTBEATS as u64),
+            auth: auth.clone(),
+            rates: rates.clone(),
+            metrics: metrics.clone(),
         };
         let inner = NodeInner {
             service,
             actors,
-            auth: Auth::new(&settings),
+            auth,
             metrics,
-            limiter: RateLimiter::keyed(Quota::per_second(rate)),
-            presence_limiter: RateLimiter::keyed(Quota::per_minute(presence_rate)),
+            rates,
             drain: tokio::sync::Notify::new(),
             id,
             settings,
@@ -127,35 +123,10 @@ impl Node {
 
     /// This node's own housekeeping: rate-limiter keys and, on one node, old logs.
     pub fn sweep_local(&self) {
-        self.limiter.retain_recent();
-        self.presence_limiter.retain_recent();
+        self.rates.retain_recent();
         if let Some(b) = &self.memory_broker {
             b.sweep();
         }
     }
 
-    /// 429 when `user` is over `limits.rate_per_s`.
-    pub fn check_rate(&self, user: &UserId) -> Result<()> {
-        Self::check(&self.limiter, user)
-    }
-
-    fn check(limiter: &DefaultKeyedRateLimiter<UserId>, user: &UserId) -> Result<()> {
-        limiter.check_key(user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            Error::RateLimited { retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 }
-        })
-    }
-
-    /// Runs a command as `caller`, serialized with the caller's other operations;
-    /// with a `key`, at most once per key.
-    pub async fn execute(&self, caller: &UserId, cmd: Command, key: Option<IdempotencyKey>) -> Result<Executed> {
-        if matches!(cmd, Command::CameraOn { .. } | Command::CameraOff) {
-            // Counted per node: behind a load balancer a user gets up to
-            // (nodes × limits.presence_per_min); see docs/security.md.
-            Self::check(&self.presence_limiter, caller)?;
-        }
-        // Before queueing: a duplicate must not wait behind the call it repeats.
-        let _running = key.as_ref().map(|k| self.service.running(caller, k)).transpose()?;
-        ask(&self.actors, caller, Execute { cmd, key, span: tracing::Span::current() }).await?
-    }
 }

@@ -38,7 +38,7 @@ impl Application {
         let drain_s = settings.server.drain_s;
         let dev = settings.is_dev();
         // A client that stopped reading is ended by the kernel once its data is this old.
-        let user_timeout = Duration::from_secs(settings.ws.heartbeat_s * u64::from(crate::actors::session::MISSED_HEARTBEATS) + 1);
+        let user_timeout = settings.ws.silent_after() + Duration::from_secs(1);
         let send_buffer = settings.ws.send_buffer_bytes;
         let node = Node::build(settings).await?;
         // Before serving: a restart under a used node id ends what the predecessor left.

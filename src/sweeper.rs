@@ -1,5 +1,5 @@
 //! Housekeeping, every `SWEEP_EVERY` on every node: hold this node's lease
-//! (see `crate::lease`), sweep peers whose lease ended, end grace periods,
+//! (see `crate::service::lease`), sweep peers whose lease ended, end grace periods,
 //! forget long-gone users, close idle rooms, and drop stale rate-limiter keys
 //! and logs. Every job is claimed in the store, so running it on many nodes is
 //! safe.
@@ -10,7 +10,7 @@
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::lease::Keeper;
+use crate::service::lease::Keeper;
 use crate::node::Node;
 
 /// It bounds how late a grace period may end.

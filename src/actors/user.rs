@@ -11,8 +11,9 @@ use tracing::{Instrument, Span};
 use super::{Ctx, Push};
 use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
-use crate::presence::Opened;
-use crate::service::{Command, Executed};
+use crate::service::command::Command;
+use crate::service::presence::Opened;
+use crate::service::reply::Executed;
 
 /// How long an actor with no session and no timer lingers before it stops.
 const IDLE_STOP_AFTER: Duration = Duration::from_secs(30);
@@ -265,7 +266,7 @@ impl Handler<Unlisten> for UserActor {
     fn handle(&mut self, msg: Unlisten, ctx: &mut Context<Self>) -> Self::Result {
         let last_here = self.waiters.remove(&msg.id).is_some() && !self.heard();
         if self.waiters.is_empty() && self.poll_session.is_some() && self.linger.is_none() {
-            self.linger = Some(ctx.run_later(self.node.poll_linger, |act, ctx| {
+            self.linger = Some(ctx.run_later(self.node.poll_linger(), |act, ctx| {
                 act.linger = None;
                 act.end_poll_session(ctx, false);
             }));

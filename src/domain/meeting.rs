@@ -17,6 +17,16 @@ use crate::error::Error;
 pub const MAX_TITLE_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;
 
+/// A checked meeting title: at most 128 characters, nothing hidden.
+pub fn parse_title(t: Option<String>) -> Result<Option<String>, Error> {
+    match t {
+        Some(t) if t.chars().count() > MAX_TITLE_LEN || super::text::has_hidden_in_name(&t) => Err(Error::BadRequest(format!(
+            "title is at most {MAX_TITLE_LEN} characters, without control or invisible formatting characters"
+        ))),
+        t => Ok(t),
+    }
+}
+
 super::ids::ulid_id!(
     /// A meeting's id: a ULID.
     MeetingId,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{IceCandidate, MeetingId, MemberName, Meta, Reason, Role, RoomId, SessionDescription, UserId};
 use crate::error::{Error, Result};
-use crate::service::Command;
+use crate::service::command::Command;
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CameraOnBody {
@@ -107,7 +107,7 @@ pub struct MeetingRef {
 
 impl MeetingCreateBody {
     pub fn command(self) -> Result<Command> {
-        Ok(Command::MeetingCreate { title: crate::service::meetings::parse_title(self.title)?, max_members: self.max_members })
+        Ok(Command::MeetingCreate { title: crate::domain::meeting::parse_title(self.title)?, max_members: self.max_members })
     }
 }
 

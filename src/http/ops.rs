@@ -192,5 +192,5 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
         Some("false") | Some("0") => false,
         Some(other) => return Err(Error::BadRequest(format!("presence {other:?} is not true or false")).into()),
     };
-    session::start(&req, stream, node.get_ref().clone(), caller, Options { since, presence })
+    session::start(&req, stream, node.actors.clone(), caller, Options { since, presence })
 }

@@ -13,9 +13,9 @@ use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
 use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, MeetingLeaveBody, OfferBody, ShowBody};
-use crate::service::meetings::{JoinReply, MeetingReply};
 use crate::domain::Meeting;
-use crate::service::{Command, ConnectionReply, Executed, IceReply, Reply, ShowReply, UserReply};
+use crate::service::command::Command;
+use crate::service::reply::{ConnectionReply, Executed, IceReply, JoinReply, MeetingReply, Reply, ShowReply, UserReply};
 use crate::turn::IceServers;
 use crate::store::UserQuery;
 
@@ -44,7 +44,7 @@ fn respond(done: Executed) -> HttpResponse {
 }
 
 async fn run(node: &Node, caller: &Caller, cmd: Result<Command>, idem: Idempotency) -> Result<HttpResponse> {
-    Ok(respond(node.execute(&caller.user, cmd?, idem.key).await?))
+    Ok(respond(node.actors.execute(&caller.user, cmd?, idem.key).await?))
 }
 
 /// Turn my camera on.

@@ -4,39 +4,16 @@
 //! Leaving closes the leaver's pairs and tells the others, in one step too.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use utoipa::ToSchema;
 
-use super::{Executed, Plan, Reply, Service};
+use super::idempotency::Idem;
+use super::reply::{Executed, JoinReply, MeetingReply, Reply};
+use super::{Plan, Service, close_rooms};
 use crate::domain::event::{MemberJoinedData, MemberLeftData};
-use crate::domain::meeting::{Joined, MAX_TITLE_LEN};
+use crate::domain::meeting::Joined;
 use crate::domain::{Connection, Event, Meeting, MeetingId, MemberName, UserId};
 use crate::error::{Error, Result};
-use crate::idempotency::Idem;
 use crate::store::{Guard, MeetingWrite, Read, Snapshot, Step};
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct MeetingReply {
-    pub meeting: Meeting,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JoinReply {
-    pub meeting: Meeting,
-    /// Your pair with each earlier member: you are the `abonent`, they offer.
-    pub connections: Vec<Connection>,
-}
-
-/// A checked meeting title.
-pub fn parse_title(t: Option<String>) -> Result<Option<String>> {
-    match t {
-        Some(t) if t.chars().count() > MAX_TITLE_LEN || crate::domain::text::has_hidden_in_name(&t) => Err(Error::BadRequest(format!(
-            "title is at most {MAX_TITLE_LEN} characters, without control or invisible formatting characters"
-        ))),
-        t => Ok(t),
-    }
-}
 
 impl Service {
     fn empty_meeting_ttl(&self) -> Duration {
@@ -121,7 +98,7 @@ impl Service {
                 step = step.guard(Guard::Sessions(user.clone(), 0));
             }
             meeting.leave(user);
-            super::close_rooms(&mut step, &s.pairs, user, reason, now);
+            close_rooms(&mut step, &s.pairs, user, reason, now);
             for other in &meeting.members {
                 let data = MemberLeftData { meeting_id: id.clone(), user_id: user.clone(), reason: reason.to_owned() };
                 step.events.push((other.user_id.clone(), Event::MemberLeft(data)));

@@ -5,7 +5,8 @@
 
 use camsig::domain::{IceCandidate, RoomId, SessionDescription, UserId};
 use camsig::node::Node;
-use camsig::service::{Command, Reply};
+use camsig::service::command::Command;
+use camsig::service::reply::Reply;
 use secrecy::SecretString;
 
 use crate::harness::Redis;
@@ -24,7 +25,7 @@ async fn bare_node(redis: &Redis, id: &str) -> Node {
 /// Runs `cmd` as `user` on `node`; returns the reply and the round trips it took.
 async fn counted(node: &Node, user: &str, cmd: Command) -> (Reply, u64) {
     let before = node.metrics.redis_round_trips.get();
-    let done = node.execute(&UserId::parse(user).unwrap(), cmd, None).await.unwrap();
+    let done = node.actors.execute(&UserId::parse(user).unwrap(), cmd, None).await.unwrap();
     (done.reply, node.metrics.redis_round_trips.get() - before)
 }
 

@@ -18,12 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{SessionId, UserId};
 use crate::error::Result;
-use crate::service::Service;
-
-/// A new lease name for this process: the node id and a fresh incarnation.
-pub fn new_lease(node_id: &str) -> String {
-    format!("{node_id}#{}", ulid::Ulid::new())
-}
+use super::Service;
 
 /// The node id a lease belongs to.
 pub fn node_of(lease: &str) -> &str {

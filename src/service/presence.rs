@@ -8,7 +8,7 @@
 //! - A user offline with the camera off and no open room is forgotten after
 //!   `presence.forget_after_s`.
 //!
-//! Sessions lost with their node are ended by `crate::lease`.
+//! Sessions lost with their node are ended by `super::lease`.
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +16,7 @@ use crate::broker::Replay;
 use crate::domain::event::now_us;
 use crate::domain::{Camera, Event, EventId, SessionId, UserId, UserState};
 use crate::error::Result;
-use crate::service::{Plan, Service, close_rooms};
+use super::{Plan, Service, close_rooms};
 use crate::store::{Guard, Read, SessionWrite, Step};
 
 /// What a new session needs before it goes live.

@@ -1,35 +1,39 @@
-//! WebSocket sessions: the handshake, the hello frame, heartbeat, delivery of
-//! events, and commands sent over the socket.
+//! WebSocket sessions: the actor that holds one socket. It opens the session
+//! (hello, replay), keeps the heartbeat, writes events through its outbox, and
+//! runs what frames ask for. The parts that need no actor live beside it:
+//! `envelope` (what a frame asks), `fragments` (messages in pieces), `expiry`
+//! (token and TURN lifetimes).
 //!
-//! This is the only file that knows `actix-web-actors` (deprecated upstream in
-//! favour of `actix-ws`), so a later move touches one file.
+//! This module is the only one that knows `actix-web-actors` (deprecated
+//! upstream in favour of `actix-ws`), so a later move touches one place.
+
+mod envelope;
+mod expiry;
+mod fragments;
 
 use actix::prelude::*;
-use actix_web::{HttpRequest, HttpResponse, web};
 use actix_http::ws::Item;
-use actix_web::web::BytesMut;
+use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Span;
+use tracing::{Instrument, Span};
 
-use super::Push;
 use super::flow::{self, Outbox, Pulled};
 use super::frame_limit::{FrameLimit, Oversize};
-use std::sync::Arc;
 use super::user::{Attach, Detach, ask};
-use tracing::Instrument;
+use super::{Ctx, Push};
 use crate::auth::Caller;
 use crate::broker::Replay;
+use crate::config::WsSettings;
 use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
-use crate::domain::{Event, EventId, Frame, IdempotencyKey, SessionId};
+use crate::domain::{Event, EventId, Frame, SessionId};
 use crate::error::Error;
-use crate::node::Node;
-use crate::http::bodies;
-use crate::presence::Opened;
-
-/// Heartbeats a session may miss before it counts as gone.
-pub const MISSED_HEARTBEATS: u32 = 3;
+use crate::http::bodies::{RefreshBody, RefreshReply};
+use crate::service::presence::Opened;
+use envelope::Request;
+use fragments::{Broken, Fragments, Whole};
 /// Reads of the log a catch-up tries before the session closes (1013).
 const CATCH_UP_TRIES: u32 = 4;
 /// The close code for a session whose token expired (the contract's Sessions).
@@ -50,7 +54,7 @@ pub struct Options {
 }
 
 /// Upgrades the request to a session of `caller`.
-pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
+pub fn start(req: &HttpRequest, stream: web::Payload, node: Ctx, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
     let pulled = Arc::new(Pulled::default());
     let out = Outbox::new(node.settings.ws.max_queued, pulled.clone());
@@ -64,7 +68,8 @@ pub fn start(req: &HttpRequest, stream: web::Payload, node: Node, caller: Caller
 pub struct WsSession {
     id: SessionId,
     caller: Caller,
-    node: Node,
+    /// The node's context: service, registry, settings, auth, rates, metrics.
+    node: Ctx,
     opts: Options,
     heartbeat: Duration,
     last_seen: Instant,
@@ -76,8 +81,7 @@ pub struct WsSession {
     exp: u64,
     /// The `token_expiring` warning and the 4001 close, rescheduled by `refresh`.
     expiry: Vec<SpawnHandle>,
-    /// A fragmented message being put back together: (is text, bytes so far).
-    partial: Option<(bool, BytesMut)>,
+    partial: Fragments,
     /// Flow control: what waits to be sent (see `flow`).
     out: Outbox,
     /// Set when the incoming stream ended at a frame over the size limit.
@@ -87,9 +91,9 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    fn new(node: Node, caller: Caller, opts: Options, out: Outbox, oversize: Arc<Oversize>) -> Self {
+    fn new(node: Ctx, caller: Caller, opts: Options, out: Outbox, oversize: Arc<Oversize>) -> Self {
         let id = SessionId::new();
-        let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.id);
+        let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.node_id);
         let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
         let exp = caller.exp;
         Self {
@@ -103,7 +107,7 @@ impl WsSession {
             hello_id: None,
             exp,
             expiry: Vec::new(),
-            partial: None,
+            partial: Fragments::default(),
             out,
             oversize,
             attached: false,
@@ -150,7 +154,7 @@ impl WsSession {
         let hello = Event::Hello(Hello {
             session_id: self.id.to_string(),
             user_id: self.caller.user.to_string(),
-            node_id: self.node.id.to_string(),
+            node_id: self.node.node_id.to_string(),
             heartbeat_s: self.heartbeat.as_secs(),
             last_id: opened.last_id.to_string(),
             ice_servers: self.node.service.ice_servers(&self.caller.user).ice_servers,
@@ -205,83 +209,52 @@ impl WsSession {
             ctx.cancel_future(h);
         }
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let left = Duration::from_secs(self.exp.saturating_sub(now));
-        let warn = left.saturating_sub(Duration::from_secs(self.node.settings.auth.refresh_before_s));
+        let (warn, close_in) = expiry::token_timers(self.exp, now, &self.node.settings.auth);
         self.expiry.push(ctx.run_later(warn, |act, ctx| {
             let ev = Event::TokenExpiring(TokenExpiringData { exp: act.exp });
             act.write(&Frame::from_event(None, &ev, now_us()), ctx);
         }));
-        self.expiry.push(ctx.run_later(left, |act, ctx| {
+        self.expiry.push(ctx.run_later(close_in, |act, ctx| {
             tracing::info!(parent: &act.span, "token expired; closing");
             close(ctx, TOKEN_EXPIRED, "token expired");
         }));
     }
 
     /// `{"cmd": "refresh", "token"}`: the same user, a later `exp`.
-    fn refresh(&mut self, ack: Value, fields: serde_json::Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {
-        let body: bodies::RefreshBody = match serde_json::from_value(Value::Object(fields)) {
-            Ok(b) => b,
-            Err(_) => return self.error(ctx, &ack, &Error::BadRequest("refresh takes {\"token\": \"<JWT>\"}".into())),
-        };
-        let caller = match self.node.auth.verify(&body.token) {
-            Ok(c) => c,
-            Err(e) => return self.error(ctx, &ack, &e),
-        };
-        if caller.user != self.caller.user {
-            return self.error(ctx, &ack, &Error::Forbidden("a refresh must be for the session's own user".into()));
+    fn refresh(&mut self, ack: Value, body: Result<RefreshBody, Error>, ctx: &mut ws::WebsocketContext<Self>) {
+        match body.and_then(|b| expiry::refreshed_exp(&self.node.auth, &self.caller.user, self.exp, &b)) {
+            Ok(exp) => {
+                self.exp = exp;
+                self.schedule_expiry(ctx);
+                self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "refresh", "result": RefreshReply { exp }}));
+            }
+            Err(e) => self.error(ctx, &ack, &e),
         }
-        if caller.exp <= self.exp {
-            return self.error(ctx, &ack, &Error::BadRequest("the new token must expire later than the current one".into()));
-        }
-        self.exp = caller.exp;
-        self.schedule_expiry(ctx);
-        self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "refresh", "result": bodies::RefreshReply { exp: self.exp }}));
     }
 
     /// With TURN configured: fresh credentials at 80 % of their lifetime.
     fn schedule_ice_servers(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let ice = &self.node.settings.ice;
-        if ice.turn_urls.is_empty() {
-            return;
-        }
-        let every = Duration::from_secs(ice.turn_ttl_s).mul_f64(0.8).max(Duration::from_millis(500));
+        let Some(every) = expiry::ice_refresh_every(&self.node.settings.ice) else { return };
         ctx.run_interval(every, |act, ctx| {
             let ev = Event::IceServers(act.node.service.ice_servers(&act.caller.user));
             act.write(&Frame::from_event(None, &ev, now_us()), ctx);
         });
     }
 
-    /// A fragment of a message (RFC 6455 §5.4), put back together within `limits.max_body_bytes`.
+    /// A fragment of a message; the whole one is handled as any other frame.
     fn fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (text, first, data, last) = match item {
-            Item::FirstText(b) => (true, true, b, false),
-            Item::FirstBinary(b) => (false, true, b, false),
-            Item::Continue(b) => (false, false, b, false),
-            Item::Last(b) => (false, false, b, true),
-        };
-        if first == self.partial.is_some() {
-            return close(ctx, ws::CloseCode::Protocol, if first { "a new message began inside a fragmented one" } else { "a continuation with no message to continue" });
-        }
-        let (is_text, buf) = self.partial.get_or_insert_with(|| (text, BytesMut::new()));
-        if buf.len() + data.len() > self.node.settings.limits.max_body_bytes {
-            self.partial = None;
-            return close(ctx, ws::CloseCode::Size, "message too big");
-        }
-        buf.extend_from_slice(&data);
-        if !last {
-            return;
-        }
-        let is_text = *is_text;
-        let Some((_, buf)) = self.partial.take() else { return };
-        if !is_text {
-            return self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));
-        }
-        match std::str::from_utf8(&buf) {
-            Ok(text) => {
-                let _e = self.span.clone().entered();
-                self.on_text(text, ctx);
-            }
-            Err(_) => close(ctx, ws::CloseCode::Invalid, "text is not UTF-8"),
+        match self.partial.push(item, self.node.settings.limits.max_body_bytes) {
+            Ok(None) => {}
+            Ok(Some(Whole::Binary)) => self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into())),
+            Ok(Some(Whole::Text(buf))) => match std::str::from_utf8(&buf) {
+                Ok(text) => {
+                    let _e = self.span.clone().entered();
+                    self.on_text(text, ctx);
+                }
+                Err(_) => close(ctx, ws::CloseCode::Invalid, "text is not UTF-8"),
+            },
+            Err(Broken::Protocol(why)) => close(ctx, ws::CloseCode::Protocol, why),
+            Err(Broken::TooBig) => close(ctx, ws::CloseCode::Size, "message too big"),
         }
     }
 
@@ -311,34 +284,19 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let mut fields = match bodies::command_fields(text) {
-            Ok(m) => m,
-            Err(e) => return self.error(ctx, &Value::Null, &e),
+        let (ack, request) = envelope::parse(text);
+        let call = match request {
+            Err(e) => return self.error(ctx, &ack, &e),
+            Ok(Request::Ping) => return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "ping", "result": {}})),
+            Ok(Request::Refresh(body)) => return self.refresh(ack, body, ctx),
+            Ok(Request::Call(call)) => call,
         };
-        let ack = fields.remove("ack").unwrap_or(Value::Null);
-        let name = match fields.remove("cmd") {
-            Some(Value::String(s)) => s,
-            _ => return self.error(ctx, &ack, &Error::BadRequest("a command needs a string \"cmd\"".into())),
-        };
-        if name == "ping" {
-            return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "ping", "result": {}}));
-        }
-        if name == "refresh" {
-            return self.refresh(ack, fields, ctx);
-        }
-        if let Err(e) = self.node.check_rate(&self.caller.user) {
+        if let Err(e) = self.node.rates.check_call(&self.caller.user) {
             return self.error(ctx, &ack, &e);
         }
-        let key = match fields.remove("idempotency_key") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(k)) => match IdempotencyKey::parse(&k) {
-                Ok(k) => Some(k),
-                Err(e) => return self.error(ctx, &ack, &e),
-            },
-            Some(_) => return self.error(ctx, &ack, &Error::BadRequest("idempotency_key is a string".into())),
-        };
-        let cmd = match bodies::command(&name, Value::Object(fields)) {
-            Ok(c) => c,
+        let name = call.name.clone();
+        let (key, cmd) = match call.typed() {
+            Ok(typed) => typed,
             Err(e) => return self.error(ctx, &ack, &e),
         };
         let span = tracing::info_span!(parent: &self.span, "command", cmd = %name, user_id = %self.caller.user, room_id = tracing::field::Empty);
@@ -362,7 +320,7 @@ impl Actor for WsSession {
         tracing::debug!("session opened");
         self.node.metrics.sessions_open.inc();
         ctx.run_interval(self.heartbeat, |act, ctx| {
-            if act.last_seen.elapsed() > act.heartbeat * MISSED_HEARTBEATS {
+            if act.last_seen.elapsed() > act.heartbeat * WsSettings::MISSED_HEARTBEATS {
                 tracing::info!(parent: &act.span, "session silent too long; closing");
                 ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: Some("heartbeat timeout".into()) }));
                 ctx.stop();
@@ -378,7 +336,7 @@ impl Actor for WsSession {
         let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
-        ctx.wait(async move { ask(&node.actors, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
             Ok(opened) => act.on_open(opened, ctx),
             Err(e) => {
                 tracing::warn!(parent: &act.span, error = %e, "session could not open");
@@ -400,7 +358,7 @@ impl Actor for WsSession {
         if self.attached {
             let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
             actix::spawn(async move {
-                let _ = ask(&node.actors, &user, Detach { session }).await;
+                let _ = ask(&node, &user, Detach { session }).await;
             });
         }
     }

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use super::reply::{Executed, Reply};
 use crate::domain::{IdempotencyKey, SessionDescription, UserId};
 use crate::error::{Error, Result};
-use crate::service::{Command, Executed, Reply};
 use crate::store::{Guard, Kept, Step};
 
 /// What is kept under a key: the request's fingerprint and its answer.
@@ -44,13 +44,10 @@ pub struct Idem {
 }
 
 impl Idem {
-    pub fn new(user: &UserId, key: IdempotencyKey, cmd: &Command, per_user_max: usize) -> Self {
-        let sent = match cmd {
-            Command::Offer { offer, .. } => Some(offer.clone()),
-            Command::Answer { answer, .. } => Some(answer.clone()),
-            _ => None,
-        };
-        Self { user: user.clone(), key, fp: fingerprint(cmd), sent, per_user_max }
+    /// `request` is the whole typed request (its `Debug` is fingerprinted);
+    /// `sent` is the SDP it carries, if any.
+    pub fn new(user: &UserId, key: IdempotencyKey, request: &impl std::fmt::Debug, sent: Option<SessionDescription>, per_user_max: usize) -> Self {
+        Self { user: user.clone(), key, fp: fingerprint(request), sent, per_user_max }
     }
 
     /// The caller's own SDP inside `reply`, where it is the one they sent.
@@ -96,9 +93,9 @@ impl Idem {
 }
 
 /// What makes two requests "the same" under one key: the command and every field.
-fn fingerprint(cmd: &Command) -> String {
+fn fingerprint(request: &impl std::fmt::Debug) -> String {
     use sha1::Digest;
-    let digest = sha1::Sha1::digest(format!("{cmd:?}").as_bytes());
+    let digest = sha1::Sha1::digest(format!("{request:?}").as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
