@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod protocol;
 pub mod rate;
 pub mod redis;
 pub mod service;

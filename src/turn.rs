@@ -5,28 +5,10 @@ use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::config::IceSettings;
 use crate::domain::UserId;
-
-/// One STUN or TURN server, as `RTCIceServer` takes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct IceServers {
-    pub ice_servers: Vec<IceServer>,
-    /// How long TURN credentials stay valid.
-    pub ttl_s: u64,
-}
+use crate::domain::ice_servers::{IceServer, IceServers};
 
 /// STUN as configured, and TURN with credentials for `user` valid for `ice.turn_ttl_s`.
 pub fn ice_servers(ice: &IceSettings, user: &UserId) -> IceServers {

@@ -11,7 +11,7 @@ use super::ids::{RoomId, UserId};
 use super::meeting::MeetingId;
 use super::sdp::{IceCandidate, SessionDescription};
 use super::user::UserState;
-use crate::turn::{IceServer, IceServers};
+use super::ice_servers::{IceServer, IceServers};
 
 /// The position of an event in a user's log, `"<ms>-<seq>"` like a Redis stream id.
 /// `0-0` is the start: before any event.

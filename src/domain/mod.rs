@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod event;
+pub mod ice_servers;
 pub mod ids;
 pub mod meeting;
 pub mod sdp;

@@ -326,7 +326,7 @@ pub(crate) mod tests {
 
             #[test]
             fn any_candidate_is_valid_or_refused_in_shape_or_content(v in candidate_json()) {
-                let checked = crate::http::json::from_value::<IceCandidate>(v.clone()).and_then(|c| c.validate().map(|()| c));
+                let checked = crate::protocol::json::from_value::<IceCandidate>(v.clone()).and_then(|c| c.validate().map(|()| c));
                 match checked {
                     Ok(c) => {
                         prop_assert!(c.candidate.len() <= MAX_CANDIDATE_BYTES);

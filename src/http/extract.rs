@@ -101,7 +101,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 .map_err(|_| Error::RequestTimeout(timeout_s))??;
             let blank = buf.iter().all(u8::is_ascii_whitespace) || buf.trim_ascii() == b"null";
             let bytes: &[u8] = if blank { b"{}" } else { &buf };
-            super::json::body(bytes).map(Body)
+            crate::protocol::json::body(bytes).map(Body)
         })
     }
 }

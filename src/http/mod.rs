@@ -2,9 +2,7 @@
 //! contract's checks in order (401, 429, 413/400), request metrics and spans,
 //! and the OpenAPI document derived from the handlers.
 
-pub mod bodies;
 pub mod extract;
-pub mod json;
 pub mod ops;
 pub mod request_log;
 pub mod webrtc;
@@ -42,13 +40,13 @@ use crate::node::Node;
         crate::domain::event::ResyncData,
         crate::domain::event::ReconnectData,
         crate::domain::event::TokenExpiringData,
-        crate::http::bodies::RefreshBody,
-        crate::http::bodies::RefreshReply,
+        crate::protocol::bodies::RefreshBody,
+        crate::protocol::bodies::RefreshReply,
         crate::domain::event::MemberJoinedData,
         crate::domain::event::MemberLeftData,
-        bodies::MeetingJoinFields,
-        bodies::MeetingRef,
-        bodies::CameraOnBody,
+        crate::protocol::bodies::MeetingJoinFields,
+        crate::protocol::bodies::MeetingRef,
+        crate::protocol::bodies::CameraOnBody,
     )),
     servers((url = "http://127.0.0.1:8080", description = "A node started with `cargo run`")),
     modifiers(&BearerAuth),

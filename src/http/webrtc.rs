@@ -12,11 +12,11 @@ use crate::auth::Caller;
 use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
 use crate::error::{Error, ErrorResponse, Result};
 use crate::node::Node;
-use super::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, MeetingLeaveBody, OfferBody, ShowBody};
+use crate::protocol::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, MeetingLeaveBody, OfferBody, ShowBody};
 use crate::domain::Meeting;
 use crate::service::command::Command;
 use crate::service::reply::{ConnectionReply, Executed, IceReply, JoinReply, MeetingReply, Reply, ShowReply, UserReply};
-use crate::turn::IceServers;
+use crate::domain::ice_servers::IceServers;
 use crate::store::UserQuery;
 
 /// Most users one page of `GET users` returns.
@@ -427,7 +427,7 @@ pub async fn meeting_join(node: web::Data<Node>, caller: Caller, path: web::Path
 )]
 #[post("/meetings/{meeting_id}/leave")]
 pub async fn meeting_leave(node: web::Data<Node>, caller: Caller, path: web::Path<String>, _body: Body<MeetingLeaveBody>, idem: Idempotency) -> Result<HttpResponse> {
-    run(&node, &caller, super::bodies::meeting_leave(&path), idem).await
+    run(&node, &caller, crate::protocol::bodies::meeting_leave(&path), idem).await
 }
 
 /// A meeting and its members (members only).

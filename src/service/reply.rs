@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{Connection, Meeting, UserState};
-use crate::turn::IceServer;
+use crate::domain::ice_servers::IceServer;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UserReply {

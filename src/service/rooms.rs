@@ -11,7 +11,8 @@ use crate::domain::event::PutIceData;
 use crate::domain::{Connection, Event, IceCandidate, Role, RoomId, UserId};
 use crate::error::{Error, Result};
 use crate::store::{Commit, Guard, Read, Step};
-use crate::turn::{self, IceServers};
+use crate::domain::ice_servers::IceServers;
+use crate::turn;
 
 /// Rooms whose members this node remembers (members never change), so that
 /// `ice` needs no read.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::IdempotencyKey;
 use crate::error::{Error, Result};
-use crate::http::bodies::{self, RefreshBody};
+use crate::protocol::bodies::{self, RefreshBody};
 use crate::service::command::Command;
 
 /// What one frame asks for.

@@ -8,7 +8,7 @@ use crate::auth::{Auth, Caller};
 use crate::config::{AuthSettings, IceSettings};
 use crate::domain::UserId;
 use crate::error::{Error, Result};
-use crate::http::bodies::RefreshBody;
+use crate::protocol::bodies::RefreshBody;
 
 /// When to warn and when to close, counted from `now` (seconds since the epoch).
 pub fn token_timers(exp: u64, now: u64, auth: &AuthSettings) -> (Duration, Duration) {

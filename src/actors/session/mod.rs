@@ -30,7 +30,7 @@ use crate::config::WsSettings;
 use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
 use crate::domain::{Event, EventId, Frame, SessionId};
 use crate::error::Error;
-use crate::http::bodies::{RefreshBody, RefreshReply};
+use crate::protocol::bodies::{RefreshBody, RefreshReply};
 use crate::service::presence::Opened;
 use envelope::Request;
 use fragments::{Broken, Fragments, Whole};
