@@ -46,7 +46,7 @@ impl Metrics {
         registry.register(Box::new(redis_round_trips.clone())).unwrap();
         // Every series exists from the start, at 0, so rates and alerts work
         // before the first event of a kind.
-        for action in crate::domain::event::ACTION_NAMES {
+        for action in crate::domain::names::EVENTS.iter().map(|e| e.name) {
             events_delivered.with_label_values(&[action]).reset();
         }
         let process = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into())).expect("valid registry labels");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Broker, LogBounds, Replay, Sink};
-use crate::domain::event::action_name;
+use crate::domain::names::event_name;
 use crate::domain::{EventId, Frame, UserId};
 use crate::error::{Error, Result};
 use crate::redis::{Keys, OP_TIMEOUT, Redis, redis_error};
@@ -94,7 +94,7 @@ fn entry_frame((id, fields): &Entry) -> Option<Frame> {
     let mut json = None;
     for kv in fields.chunks(2) {
         match (kv[0].as_str(), kv.get(1)) {
-            ("a", Some(v)) => action = Some(action_name(v)),
+            ("a", Some(v)) => action = Some(event_name(v)),
             ("t", Some(v)) => accepted = v.parse().unwrap_or(0),
             ("e", Some(v)) => json = Some(v.as_str()),
             _ => {}
@@ -276,5 +276,5 @@ fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
         return;
     };
     let Ok(id) = id.parse::<EventId>() else { return };
-    shared.sink.to_user(&user, Frame::new(Some(id), action_name(action), json, accepted.parse().unwrap_or(0)));
+    shared.sink.to_user(&user, Frame::new(Some(id), event_name(action), json, accepted.parse().unwrap_or(0)));
 }

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::connection::Connection;
 use super::ids::{RoomId, UserId};
 use super::meeting::MeetingId;
+use super::names::EventKind;
 use super::sdp::{IceCandidate, SessionDescription};
 use super::user::UserState;
 use super::ice_servers::{IceServer, IceServers};
@@ -197,23 +198,27 @@ pub enum Event {
 }
 
 impl Event {
-    /// The short name, for metrics.
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::Hello(_) => "hello",
-            Event::UpdateUser(_) => "update_user",
-            Event::ShowCam(_) => "show_cam",
-            Event::PutOffer(_) => "put_offer",
-            Event::PutAnswer(_) => "put_answer",
-            Event::PutIce(_) => "put_ice",
-            Event::Hangup(_) => "hangup",
-            Event::Resync(_) => "resync",
-            Event::Reconnect(_) => "reconnect",
-            Event::TokenExpiring(_) => "token_expiring",
-            Event::IceServers(_) => "ice_servers",
-            Event::MemberJoined(_) => "member_joined",
-            Event::MemberLeft(_) => "member_left",
+            Event::Hello(_) => EventKind::Hello,
+            Event::UpdateUser(_) => EventKind::UpdateUser,
+            Event::ShowCam(_) => EventKind::ShowCam,
+            Event::PutOffer(_) => EventKind::PutOffer,
+            Event::PutAnswer(_) => EventKind::PutAnswer,
+            Event::PutIce(_) => EventKind::PutIce,
+            Event::Hangup(_) => EventKind::Hangup,
+            Event::Resync(_) => EventKind::Resync,
+            Event::Reconnect(_) => EventKind::Reconnect,
+            Event::TokenExpiring(_) => EventKind::TokenExpiring,
+            Event::IceServers(_) => EventKind::IceServers,
+            Event::MemberJoined(_) => EventKind::MemberJoined,
+            Event::MemberLeft(_) => EventKind::MemberLeft,
         }
+    }
+
+    /// The short name (`action` without `server-action:`), from `names::EVENTS`.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     pub fn user(user: UserState) -> Self {
@@ -258,28 +263,6 @@ impl Frame {
 /// Wall clock in µs since the epoch.
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
-}
-
-/// Every short action name.
-pub const ACTION_NAMES: [&str; 13] = [
-    "hello",
-    "update_user",
-    "show_cam",
-    "put_offer",
-    "put_answer",
-    "put_ice",
-    "hangup",
-    "resync",
-    "reconnect",
-    "token_expiring",
-    "ice_servers",
-    "member_joined",
-    "member_left",
-];
-
-/// Maps a short action name back to its static str (events read back from a store).
-pub fn action_name(s: &str) -> &'static str {
-    ACTION_NAMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
 }
 
 #[cfg(test)]

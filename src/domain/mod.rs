@@ -6,6 +6,7 @@ pub mod event;
 pub mod ice_servers;
 pub mod ids;
 pub mod meeting;
+pub mod names;
 pub mod sdp;
 pub mod text;
 pub mod user;

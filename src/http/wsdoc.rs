@@ -5,89 +5,7 @@
 use serde_json::{Map, Value, json};
 use utoipa::openapi::{OpenApi, RefOr, Schema};
 
-/// A server event: `action` without its `server-action:` prefix, the schema
-/// of its `data`, whether it carries a log `id`, and who gets it.
-struct EventDoc {
-    name: &'static str,
-    data: &'static str,
-    logged: bool,
-    doc: &'static str,
-}
-
-const EVENTS: &[EventDoc] = &[
-    EventDoc { name: "hello", data: "Hello", logged: false, doc: "The first frame of every session." },
-    EventDoc {
-        name: "update_user",
-        data: "UserEventData",
-        logged: false,
-        doc: "To every session not opened with `presence=false`: a user's state changed. Not logged; drop one whose `user.version` is older than what you have.",
-    },
-    EventDoc { name: "show_cam", data: "ShowCamData", logged: true, doc: "To the owner: a viewer asked to see the camera. Send an offer." },
-    EventDoc { name: "put_offer", data: "PutOfferData", logged: true, doc: "To the abonent: the owner's offer. Answer it." },
-    EventDoc { name: "put_answer", data: "PutAnswerData", logged: true, doc: "To the owner: the abonent's answer." },
-    EventDoc { name: "put_ice", data: "PutIceData", logged: true, doc: "To the other side: an ICE candidate; an empty `candidate` ends them." },
-    EventDoc { name: "hangup", data: "HangupData", logged: true, doc: "To the other side: the room is closed." },
-    EventDoc {
-        name: "resync",
-        data: "ResyncData",
-        logged: false,
-        doc: "Right after hello (or as a long poll's only event) when `since` is older than the log: reload state through REST, then resume from `data.last_id`.",
-    },
-    EventDoc {
-        name: "reconnect",
-        data: "ReconnectData",
-        logged: false,
-        doc: "The node is draining (a deploy, not a crash): the session closes next with code 1012. Reconnect to any node with `?since=data.last_id`; you stay online meanwhile.",
-    },
-    EventDoc {
-        name: "token_expiring",
-        data: "TokenExpiringData",
-        logged: false,
-        doc: "`auth.refresh_before_s` before the token's `exp`: send `refresh` with a new token, or the session closes with 4001 at `exp`.",
-    },
-    EventDoc {
-        name: "ice_servers",
-        data: "IceServers",
-        logged: false,
-        doc: "While TURN is configured, at 80 % of `ttl_s`: fresh TURN credentials, for the ICE restarts of long calls.",
-    },
-    EventDoc {
-        name: "member_joined",
-        data: "MemberJoinedData",
-        logged: true,
-        doc: "To every earlier member of a meeting: someone joined. You own your pair with them: send your offer in `data.room_id`.",
-    },
-    EventDoc { name: "member_left", data: "MemberLeftData", logged: true, doc: "To every remaining member: someone left the meeting (`left`, `gone` or `kicked`); your pair with them is closed." },
-];
-
-/// A command frame: `cmd`, the schema of its fields (the REST body), and the
-/// schema of `result` in its ack (the REST reply).
-struct CommandDoc {
-    cmd: &'static str,
-    body: Option<&'static str>,
-    reply: Option<&'static str>,
-    doc: &'static str,
-}
-
-const COMMANDS: &[CommandDoc] = &[
-    CommandDoc { cmd: "cameraOn", body: Some("CameraOnBody"), reply: Some("UserReply"), doc: "As POST /webrtc/cameraOn." },
-    CommandDoc { cmd: "cameraOff", body: None, reply: Some("UserReply"), doc: "As POST /webrtc/cameraOff." },
-    CommandDoc { cmd: "cameraShow", body: Some("ShowBody"), reply: Some("ShowReply"), doc: "As POST /webrtc/cameraShow." },
-    CommandDoc { cmd: "offer", body: Some("OfferBody"), reply: Some("ConnectionReply"), doc: "As POST /webrtc/offer." },
-    CommandDoc { cmd: "answer", body: Some("AnswerBody"), reply: Some("ConnectionReply"), doc: "As POST /webrtc/answer." },
-    CommandDoc { cmd: "ice", body: Some("IceBody"), reply: Some("IceReply"), doc: "As POST /webrtc/ice." },
-    CommandDoc { cmd: "hangup", body: Some("HangupBody"), reply: Some("ConnectionReply"), doc: "As POST /webrtc/hangup." },
-    CommandDoc { cmd: "meetingCreate", body: Some("MeetingCreateBody"), reply: Some("MeetingReply"), doc: "As POST /webrtc/meetings." },
-    CommandDoc { cmd: "meetingJoin", body: Some("MeetingJoinFields"), reply: Some("JoinReply"), doc: "As POST /webrtc/meetings/{meeting_id}/join." },
-    CommandDoc { cmd: "meetingLeave", body: Some("MeetingRef"), reply: Some("MeetingReply"), doc: "As POST /webrtc/meetings/{meeting_id}/leave." },
-    CommandDoc { cmd: "ping", body: None, reply: None, doc: "Acked with an empty result and no effect; not rate limited." },
-    CommandDoc {
-        cmd: "refresh",
-        body: Some("RefreshBody"),
-        reply: Some("RefreshReply"),
-        doc: "A new token for this session: same `sub`, later `exp`. A token for another user is refused with `forbidden` and changes nothing.",
-    },
-];
+use crate::domain::names::{COMMANDS, CommandSpec, EVENTS, EventSpec};
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -98,12 +16,12 @@ fn any(description: &str) -> Value {
     json!({"type": null, "description": description})
 }
 
-fn event_schema_name(e: &EventDoc) -> String {
+fn event_schema_name(e: &EventSpec) -> String {
     format!("{}Event", pascal(e.name))
 }
 
-fn command_schema_name(c: &CommandDoc) -> String {
-    format!("{}Command", pascal(c.cmd))
+fn command_schema_name(c: &CommandSpec) -> String {
+    format!("{}Command", pascal(c.name))
 }
 
 fn pascal(s: &str) -> String {
@@ -144,7 +62,7 @@ fn schemas() -> Vec<(String, Value)> {
             "type": "object",
             "required": ["cmd"],
             "properties": {
-                "cmd": {"type": "string", "enum": [c.cmd]},
+                "cmd": {"type": "string", "enum": [c.name]},
                 "ack": any("Any JSON value; echoed in the reply so the client can match it."),
                 "idempotency_key": {"type": "string", "description": "As the `Idempotency-Key` header."},
             },
@@ -175,7 +93,7 @@ fn schemas() -> Vec<(String, Value)> {
             "properties": {
                 "cmd": {"type": "string", "enum": ["ack"]},
                 "ack": any("The command's `ack`, as given (null when absent)."),
-                "action": {"type": "string", "enum": COMMANDS.iter().map(|c| c.cmd).collect::<Vec<_>>()},
+                "action": {"type": "string", "enum": COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>()},
                 "result": {"type": "object"},
             },
         }),
@@ -284,8 +202,8 @@ pub fn asyncapi(openapi: &OpenApi) -> Value {
             summary.push_str(&format!(" The ack's `result` is a {r}."));
         }
         messages.insert(
-            format!("{}Command", c.cmd),
-            json!({"name": c.cmd, "title": format!("{} command", c.cmd), "summary": summary, "payload": schema_ref(&command_schema_name(c))}),
+            format!("{}Command", c.name),
+            json!({"name": c.name, "title": format!("{} command", c.name), "summary": summary, "payload": schema_ref(&command_schema_name(c))}),
         );
     }
     messages.insert("ack".into(), json!({"name": "ack", "title": "Command ack", "summary": "A command succeeded.", "payload": schema_ref("CommandAck")}));
@@ -295,7 +213,7 @@ pub fn asyncapi(openapi: &OpenApi) -> Value {
         messages.keys().map(|k| (k.clone(), json!({"$ref": format!("#/components/messages/{k}")}))).collect();
     let msg_refs = |names: Vec<String>| names.into_iter().map(|n| json!({"$ref": format!("#/channels/session/messages/{n}")})).collect::<Vec<_>>();
     let events = msg_refs(EVENTS.iter().map(|e| e.name.to_owned()).collect());
-    let commands = msg_refs(COMMANDS.iter().map(|c| format!("{}Command", c.cmd)).collect());
+    let commands = msg_refs(COMMANDS.iter().map(|c| format!("{}Command", c.name)).collect());
 
     json!({
         "asyncapi": "3.0.0",

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
+use crate::domain::names::CommandKind;
 use crate::domain::{IceCandidate, MeetingId, MemberName, Meta, Reason, Role, RoomId, SessionDescription, UserId};
 use crate::error::{Error, Result};
 use crate::service::command::Command;
@@ -174,20 +175,41 @@ pub fn command(name: &str, fields: serde_json::Value) -> Result<Command> {
     fn body<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
         super::json::from_value(v)
     }
-    match name {
-        "cameraOn" => body::<CameraOnBody>(fields)?.command(),
-        "cameraOff" => Ok(Command::CameraOff),
-        "cameraShow" => body::<ShowBody>(fields)?.command(),
-        "offer" => body::<OfferBody>(fields)?.command(),
-        "answer" => body::<AnswerBody>(fields)?.command(),
-        "ice" => body::<IceBody>(fields)?.command(),
-        "hangup" => body::<HangupBody>(fields)?.command(),
-        "meetingCreate" => body::<MeetingCreateBody>(fields)?.command(),
-        "meetingJoin" => {
+    use CommandKind as K;
+    match CommandKind::parse(name) {
+        Some(K::CameraOn) => body::<CameraOnBody>(fields)?.command(),
+        Some(K::CameraOff) => Ok(Command::CameraOff),
+        Some(K::CameraShow) => body::<ShowBody>(fields)?.command(),
+        Some(K::Offer) => body::<OfferBody>(fields)?.command(),
+        Some(K::Answer) => body::<AnswerBody>(fields)?.command(),
+        Some(K::Ice) => body::<IceBody>(fields)?.command(),
+        Some(K::Hangup) => body::<HangupBody>(fields)?.command(),
+        Some(K::MeetingCreate) => body::<MeetingCreateBody>(fields)?.command(),
+        Some(K::MeetingJoin) => {
             let f = body::<MeetingJoinFields>(fields)?;
             MeetingJoinBody { name: f.name }.command(&f.meeting_id)
         }
-        "meetingLeave" => meeting_leave(&body::<MeetingRef>(fields)?.meeting_id),
-        other => Err(Error::BadRequest(format!("unknown cmd {other:?}"))),
+        Some(K::MeetingLeave) => meeting_leave(&body::<MeetingRef>(fields)?.meeting_id),
+        // The socket's own, answered by the session before it gets here.
+        Some(K::Ping | K::Refresh) | None => Err(Error::BadRequest(format!("unknown cmd {name:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::names::COMMANDS;
+
+    /// Every service command of the table parses here (an empty body may be
+    /// refused, never as unknown), and comes back with its own name.
+    #[test]
+    fn every_command_of_the_table_is_parsed() {
+        for c in COMMANDS.iter().filter(|c| !matches!(c.kind, CommandKind::Ping | CommandKind::Refresh)) {
+            match command(c.name, serde_json::json!({})) {
+                Ok(cmd) => assert_eq!(cmd.name(), c.name),
+                Err(e) => assert!(!e.to_string().contains("unknown cmd"), "{}: {e}", c.name),
+            }
+        }
+        assert!(command("nope", serde_json::json!({})).unwrap_err().to_string().contains("unknown cmd"));
     }
 }

@@ -8,6 +8,7 @@ use super::Service;
 use super::idempotency::{Idem, Running};
 use super::reply::{Executed, Reply};
 use crate::domain::event::{PutAnswerData, PutOfferData};
+use crate::domain::names::CommandKind;
 use crate::domain::{Connection, Event, IceCandidate, IdempotencyKey, MeetingId, MemberName, Meta, Reason, Role, RoomId, SessionDescription, UserId};
 use crate::error::Result;
 
@@ -27,19 +28,24 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> CommandKind {
         match self {
-            Command::CameraOn { .. } => "cameraOn",
-            Command::CameraOff => "cameraOff",
-            Command::CameraShow { .. } => "cameraShow",
-            Command::Offer { .. } => "offer",
-            Command::Answer { .. } => "answer",
-            Command::Ice { .. } => "ice",
-            Command::Hangup { .. } => "hangup",
-            Command::MeetingCreate { .. } => "meetingCreate",
-            Command::MeetingJoin { .. } => "meetingJoin",
-            Command::MeetingLeave { .. } => "meetingLeave",
+            Command::CameraOn { .. } => CommandKind::CameraOn,
+            Command::CameraOff => CommandKind::CameraOff,
+            Command::CameraShow { .. } => CommandKind::CameraShow,
+            Command::Offer { .. } => CommandKind::Offer,
+            Command::Answer { .. } => CommandKind::Answer,
+            Command::Ice { .. } => CommandKind::Ice,
+            Command::Hangup { .. } => CommandKind::Hangup,
+            Command::MeetingCreate { .. } => CommandKind::MeetingCreate,
+            Command::MeetingJoin { .. } => CommandKind::MeetingJoin,
+            Command::MeetingLeave { .. } => CommandKind::MeetingLeave,
         }
+    }
+
+    /// The `cmd` name, from `names::COMMANDS`.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     pub fn room_id(&self) -> Option<&RoomId> {

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::domain::IdempotencyKey;
+use crate::domain::names::CommandKind;
 use crate::error::{Error, Result};
 use crate::protocol::bodies::{self, RefreshBody};
 use crate::service::command::Command;
@@ -36,9 +37,9 @@ pub fn parse(text: &str) -> (Value, Result<Request>) {
         Some(Value::String(s)) => s,
         _ => return (ack, Err(Error::BadRequest("a command needs a string \"cmd\"".into()))),
     };
-    let request = match name.as_str() {
-        "ping" => Request::Ping,
-        "refresh" => Request::Refresh(
+    let request = match CommandKind::parse(&name) {
+        Some(CommandKind::Ping) => Request::Ping,
+        Some(CommandKind::Refresh) => Request::Refresh(
             serde_json::from_value(Value::Object(fields)).map_err(|_| Error::BadRequest("refresh takes {\"token\": \"<JWT>\"}".into())),
         ),
         _ => Request::Call(Call { name, fields }),

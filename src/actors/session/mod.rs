@@ -28,6 +28,7 @@ use crate::auth::Caller;
 use crate::broker::Replay;
 use crate::config::WsSettings;
 use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
+use crate::domain::names::CommandKind;
 use crate::domain::{Event, EventId, Frame, SessionId};
 use crate::error::Error;
 use crate::protocol::bodies::{RefreshBody, RefreshReply};
@@ -226,7 +227,7 @@ impl WsSession {
             Ok(exp) => {
                 self.exp = exp;
                 self.schedule_expiry(ctx);
-                self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "refresh", "result": RefreshReply { exp }}));
+                self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Refresh.name(), "result": RefreshReply { exp }}));
             }
             Err(e) => self.error(ctx, &ack, &e),
         }
@@ -287,7 +288,7 @@ impl WsSession {
         let (ack, request) = envelope::parse(text);
         let call = match request {
             Err(e) => return self.error(ctx, &ack, &e),
-            Ok(Request::Ping) => return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": "ping", "result": {}})),
+            Ok(Request::Ping) => return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Ping.name(), "result": {}})),
             Ok(Request::Refresh(body)) => return self.refresh(ack, body, ctx),
             Ok(Request::Call(call)) => call,
         };
