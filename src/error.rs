@@ -83,7 +83,7 @@ impl std::fmt::Debug for Error {
 }
 
 /// The stable machine-readable codes of the contract's error table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -179,10 +179,11 @@ impl Error {
     }
 }
 
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
+impl ErrorCode {
+    /// The contract's HTTP status of each code.
+    pub fn status(self) -> StatusCode {
         use ErrorCode::*;
-        match self.code() {
+        match self {
             BadRequest | CannotShowSelf => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
@@ -196,6 +197,17 @@ impl ResponseError for Error {
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The code as the JSON carries it.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {

@@ -2,6 +2,7 @@
 //! contract's checks in order (401, 429, 413/400), request metrics and spans,
 //! and the OpenAPI document derived from the handlers.
 
+pub mod errors;
 pub mod extract;
 pub mod ops;
 pub mod request_log;
@@ -113,21 +114,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Last touches once every route has added its schemas: the WebSocket
-/// protocol's, and the 408 that every operation reading a body can give.
+/// protocol's, every operation's errors, and the patterns of free text.
 fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     wsdoc::WsSchemas.modify(&mut api);
-    let timeout = ResponseBuilder::new()
-        .description("request_timeout: the body did not arrive within `server.body_timeout_s`")
-        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build())
-        .build();
-    for item in api.paths.paths.values_mut() {
-        for op in [&mut item.post, &mut item.put, &mut item.patch].into_iter().flatten() {
-            if op.request_body.is_some() {
-                op.responses.responses.insert("408".into(), timeout.clone().into());
-            }
-        }
-    }
+    errors::add(&mut api);
     // Free text others read: the characters `domain::text` refuses, as patterns
     // (an attribute takes only a literal; these come from the one table).
     use crate::domain::text::{id_pattern, name_pattern, reason_pattern, title_pattern};

@@ -10,7 +10,7 @@ use super::extract::Body;
 use crate::actors::session::{self, Options};
 use crate::auth::query_param;
 use crate::domain::{EventId, UserId};
-use crate::error::{Error, ErrorResponse, Result};
+use crate::error::{Error, Result};
 use crate::node::Node;
 
 /// How long a dev token lives.
@@ -35,7 +35,6 @@ pub async fn healthz(node: web::Data<Node>) -> HttpResponse {
     operation_id = "readyz", tag = "ops", security(()),
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/readyz")]
@@ -129,9 +128,6 @@ pub struct DevToken {
     request_body = DevTokenBody,
     responses(
         (status = 200, description = "A token", body = DevToken),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 404, description = "not_found: not in dev mode", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
     )
 )]
 #[post("/dev/token")]
@@ -170,10 +166,6 @@ pub struct WsParams {
     params(WsParams),
     responses(
         (status = 101, description = "Switching protocols: the session is open"),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 409, description = "too_many_sessions", body = ErrorResponse),
-        (status = 503, description = "unavailable: the node is draining (Retry-After: 1)", body = ErrorResponse),
     )
 )]
 #[get("/ws")]

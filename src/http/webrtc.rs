@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Body, Idempotency};
 use crate::auth::Caller;
 use crate::domain::{Camera, Connection, Event, EventId, UserId, UserState};
-use crate::error::{Error, ErrorResponse, Result};
+use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::protocol::bodies::{AnswerBody, CameraOffBody, CameraOnBody, HangupBody, IceBody, MeetingCreateBody, MeetingJoinBody, MeetingLeaveBody, OfferBody, ShowBody};
 use crate::domain::Meeting;
@@ -58,13 +58,6 @@ async fn run(node: &Node, caller: &Caller, cmd: Result<Command>, idem: Idempoten
     request_body(content = Option<CameraOnBody>, description = "Optional `meta`, a JSON object of at most 1 KiB"),
     responses(
         (status = 200, description = "The camera is on", body = UserReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 409, description = "request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraOn")]
@@ -80,13 +73,6 @@ pub async fn camera_on(node: web::Data<Node>, caller: Caller, body: Body<CameraO
     request_body(content = Option<CameraOffBody>, description = "Empty"),
     responses(
         (status = 200, description = "The camera is off", body = UserReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 409, description = "request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraOff")]
@@ -105,14 +91,6 @@ pub async fn camera_off(node: web::Data<Node>, caller: Caller, _body: Body<Camer
     responses(
         (status = 201, description = "A new room", body = ShowReply),
         (status = 200, description = "The room already open between the two", body = ShowReply),
-        (status = 400, description = "bad_request, cannot_show_self", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 404, description = "user_not_found", body = ErrorResponse),
-        (status = 409, description = "camera_off, too_many_viewers, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/cameraShow")]
@@ -128,15 +106,6 @@ pub async fn camera_show(node: web::Data<Node>, caller: Caller, body: Body<ShowB
     request_body = OfferBody,
     responses(
         (status = 202, description = "Accepted; the abonent hears put_offer", body = ConnectionReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden", body = ErrorResponse),
-        (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_sdp, idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/offer")]
@@ -150,15 +119,6 @@ pub async fn offer(node: web::Data<Node>, caller: Caller, body: Body<OfferBody>,
     request_body = AnswerBody,
     responses(
         (status = 202, description = "Accepted; the owner hears put_answer", body = ConnectionReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden", body = ErrorResponse),
-        (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed, no_offer, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_sdp, idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/answer")]
@@ -172,15 +132,6 @@ pub async fn answer(node: web::Data<Node>, caller: Caller, body: Body<AnswerBody
     request_body = IceBody,
     responses(
         (status = 202, description = "Accepted; the other side hears put_ice", body = IceReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden", body = ErrorResponse),
-        (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "invalid_candidate, idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/ice")]
@@ -194,15 +145,6 @@ pub async fn ice(node: web::Data<Node>, caller: Caller, body: Body<IceBody>, ide
     request_body = HangupBody,
     responses(
         (status = 200, description = "The room is closed", body = ConnectionReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden", body = ErrorResponse),
-        (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 409, description = "room_closed, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/hangup")]
@@ -236,10 +178,6 @@ pub struct UsersPage {
     params(UsersParams),
     responses(
         (status = 200, description = "One page of users", body = UsersPage),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/users")]
@@ -260,10 +198,6 @@ pub async fn users(node: web::Data<Node>, _caller: Caller, q: web::Query<UsersPa
     params(("user_id" = String, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The user", body = UserState),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 404, description = "user_not_found", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/users/{user_id}")]
@@ -277,11 +211,6 @@ pub async fn user(node: web::Data<Node>, _caller: Caller, path: web::Path<String
     params(("room_id" = String, Path, description = "The room's id")),
     responses(
         (status = 200, description = "The room", body = Connection),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden", body = ErrorResponse),
-        (status = 404, description = "room_not_found", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/connections/{room_id}")]
@@ -325,11 +254,6 @@ pub struct EventsPage {
     params(EventsParams),
     responses(
         (status = 200, description = "Events after `since`, possibly none", body = EventsPage),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 409, description = "too_many_sessions", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/events")]
@@ -352,8 +276,6 @@ pub async fn events(node: web::Data<Node>, caller: Caller, q: web::Query<EventsP
     operation_id = "getIceServers", tag = "directory", security(("bearer" = [])),
     responses(
         (status = 200, description = "ICE servers", body = IceServers),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
     )
 )]
 #[get("/iceServers")]
@@ -367,13 +289,6 @@ pub async fn ice_servers(node: web::Data<Node>, caller: Caller) -> HttpResponse 
     request_body(content = Option<MeetingCreateBody>, description = "Optional title and seat count"),
     responses(
         (status = 201, description = "The new meeting, with no member yet", body = MeetingReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 409, description = "request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/meetings")]
@@ -392,14 +307,6 @@ pub async fn meeting_create(node: web::Data<Node>, caller: Caller, body: Body<Me
     request_body = MeetingJoinBody,
     responses(
         (status = 200, description = "You are a member", body = JoinReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 404, description = "meeting_not_found", body = ErrorResponse),
-        (status = 409, description = "name_taken, meeting_full, request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/meetings/{meeting_id}/join")]
@@ -414,15 +321,6 @@ pub async fn meeting_join(node: web::Data<Node>, caller: Caller, path: web::Path
     request_body(content = Option<MeetingLeaveBody>, description = "Empty"),
     responses(
         (status = 200, description = "You left", body = MeetingReply),
-        (status = 400, description = "bad_request", body = ErrorResponse),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden: not a member", body = ErrorResponse),
-        (status = 404, description = "meeting_not_found", body = ErrorResponse),
-        (status = 409, description = "request_in_progress", body = ErrorResponse),
-        (status = 413, description = "payload_too_large", body = ErrorResponse),
-        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[post("/meetings/{meeting_id}/leave")]
@@ -436,11 +334,6 @@ pub async fn meeting_leave(node: web::Data<Node>, caller: Caller, path: web::Pat
     params(("meeting_id" = String, Path, description = "The meeting's id")),
     responses(
         (status = 200, description = "The meeting", body = Meeting),
-        (status = 401, description = "unauthorized", body = ErrorResponse),
-        (status = 403, description = "forbidden: not a member", body = ErrorResponse),
-        (status = 404, description = "meeting_not_found", body = ErrorResponse),
-        (status = 429, description = "rate_limited", body = ErrorResponse),
-        (status = 503, description = "unavailable", body = ErrorResponse),
     )
 )]
 #[get("/meetings/{meeting_id}")]
