@@ -12,7 +12,7 @@
 use actix_web::dev::ServerHandle;
 use std::time::{Duration, Instant};
 
-use crate::actors::Push;
+use crate::actors::push::Push;
 use crate::node::Node;
 use crate::sweeper::Sweeper;
 

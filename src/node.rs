@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actors::registry::Registry;
+use crate::actors::user::{UserActor, Users};
 use crate::auth::Auth;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
@@ -29,7 +30,7 @@ pub struct NodeInner {
     pub id: Arc<str>,
     pub settings: Arc<Settings>,
     pub service: Service,
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Registry<UserActor>>,
     /// What the actors and sessions get of this node.
     pub actors: crate::actors::Ctx,
     pub auth: Arc<Auth>,
@@ -74,11 +75,9 @@ impl Node {
         let service = Service::new(store, broker, settings.clone(), id.clone());
         let auth = Arc::new(Auth::new(&settings));
         let rates = Arc::new(RateLimits::new(&settings.limits));
+        let users = Users { node_id: id.clone(), settings: settings.clone(), service: service.clone(), registry: registry.clone() };
         let actors = crate::actors::Ctx {
-            node_id: id.clone(),
-            settings: settings.clone(),
-            service: service.clone(),
-            registry: registry.clone(),
+            users,
             auth: auth.clone(),
             rates: rates.clone(),
             metrics: metrics.clone(),

@@ -1,20 +1,20 @@
 //! This node's map of user actors and presence sessions; the broker's `Sink`.
 //!
 //! Owned by the node and passed through app data, never a global, so several
-//! nodes can run in one process.
+//! nodes can run in one process. Generic over the user actor (`A`), which
+//! holds the registry in turn, so that neither file imports the other.
 
-use actix::{Addr, Recipient};
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Recipient};
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use super::Push;
-use super::user::UserActor;
+use super::push::Push;
 use crate::broker::Sink;
 use crate::domain::{Frame, SessionId, UserId};
 
-#[derive(Default)]
-pub struct Registry {
-    users: Mutex<HashMap<UserId, Addr<UserActor>>>,
+pub struct Registry<A: Actor> {
+    users: Mutex<HashMap<UserId, Addr<A>>>,
     /// Sessions that receive `update_user`; reached directly, not through user actors,
     /// because a presence change fans out to everyone.
     presence: RwLock<HashMap<SessionId, Recipient<Push>>>,
@@ -22,13 +22,23 @@ pub struct Registry {
     sessions: Mutex<HashMap<SessionId, UserId>>,
 }
 
-impl Registry {
+impl<A: Actor> Default for Registry<A> {
+    fn default() -> Self {
+        Self { users: Mutex::default(), presence: RwLock::default(), sessions: Mutex::default() }
+    }
+}
+
+impl<A> Registry<A>
+where
+    A: Actor + Handler<Push>,
+    A::Context: ToEnvelope<A, Push>,
+{
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The user's live actor, or a new one from `start`.
-    pub fn get_or_start(&self, user: &UserId, start: impl FnOnce() -> Addr<UserActor>) -> Addr<UserActor> {
+    pub fn get_or_start(&self, user: &UserId, start: impl FnOnce() -> Addr<A>) -> Addr<A> {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = users.get(user).filter(|a| a.connected()) {
             return a.clone();
@@ -39,7 +49,7 @@ impl Registry {
     }
 
     /// Forgets `addr` if it is still the user's actor (a newer one may have replaced it).
-    pub fn remove(&self, user: &UserId, addr: &Addr<UserActor>) {
+    pub fn remove(&self, user: &UserId, addr: &Addr<A>) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if users.get(user) == Some(addr) {
             users.remove(user);
@@ -81,7 +91,11 @@ impl Registry {
     }
 }
 
-impl Sink for Registry {
+impl<A> Sink for Registry<A>
+where
+    A: Actor + Handler<Push>,
+    A::Context: ToEnvelope<A, Push>,
+{
     fn to_user(&self, user: &UserId, frame: Frame) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = users.get(user) {

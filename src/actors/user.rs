@@ -8,7 +8,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use super::{Ctx, Push};
+use super::push::Push;
+use super::registry::Registry;
+use crate::config::Settings;
+use crate::service::Service;
 use crate::domain::{EventId, IdempotencyKey, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::service::command::Command;
@@ -61,19 +64,19 @@ pub struct Detach {
 
 pub struct UserActor {
     user: UserId,
-    node: Ctx,
+    node: Users,
     sessions: HashMap<SessionId, Recipient<Push>>,
     /// Long polls waiting right now.
     waiters: HashMap<SessionId, Arc<Notify>>,
     /// Long polls keep the user online through one presence session per node,
-    /// which ends when no poll has waited here for `poll_linger`.
+    /// which ends when no poll has waited here for `ws.silent_after()`.
     poll_session: Option<SessionId>,
     linger: Option<SpawnHandle>,
     idle: Option<SpawnHandle>,
 }
 
 impl UserActor {
-    pub fn new(user: UserId, node: Ctx) -> Self {
+    pub fn new(user: UserId, node: Users) -> Self {
         Self {
             user,
             node,
@@ -266,7 +269,7 @@ impl Handler<Unlisten> for UserActor {
     fn handle(&mut self, msg: Unlisten, ctx: &mut Context<Self>) -> Self::Result {
         let last_here = self.waiters.remove(&msg.id).is_some() && !self.heard();
         if self.waiters.is_empty() && self.poll_session.is_some() && self.linger.is_none() {
-            self.linger = Some(ctx.run_later(self.node.poll_linger(), |act, ctx| {
+            self.linger = Some(ctx.run_later(self.node.settings.ws.silent_after(), |act, ctx| {
                 act.linger = None;
                 act.end_poll_session(ctx, false);
             }));
@@ -302,9 +305,25 @@ impl Handler<Push> for UserActor {
     }
 }
 
+/// What user actors need of their node, and how others reach them.
+#[derive(Clone)]
+pub struct Users {
+    pub node_id: Arc<str>,
+    pub settings: Arc<Settings>,
+    pub service: Service,
+    pub registry: Arc<Registry<UserActor>>,
+}
+
+impl Users {
+    /// The user's actor on this node, started if needed.
+    pub fn user_actor(&self, user: &UserId) -> Addr<UserActor> {
+        self.registry.get_or_start(user, || UserActor::new(user.clone(), self.clone()).start())
+    }
+}
+
 /// Sends `msg` to the user's actor, starting one if needed; retries once if the
 /// actor stopped between lookup and delivery.
-pub async fn ask<M>(node: &Ctx, user: &UserId, msg: M) -> Result<M::Result>
+pub async fn ask<M>(node: &Users, user: &UserId, msg: M) -> Result<M::Result>
 where
     M: Message + Clone + Send + 'static,
     M::Result: Send,
