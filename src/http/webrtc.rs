@@ -1,5 +1,7 @@
-//! `/webrtc` handlers: each checks nothing itself, calls the service, and
-//! turns the reply into its REST status.
+//! `/webrtc` handlers. The extractors check the caller, the rate and the body
+//! (`extract`), the bodies become typed commands (`protocol::bodies`), and the
+//! service does the rest; a handler only picks the REST status of the reply.
+//! The reads check their own query strings (`limit`, `cursor`, `timeout_s`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};

@@ -1,6 +1,8 @@
-//! The request bodies of the REST calls (and the fields of the same WebSocket
-//! commands), and where they become typed `Command`s: ids, reasons and meta
-//! are parsed here, at the edge, so the service never sees a raw string.
+//! The request bodies of the REST calls, which are also the fields of the
+//! same WebSocket commands (plus `refresh`, the socket's own), and where they
+//! become typed `Command`s: ids, reasons, titles, names and meta are parsed
+//! here, at the edge, so the service never sees a raw string. Bounds that
+//! depend on configuration (`max_members`) are the service's.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

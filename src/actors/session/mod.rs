@@ -4,8 +4,8 @@
 //! `envelope` (what a frame asks), `fragments` (messages in pieces), `expiry`
 //! (token and TURN lifetimes).
 //!
-//! This module is the only one that knows `actix-web-actors` (deprecated
-//! upstream in favour of `actix-ws`), so a later move touches one place.
+//! Only this module and `flow` (the handshake) know `actix-web-actors`
+//! (deprecated upstream in favour of `actix-ws`), so a later move touches two.
 
 mod envelope;
 mod expiry;
