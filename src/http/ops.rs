@@ -8,7 +8,6 @@ use utoipa::ToSchema;
 
 use super::extract::Body;
 use crate::actors::session::{self, Options};
-use crate::auth::query_param;
 use crate::domain::{EventId, UserId};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -142,17 +141,29 @@ pub async fn dev_token(node: web::Data<Node>, req: HttpRequest, payload: web::Pa
     Ok(HttpResponse::Ok().json(DevToken { token }))
 }
 
+/// The `/ws` query. Read in the handler, after the token (401 comes before 400).
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documents the query; the handler reads it raw, after auth
 pub struct WsParams {
-    /// The JWT, for clients (browsers) that cannot set `Authorization`.
-    token: Option<String>,
+    /// The JWT, for clients (browsers) that cannot set `Authorization` (read by `auth`).
+    #[serde(rename = "token")]
+    _token: Option<String>,
     /// Replay my events after this id first (from `hello.last_id` or an event's `id`).
     #[param(pattern = r"^[0-9]{1,19}(-[0-9]{1,19})?$")]
     since: Option<String>,
-    /// `false`: no `update_user` events on this session (default true).
+    /// `false`: no `update_user` events on this session (default true; `1` and `0` also do).
+    #[serde(default, deserialize_with = "flag")]
     presence: Option<bool>,
+}
+
+/// `true`/`false`, or `1`/`0`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    match <Option<String>>::deserialize(d)?.as_deref() {
+        None => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(other) => Err(serde::de::Error::custom(format!("presence {other:?} is not true or false"))),
+    }
 }
 
 /// Open my WebSocket: events in, commands out (see the AsyncAPI document).
@@ -171,18 +182,11 @@ pub struct WsParams {
 #[get("/ws")]
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
+    let q: WsParams = serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let since = q.since.as_deref().map(EventId::parse_since).transpose()?;
     if node.service.is_draining() {
         return Err(Error::Draining.into());
     }
     node.service.may_open_session(&caller.user).await?;
-    let q = req.query_string();
-    let since = query_param(q, "since")
-        .map(|s| EventId::parse_since(&s))
-        .transpose()?;
-    let presence = match query_param(q, "presence").as_deref() {
-        None | Some("true") | Some("1") => true,
-        Some("false") | Some("0") => false,
-        Some(other) => return Err(Error::BadRequest(format!("presence {other:?} is not true or false")).into()),
-    };
-    session::start(&req, stream, node.actors.clone(), caller, Options { since, presence })
+    session::start(&req, stream, node.actors.clone(), caller, Options { since, presence: q.presence.unwrap_or(true) })
 }
