@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, token};
+use crate::support::{spawn_app, spawn_app_with, token};
 
 #[actix_web::test]
 async fn the_same_camera_state_again_is_answered_but_not_broadcast() {

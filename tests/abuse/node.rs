@@ -6,8 +6,8 @@ use serde_json::Value;
 use std::ops::Deref;
 use std::time::Duration;
 
-use crate::helpers::SECRET;
-use crate::process::Process;
+use crate::support::SECRET;
+use crate::support::process::Process;
 
 pub struct ProcNode(Process);
 

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{sdp_version, token};
 use crate::node::ProcNode;
+use crate::support::{sdp_version, token};
 
 /// A parseable offer of about `bytes`, padded with attributes.
 fn big_offer(bytes: usize, n: usize) -> Value {

@@ -1,7 +1,7 @@
 //! Every error row of the contract reachable on one node, the order the checks
 //! run in, and that a refused call changes nothing.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Ann's camera on and a room Bob opened on it.

@@ -1,7 +1,7 @@
 //! `GET /webrtc/events`: the same per-user log as `/ws?since=`, by long poll.
 //! It answers when an event arrives, not on a timer tick.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

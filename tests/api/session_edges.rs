@@ -2,7 +2,7 @@
 //! (fragments, UTF-8, close), token lifetime and refresh, sessions per user,
 //! and ICE servers in `hello` and renewed while TURN is configured.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;

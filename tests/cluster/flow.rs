@@ -3,8 +3,8 @@
 use serde_json::json;
 use std::time::Duration;
 
-use crate::harness::*;
-use crate::helpers::*;
+use crate::support::cluster::*;
+use crate::support::*;
 
 #[actix_web::test]
 async fn camera_flow_with_rest_round_robin_over_three_nodes() {

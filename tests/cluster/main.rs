@@ -1,11 +1,9 @@
 //! Many nodes on one real Redis: each test starts its own `redis-server` on a
 //! free port and three nodes, and drives them over real HTTP and WebSocket.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
-mod harness;
-#[path = "../support/process.rs"]
-mod process;
+#[path = "../support/mod.rs"]
+pub mod support;
+
 mod proxy;
 
 mod failures;

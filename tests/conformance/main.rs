@@ -7,13 +7,8 @@
 //! - `ops`: the contract's operations under concurrency and across nodes.
 //! - `round_trips`: Redis round trips per call, counted by the node.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[path = "../cluster/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../support/process.rs"]
-mod process;
+#[path = "../support/mod.rs"]
+pub mod support;
 
 mod ops;
 mod round_trips;

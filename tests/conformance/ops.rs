@@ -5,8 +5,8 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::harness::{Redis, node_with};
-use crate::helpers::*;
+use crate::support::cluster::{Redis, node_with};
+use crate::support::*;
 
 /// The nodes a scenario spreads its calls over: one memory node (three
 /// times), or three nodes on one Redis.

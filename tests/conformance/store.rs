@@ -12,7 +12,7 @@ use camsig::store::memory::MemoryStore;
 use camsig::store::redis::RedisStore;
 use camsig::store::{Commit, Guard, Kept, Read, SessionWrite, Step, Store};
 
-use crate::harness::Redis;
+use crate::support::cluster::Redis;
 
 /// Frames a broker handed to this node, by user.
 #[derive(Default)]
