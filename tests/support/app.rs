@@ -7,6 +7,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+use super::wait_until;
+
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// Longest any test waits for one expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -155,6 +157,24 @@ impl TestApp {
     pub async fn poll(&self, token: &str, query: &str) -> Res {
         let http = awc::Client::builder().timeout(Duration::from_secs(90)).finish();
         self.send(http.get(self.url(&format!("/webrtc/events{query}"))), Some(token), None).await
+    }
+
+    /// Starts a long poll by `user` (the holder of `token`) and returns once
+    /// the node holds it: a poll brings its user online, so `user` must be
+    /// offline before (asserted) and the wait is for them to come online.
+    /// The node records them online after the poll has started listening for
+    /// their events, so any event from then on wakes it.
+    pub async fn parked_poll(&self, token: &str, user: &str, query: &str) -> actix_web::rt::task::JoinHandle<Res> {
+        let path = format!("/webrtc/users/{user}");
+        let online = async || self.get(&path, Some(token)).await.body["online"] == true;
+        assert!(!online().await, "{user} is online already: a poll would not show");
+        let poll = actix_web::rt::spawn({
+            let (app, token, query) = (self.clone(), token.to_owned(), query.to_owned());
+            async move { app.poll(&token, &query).await }
+        });
+        wait_until(WAIT, "the poll to bring its user online", online).await;
+        assert!(!poll.is_finished(), "the poll answered before there was anything to say");
+        poll
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Res {

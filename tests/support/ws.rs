@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{TestApp, WAIT, token};
+use super::{TestApp, WAIT, token, wait_until};
 
 impl TestApp {
     /// `ann` with her camera on and `bob` viewing it in one room, each with a
@@ -22,6 +22,18 @@ impl TestApp {
         let room = self.show(&bob, "ann").await;
         a.expect("show_cam").await;
         (a, b, room)
+    }
+
+    /// `user`'s position in their log, from a socket's hello; the socket then
+    /// closes, and this returns once `user` is offline again (as
+    /// `parked_poll` needs).
+    pub async fn position_then_offline(&self, token: &str, user: &str) -> String {
+        let ws = self.ws_query(token, "?presence=false").await;
+        let since = ws.hello["data"]["last_id"].as_str().unwrap().to_owned();
+        ws.close().await;
+        let path = format!("/webrtc/users/{user}");
+        wait_until(WAIT, "the socket's end to take its user offline", async || self.get(&path, Some(token)).await.body["online"] == false).await;
+        since
     }
 
     /// Opens `/ws` with a bearer header and reads the hello frame.
