@@ -124,10 +124,21 @@ async fn killing_the_viewers_node_mid_negotiation_loses_nothing() {
     let r = nodes[0].post("answer", &viewer, json!({"room_id": room, "answer": sdp("answer")})).await;
     assert_eq!(r.status, 202, "{}", r.body);
     ows.expect("put_answer").await;
-    // The dead node's session is reaped; the viewer's new one keeps the room alive.
-    tokio::time::sleep(Duration::from_secs(TTL_S + GRACE_S + 1)).await;
-    assert_eq!(nodes[1].get(&format!("/webrtc/connections/{room}"), Some(&owner)).await.body["state"], "answered");
-    assert_eq!(nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"], true);
+    // The dead node's session is reaped; the viewer's new one keeps the room
+    // alive and the viewer online, through the reaping and a grace period after.
+    let path = format!("/webrtc/connections/{room}");
+    let mut conn = redis.conn().await;
+    let alive = async || {
+        nodes[1].get(&path, Some(&owner)).await.body["state"] == "answered" && nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"] == true
+    };
+    wait_until(Duration::from_secs(TTL_S + GRACE_S + 10), "the dead node's session to be reaped", async || {
+        assert!(alive().await, "the room or the viewer went with the dead node's session");
+        // Session id → the lease (node incarnation) that holds it.
+        let leases: Vec<String> = redis::cmd("HVALS").arg("camsig:sessions:kview").query_async(&mut conn).await.unwrap();
+        leases.len() == 1 && !leases[0].starts_with("doomed-viewer")
+    })
+    .await;
+    stays(Duration::from_secs(GRACE_S + 1), "the room answered and the viewer online", alive).await;
 }
 
 /// A node dies at a failpoint around the atomic step of an offer sent with an
