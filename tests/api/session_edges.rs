@@ -50,7 +50,7 @@ async fn until_ack(raw: &mut TcpStream, ack: &str) -> Value {
         let n = tokio::time::timeout(WAIT, raw.read(&mut chunk)).await.expect("a reply in time").unwrap();
         assert!(n > 0, "EOF before the ack");
         buf.extend_from_slice(&chunk[..n]);
-        // Server frames here are short (under 126 bytes of length field one) or 126-long.
+        // Server frames here are short: a 7-bit length, or 126 and a 16-bit one.
         while buf.len() >= 2 {
             let (len, at) = match buf[1] & 0x7f {
                 126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),

@@ -1,7 +1,7 @@
 //! The edges of a node's life: drain, restart under the same id, a Redis
 //! stall, a partition, a dropped or half-open pub/sub link, two nodes dying
 //! at once, and forgetting users. Each waits on events; the only fixed waits
-//! are how long a fault is held.
+//! are how long a fault is held and the windows `stays` checks throughout.
 
 use futures_util::StreamExt;
 use secrecy::SecretString;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::wait_until;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
-/// Longest any test waits for one expected event before failing.
+/// How long a test waits for one expected frame or state before failing,
+/// unless it gives its own limit.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
