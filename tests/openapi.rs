@@ -2,8 +2,8 @@
 //! (REST) and `openapi/asyncapi.yaml` (the WebSocket), and the node serves the same.
 //! Regenerate both with `UPDATE_OPENAPI=1 cargo test --test openapi`.
 
-#[path = "api/helpers.rs"]
-mod helpers;
+#[path = "support/mod.rs"]
+pub mod support;
 
 fn check(file: &str, generated: &str) {
     let path = format!("{}/openapi/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -30,7 +30,7 @@ fn committed_asyncapi_matches_the_code() {
 
 #[actix_web::test]
 async fn the_node_serves_the_same_documents_pointing_at_itself() {
-    let app = helpers::spawn_app().await;
+    let app = support::spawn_app().await;
     let here = format!("127.0.0.1:{}", app.port);
     let mut served = app.get("/openapi.json", None).await.body;
     assert_eq!(served["servers"], serde_json::json!([{"url": format!("http://{here}")}]));

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, token};
+use crate::support::{spawn_app, spawn_app_with, token};
 
 #[actix_web::test]
 async fn the_same_camera_state_again_is_answered_but_not_broadcast() {
@@ -43,16 +43,4 @@ async fn camera_changes_have_their_own_rate() {
     assert!(r.header("retry-after").is_some());
     // Other calls are not held back by it.
     assert_eq!(app.get("/webrtc/users", Some(&ann)).await.status, 200);
-}
-
-#[actix_web::test]
-async fn head_works_wherever_get_does() {
-    let app = spawn_app().await;
-    for path in ["/healthz", "/", "/readyz", "/openapi.json"] {
-        let r = app.http.head(app.url(path)).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 200, "HEAD {path}");
-    }
-    let mut r = app.http.head(app.url("/webrtc/users")).insert_header(("Authorization", format!("Bearer {}", token("ann")))).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(r.body().await.unwrap().is_empty(), "HEAD has no body");
 }

@@ -2,7 +2,7 @@
 //! JSON keys and oversized candidate fields are refused with the contract's
 //! codes and plain messages, the same over REST and the WebSocket.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Words of Rust types and crate internals that no error message may carry.

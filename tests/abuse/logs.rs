@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::helpers::{sdp_version, token};
 use crate::node::ProcNode;
+use crate::support::{sdp_version, token};
 
 fn lines(log: &str) -> Vec<Value> {
     log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()

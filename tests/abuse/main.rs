@@ -3,10 +3,9 @@
 //! fixed. Costs are measured from the node process (RSS, descriptors, log
 //! bytes), never from inside.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[path = "../support/process.rs"]
-mod process;
+#[path = "../support/mod.rs"]
+pub mod support;
+
 mod node;
 
 mod broadcast;

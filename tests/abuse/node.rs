@@ -1,13 +1,13 @@
-//! A single node (embedded broker) in its own process at the default log
-//! level: what an attack costs is measured from outside, as an operator
-//! would see it (RSS, open descriptors, log bytes).
+//! A single node (embedded broker) in its own process, at the default log
+//! level unless a test sets `RUST_LOG`: what an attack costs is measured from
+//! outside, as an operator would see it (RSS, open descriptors, log bytes).
 
 use serde_json::Value;
 use std::ops::Deref;
 use std::time::Duration;
 
-use crate::helpers::SECRET;
-use crate::process::Process;
+use crate::support::SECRET;
+use crate::support::process::Process;
 
 pub struct ProcNode(Process);
 

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{sdp_version, token};
 use crate::node::ProcNode;
+use crate::support::{sdp_version, token, wait_until};
 
 /// A parseable offer of about `bytes`, padded with attributes.
 fn big_offer(bytes: usize, n: usize) -> Value {
@@ -103,11 +103,8 @@ async fn one_user_cannot_hold_more_than_max_sessions_per_user_descriptors() {
         }
     }
     // Refused handshakes leave nothing open once their clients are gone.
-    let start = Instant::now();
-    while node.fds() > baseline + 10 + 4 {
-        assert!(start.elapsed() < Duration::from_secs(10), "{} descriptors open, {baseline} before", node.fds());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("open descriptors back to at most {baseline} + 10 sessions + 4");
+    wait_until(Duration::from_secs(10), &what, async || node.fds() <= baseline + 10 + 4).await;
     for ws in &mut open {
         ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"cmd":"ping","ack":1}"#)).await.unwrap();
         assert!(ws.next().await.is_some(), "the first ten still work");

@@ -1,7 +1,7 @@
 //! Tokens: every kind of bad one is refused with 401 on REST and on the
 //! WebSocket handshake; `?token=` works on `/ws`; dev mode hands out tokens.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Bad `Authorization` headers, with what is wrong with each.

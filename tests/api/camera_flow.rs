@@ -1,7 +1,7 @@
 //! The whole life of a camera between two users, every event on both sides in order;
 //! renegotiation; repeated cameraShow; one event reaching every session of a user.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn ice(room: &str, candidate: Value) -> Value {

@@ -2,7 +2,7 @@
 //! server accepts (in dev mode too, across restarts), and a bad configuration
 //! stops the server at start with one line naming the key.
 
-use crate::helpers::*;
+use crate::support::*;
 use std::process::{Command, Output};
 
 fn camsig(args: &[&str], env: &[(&str, &str)]) -> Output {

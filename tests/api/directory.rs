@@ -1,6 +1,6 @@
 //! The GETs: users (filter and paging), one user, one room, ICE servers.
 
-use crate::helpers::*;
+use crate::support::*;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};

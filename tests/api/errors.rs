@@ -1,7 +1,8 @@
 //! Every error row of the contract reachable on one node, the order the checks
-//! run in, and that a refused call changes nothing.
+//! run in, and that a refused call changes nothing; and the methods a path
+//! answers (another gets 405 with `Allow`, HEAD works wherever GET does).
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Ann's camera on and a room Bob opened on it.
@@ -115,6 +116,18 @@ async fn a_known_path_with_another_method_is_405_with_allow() {
     assert_eq!(r.header("allow"), Some("POST"));
     let r = app.request_with_header("POST", "/webrtc/users/ann", None, None).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+}
+
+#[actix_web::test]
+async fn head_works_wherever_get_does() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/", "/readyz", "/openapi.json"] {
+        let r = app.http.head(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "HEAD {path}");
+    }
+    let mut r = app.http.head(app.url("/webrtc/users")).insert_header(("Authorization", format!("Bearer {}", token("ann")))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.body().await.unwrap().is_empty(), "HEAD has no body");
 }
 
 #[actix_web::test]

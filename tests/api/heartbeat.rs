@@ -1,7 +1,7 @@
 //! Heartbeat: the server pings every `heartbeat_s` and closes a session silent
 //! for three of them; a client that answers pings stays.
 
-use crate::helpers::*;
+use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;

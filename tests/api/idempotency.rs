@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on every POST: a retry gets the first answer again, and
 //! what the call causes happens once.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 

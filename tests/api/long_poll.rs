@@ -1,7 +1,7 @@
 //! `GET /webrtc/events`: the same per-user log as `/ws?since=`, by long poll.
 //! It answers when an event arrives, not on a timer tick.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -9,20 +9,11 @@ use std::time::{Duration, Instant};
 async fn a_waiting_poll_answers_as_soon_as_an_event_arrives() {
     let app = spawn_app().await;
     let (ann, bob) = (token("ann"), token("bob"));
+    let since = app.position_then_offline(&ann, "ann").await;
     app.camera_on(&ann).await;
-    let start = app.poll(&ann, "?timeout_s=0").await;
-    assert_eq!(start.status, 200, "{}", start.body);
-    assert_eq!(start.body["events"], json!([]));
-    let since = start.body["last_id"].as_str().unwrap().to_owned();
-    assert_ne!(since, "0-0");
 
     let started = Instant::now();
-    let poll = actix_web::rt::spawn({
-        let (app, ann) = (app.clone(), ann.clone());
-        async move { app.poll(&ann, &format!("?since={since}&timeout_s=30")).await }
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    assert!(!poll.is_finished(), "the poll answered before there was anything to say");
+    let poll = app.parked_poll(&ann, "ann", &format!("?since={since}&timeout_s=30")).await;
     let shown = Instant::now();
     let room = app.show(&bob, "ann").await;
     let r = poll.await.unwrap();
@@ -42,7 +33,11 @@ async fn polls_page_through_the_log_in_order_and_time_out_empty() {
     let app = spawn_app().await;
     let (ann, bob) = (token("ann"), token("bob"));
     app.camera_on(&ann).await;
-    let start = app.poll(&ann, "?timeout_s=0").await.body["last_id"].as_str().unwrap().to_owned();
+    // With timeout_s=0, an answer at once: nothing yet, and the position to poll from.
+    let start = app.poll(&ann, "?timeout_s=0").await;
+    assert_eq!((start.status, &start.body["events"]), (200, &json!([])), "{}", start.body);
+    let start = start.body["last_id"].as_str().unwrap().to_owned();
+    assert_ne!(start, "0-0");
     let room = app.show(&bob, "ann").await;
     for n in 1..=3 {
         assert_eq!(app.post("ice", &bob, json!({"room_id": room, "candidate": candidate(n)})).await.status, 202);
@@ -68,13 +63,20 @@ async fn polls_page_through_the_log_in_order_and_time_out_empty() {
     let idle = app.poll(&ann, &format!("?since={last}&timeout_s=1")).await;
     assert!(asked.elapsed() >= Duration::from_millis(900));
     assert_eq!(idle.body, json!({"events": [], "last_id": last}));
+}
 
-    // Without since, only new events: one that arrives later is returned.
-    let later = actix_web::rt::spawn({
-        let (app, ann) = (app.clone(), ann.clone());
-        async move { app.poll(&ann, "?timeout_s=30").await }
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+#[actix_web::test]
+async fn a_poll_without_since_returns_only_what_comes_after_it() {
+    // A grace period longer than the test: ann's camera stays on while she is offline.
+    let app = spawn_app_with(|s| s.presence.grace_s = 60).await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    app.camera_on(&ann).await;
+    let room = app.show(&bob, "ann").await;
+    assert_eq!(app.post("ice", &bob, json!({"room_id": room, "candidate": candidate(1)})).await.status, 202);
+    // ann's log holds show_cam and put_ice; a poll without since skips them.
+    let later = app.parked_poll(&ann, "ann", "?timeout_s=30").await;
+    // The node takes the poll's position just after it records ann online:
+    // far sooner than this test hears of it and sends the hangup.
     app.post("hangup", &bob, json!({"room_id": room})).await;
     let r = later.await.unwrap();
     let events = r.body["events"].as_array().unwrap();

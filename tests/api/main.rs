@@ -1,6 +1,8 @@
 //! Integration tests: real nodes on port 0, driven over real HTTP and WebSocket.
 
-mod helpers;
+#[path = "../support/mod.rs"]
+pub mod support;
+
 mod smoke;
 mod camera_flow;
 mod errors;

@@ -1,6 +1,6 @@
 //! Meetings: a mesh of pair Connections with server-given roles, on one node.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 async fn create(app: &TestApp, who: &str, body: Value) -> String {

@@ -1,7 +1,7 @@
 //! Outside `/webrtc`: health, readiness, the OpenAPI document, the demo page,
 //! and Prometheus metrics that move with the traffic.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::json;
 
 #[actix_web::test]

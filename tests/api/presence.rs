@@ -2,7 +2,7 @@
 //! camera goes off once `presence.grace_s` passes unless the user comes back.
 //! No sleeps: a later grace period of another user is the clock.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::json;
 
 async fn app() -> TestApp {

@@ -2,7 +2,7 @@
 //! then goes live; a `since` the log no longer covers gets `resync` first.
 //! `?presence=false` sessions get no `update_user`.
 
-use crate::helpers::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn ice(room: &str, n: u16) -> Value {

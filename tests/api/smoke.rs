@@ -1,6 +1,6 @@
 //! The harness itself works: a node starts, answers, and says hello.
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[actix_web::test]
 async fn a_node_starts_and_says_hello() {

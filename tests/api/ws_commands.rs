@@ -1,7 +1,7 @@
 //! Commands over the WebSocket: acks carry the REST body, errors carry the
 //! REST codes, garbage is answered and the session stays, oversized frames close it.
 
-use crate::helpers::*;
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;

@@ -4,8 +4,8 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
-use crate::helpers::*;
+use crate::support::cluster::*;
+use crate::support::*;
 
 #[actix_web::test]
 async fn a_killed_node_cannot_leave_a_camera_on() {
@@ -54,17 +54,17 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
     assert_eq!(ack["cmd"], "ack");
 
     redis.restart().await;
-    until(Duration::from_secs(15), "readyz after the restart", async || nodes[0].get("/readyz", None).await.status == 200).await;
+    wait_until(Duration::from_secs(15), "readyz after the restart", async || nodes[0].get("/readyz", None).await.status == 200).await;
     // The logs went with Redis: each socket is told to reload, then events flow.
     assert_eq!(ows.next_event().await["action"], "server-action:resync");
     assert_eq!(vws.next_event().await["action"], "server-action:resync");
     // Redis came back empty: the nodes re-register their sessions, so the
     // owner is online again and the whole flow works on the old sockets.
-    until(Duration::from_secs(15), "the owner re-registered", async || {
+    wait_until(Duration::from_secs(15), "the owner re-registered", async || {
         nodes[2].get("/webrtc/users/own", Some(&viewer)).await.body["online"] == true
     })
     .await;
-    until(Duration::from_secs(15), "cameraOn to succeed", async || nodes[2].camera_on(&owner).await.status == 200).await;
+    wait_until(Duration::from_secs(15), "cameraOn to succeed", async || nodes[2].camera_on(&owner).await.status == 200).await;
     vws.wait_user("own", |u| u["camera"] == "on").await;
     // Redis forgot the user, yet the version did not go back: it is clock-based.
     let after = nodes[2].get("/webrtc/users/own", Some(&viewer)).await.body["version"].as_u64().unwrap();
@@ -124,10 +124,21 @@ async fn killing_the_viewers_node_mid_negotiation_loses_nothing() {
     let r = nodes[0].post("answer", &viewer, json!({"room_id": room, "answer": sdp("answer")})).await;
     assert_eq!(r.status, 202, "{}", r.body);
     ows.expect("put_answer").await;
-    // The dead node's session is reaped; the viewer's new one keeps the room alive.
-    tokio::time::sleep(Duration::from_secs(TTL_S + GRACE_S + 1)).await;
-    assert_eq!(nodes[1].get(&format!("/webrtc/connections/{room}"), Some(&owner)).await.body["state"], "answered");
-    assert_eq!(nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"], true);
+    // The dead node's session is reaped; the viewer's new one keeps the room
+    // alive and the viewer online, through the reaping and a grace period after.
+    let path = format!("/webrtc/connections/{room}");
+    let mut conn = redis.conn().await;
+    let alive = async || {
+        nodes[1].get(&path, Some(&owner)).await.body["state"] == "answered" && nodes[1].get("/webrtc/users/kview", Some(&owner)).await.body["online"] == true
+    };
+    wait_until(Duration::from_secs(TTL_S + GRACE_S + 10), "the dead node's session to be reaped", async || {
+        assert!(alive().await, "the room or the viewer went with the dead node's session");
+        // Session id → the lease (node incarnation) that holds it.
+        let leases: Vec<String> = redis::cmd("HVALS").arg("camsig:sessions:kview").query_async(&mut conn).await.unwrap();
+        leases.len() == 1 && !leases[0].starts_with("doomed-viewer")
+    })
+    .await;
+    stays(Duration::from_secs(GRACE_S + 1), "the room answered and the viewer online", alive).await;
 }
 
 /// A node dies at a failpoint around the atomic step of an offer sent with an
@@ -145,7 +156,7 @@ async fn offer_dies_at(failpoint: &str) -> (Res, Vec<serde_json::Value>) {
 
     let died = doomed.post_once("offer", &owner, "fp-key", body.clone()).await;
     assert!(died.is_err(), "the node answered {died:?} instead of dying at {failpoint}");
-    until(Duration::from_secs(5), "the node to exit at the failpoint", async || doomed.exited()).await;
+    wait_until(Duration::from_secs(5), "the node to exit at the failpoint", async || doomed.exited()).await;
 
     let retry = nodes[2].post_once("offer", &owner, "fp-key", body).await;
     let mut got = vec![];

@@ -1,32 +1,19 @@
 //! The edges of a node's life: drain, restart under the same id, a Redis
 //! stall, a partition, a dropped or half-open pub/sub link, two nodes dying
 //! at once, and forgetting users. Each waits on events; the only fixed waits
-//! are how long a fault is held.
+//! are how long a fault is held and the windows `stays` checks throughout.
 
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
-use crate::helpers::*;
 use crate::proxy::Proxy;
-
-/// Asserts `f` holds on every check for `window` (for "nothing happens" claims).
-async fn stays(window: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        assert!(f().await, "{what} stopped holding");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::cluster::*;
+use crate::support::*;
 
 async fn user(app: &TestApp, asker: &str, id: &str) -> serde_json::Value {
     app.get(&format!("/webrtc/users/{id}"), Some(asker)).await.body
-}
-
-async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
 #[actix_web::test]
@@ -83,11 +70,11 @@ async fn a_redis_stall_longer_than_ttl_leaves_everyone_online() {
     redis.resume();
 
     for n in &nodes {
-        until(Duration::from_secs(15), "readyz after the stall", async || n.get("/readyz", None).await.status == 200).await;
+        wait_until(Duration::from_secs(15), "readyz after the stall", async || n.get("/readyz", None).await.status == 200).await;
     }
     // Let every node renew and sweep: a lease period after the stall.
     let (name0, t0, _) = &before[0];
-    until(Duration::from_secs(15), "a call to go through", async || nodes[1].camera_on(t0).await.status == 200).await;
+    wait_until(Duration::from_secs(15), "a call to go through", async || nodes[1].camera_on(t0).await.status == 200).await;
     stays(Duration::from_secs(TTL_S + GRACE_S), "everyone online with the camera on", async || {
         for (name, t, _) in &before {
             let u = user(&nodes[0], t, name).await;
@@ -170,7 +157,7 @@ async fn a_pubsub_drop_with_a_held_reconnect_loses_nothing() {
 
     proxy.refuse(true);
     assert!(proxy.cut_pubsub() >= 1);
-    until(Duration::from_secs(5), "readyz 503 while the link is down", async || proxied.get("/readyz", None).await.status == 503).await;
+    wait_until(Duration::from_secs(5), "readyz 503 while the link is down", async || proxied.get("/readyz", None).await.status == 503).await;
     // A presence change in the gap, too: it is not in any user's log, but in the presence log.
     assert_eq!(direct.camera_on(&token("drop-other")).await.status, 200);
     for i in 0..28 {
@@ -298,12 +285,12 @@ async fn a_drained_node_hands_its_sessions_over_without_a_flicker() {
     expect_candidates(&mut again, 7300, 1).await;
 
     // The drained node releases its lease and stops within server.drain_s.
-    until(Duration::from_secs(10), "the drained node to stop listening", async || {
+    wait_until(Duration::from_secs(10), "the drained node to stop listening", async || {
         tokio::net::TcpStream::connect(("127.0.0.1", draining.port)).await.is_err()
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(10));
-    let leases: Vec<String> = redis::cmd("ZRANGE").arg("camsig:leases").arg(0).arg(-1).query_async(&mut redis_conn(&redis).await).await.unwrap();
+    let leases: Vec<String> = redis::cmd("ZRANGE").arg("camsig:leases").arg(0).arg(-1).query_async(&mut redis.conn().await).await.unwrap();
     assert!(leases.iter().all(|l| !l.starts_with("draining#")), "{leases:?}");
     // No update_user at all: online, camera on, the same version, past the grace period.
     stays(Duration::from_secs(grace + 1), "the owner online with the camera on", async || {
@@ -321,9 +308,9 @@ async fn long_gone_users_are_forgotten() {
     let ws = app.ws(&t).await;
     assert_eq!(app.camera_on(&t).await.status, 200);
     ws.close().await;
-    let mut r = redis_conn(&redis).await;
+    let mut r = redis.conn().await;
     assert_eq!(redis::cmd("EXISTS").arg(format!("camsig:user:{name}")).query_async::<i64>(&mut r).await.unwrap(), 1);
-    until(Duration::from_secs(GRACE_S + 10), "the user to be forgotten", async || {
+    wait_until(Duration::from_secs(GRACE_S + 10), "the user to be forgotten", async || {
         app.get(&format!("/webrtc/users/{name}"), Some(&t)).await.status == 404
     })
     .await;
@@ -342,7 +329,7 @@ async fn pubsub_links_killed_every_200ms_under_load_lose_nothing() {
     let owner = token("kill-own");
     let (_ows, mut viewers) = rooms(&nodes[0], &nodes[1], "kill-own", &["kill-v0", "kill-v1"]).await;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.conn().await;
     let killer = actix_web::rt::spawn(async move {
         let mut kills = 0;
         loop {

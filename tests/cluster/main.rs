@@ -1,11 +1,11 @@
 //! Many nodes on one real Redis: each test starts its own `redis-server` on a
-//! free port and three nodes, and drives them over real HTTP and WebSocket.
+//! free port and the nodes it needs (in this process, in their own to kill
+//! them, or behind nginx through `scripts/cluster`), and drives them over real
+//! HTTP and WebSocket.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
-mod harness;
-#[path = "../support/process.rs"]
-mod process;
+#[path = "../support/mod.rs"]
+pub mod support;
+
 mod proxy;
 
 mod failures;

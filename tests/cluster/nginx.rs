@@ -6,8 +6,8 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::*;
-use crate::helpers::*;
+use crate::support::cluster::*;
+use crate::support::*;
 
 pub struct Cluster {
     child: Child,
@@ -48,7 +48,7 @@ impl Cluster {
 
     pub async fn wait_ready(&self, port: u16) {
         let url = format!("http://127.0.0.1:{port}/readyz");
-        until(Duration::from_secs(30), "a cluster port to be ready", async || {
+        wait_until(Duration::from_secs(30), "a cluster port to be ready", async || {
             matches!(self.lb.http.get(&url).send().await, Ok(r) if r.status().is_success())
         })
         .await;

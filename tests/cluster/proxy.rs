@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::harness::Redis;
+use crate::support::cluster::Redis;
 
 #[derive(Default)]
 struct Link {

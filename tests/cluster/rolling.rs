@@ -14,9 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::harness::*;
-use crate::helpers::*;
 use crate::nginx::Cluster;
+use crate::support::*;
 
 const SOCKETS: usize = 500;
 const PAIRS: usize = 10;
@@ -178,7 +177,7 @@ async fn a_rolling_restart_under_500_sockets_loses_nothing() {
     for u in idle {
         actix_web::rt::spawn(client(port, u, false, seen.clone(), sockets.clone()));
     }
-    until(Duration::from_secs(60), "500 sockets open", async || seen.borrow().live == SOCKETS).await;
+    wait_until(Duration::from_secs(60), "500 sockets open", async || seen.borrow().live == SOCKETS).await;
 
     let mut acked = Vec::new();
     for (i, (o, v)) in owners.iter().zip(&viewers).enumerate() {
@@ -200,7 +199,7 @@ async fn a_rolling_restart_under_500_sockets_loses_nothing() {
         let drained = seen.borrow().reconnects;
         let ok = std::process::Command::new("kill").arg("-TERM").arg(old.to_string()).status().unwrap().success();
         assert!(ok, "SIGTERM node{i}");
-        until(Duration::from_secs(30), "the node to be restarted", async || cluster.node_pid(i).is_some_and(|p| p != old)).await;
+        wait_until(Duration::from_secs(30), "the node to be restarted", async || cluster.node_pid(i).is_some_and(|p| p != old)).await;
         cluster.wait_ready(cluster.node_ports[i - 1]).await;
         let back = tokio::time::timeout(Duration::from_secs(30), async {
             while seen.borrow().live != SOCKETS {
@@ -220,7 +219,7 @@ async fn a_rolling_restart_under_500_sockets_loses_nothing() {
     for (v, a) in viewers.iter().zip(&acked) {
         let want = a.borrow().clone();
         assert!(want.len() > 10, "{v}: the stream ran ({} candidates)", want.len());
-        until(Duration::from_secs(20), "every accepted candidate to arrive", async || {
+        wait_until(Duration::from_secs(20), "every accepted candidate to arrive", async || {
             seen.borrow().ice.get(v).map_or(0, Vec::len) >= want.len()
         })
         .await;

@@ -9,8 +9,8 @@ use camsig::service::command::Command;
 use camsig::service::reply::Reply;
 use secrecy::SecretString;
 
-use crate::harness::Redis;
-use crate::helpers::*;
+use crate::support::cluster::Redis;
+use crate::support::*;
 
 async fn bare_node(redis: &Redis, id: &str) -> Node {
     let mut s = test_settings();
@@ -18,7 +18,7 @@ async fn bare_node(redis: &Redis, id: &str) -> Node {
     s.node.id = Some(id.into());
     let node = Node::build(s).await.unwrap();
     // The pub/sub link's own start-up reads are not a call's.
-    crate::helpers::wait_until(std::time::Duration::from_secs(10), "the node to be ready", async || node.ready().await.is_ok()).await;
+    wait_until(std::time::Duration::from_secs(10), "the node to be ready", async || node.ready().await.is_ok()).await;
     node
 }
 
@@ -74,9 +74,7 @@ async fn scripts_survive_a_flushed_script_cache() {
     let a = bare_node(&redis, "noscript").await;
     counted(&a, "ann", Command::CameraOn { meta: None }).await;
     // As after a Redis restart: the scripts are gone, EVALSHA answers NOSCRIPT.
-    let c = redis::Client::open(redis.url()).unwrap();
-    let mut conn = c.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.unwrap();
+    redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut redis.conn().await).await.unwrap();
     let (reply, _) = counted(&a, "ann", Command::CameraOff).await;
     let Reply::User(u) = reply else { panic!("{reply:?}") };
     assert_eq!(u.user.camera, camsig::domain::Camera::Off);

@@ -5,12 +5,12 @@
 //! a port picked by the test and bound later by the node could be taken by
 //! another process in between.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait_until;
 
 pub struct Process {
     pub port: u16,
@@ -37,16 +37,14 @@ impl Process {
             .spawn()
             .expect("the camsig binary runs");
         let mut p = Process { port: 0, child, log };
-        let start = Instant::now();
-        p.port = loop {
+        // On failure, dropping `p` prints the end of its log.
+        wait_until(Duration::from_secs(20), "the node to say it is listening", async || {
             let listening = p.log_text().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|l| l["message"] == "listening");
-            if let Some(port) = listening.and_then(|l| l["port"].as_u64()) {
-                break port as u16;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "the node never said it was listening:\n{}", p.log_text());
-            assert!(!p.exited(), "the node exited:\n{}", p.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            p.port = listening.and_then(|l| l["port"].as_u64()).unwrap_or(0) as u16;
+            assert!(p.port != 0 || !p.exited(), "the node exited before it listened");
+            p.port != 0
+        })
+        .await;
         p
     }
 

@@ -6,13 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{SECRET, TestApp, Ws, spawn_app_with};
-use crate::process::Process;
+use super::process::Process;
+use super::{SECRET, TestApp, Ws, spawn_app_with, wait_until};
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -27,15 +25,6 @@ pub fn free_port_run(n: u16) -> u16 {
         }
     }
     panic!("no {n} consecutive free ports");
-}
-
-/// Polls `f` every 20 ms until it is true, failing after `limit`.
-pub async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub struct Redis {
@@ -61,6 +50,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A connection of the test's own, to look at (or change) what the nodes stored.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
     /// Starts it (again, empty) on the same port and waits until it answers.
     pub async fn restart(&mut self) {
         assert!(self.try_start().await, "redis-server could not bind its port {} again", self.port);
@@ -77,7 +71,7 @@ impl Redis {
         self.child = Some(child);
         let url = self.url();
         let mut ours = false;
-        until(Duration::from_secs(10), "redis-server to answer or exit", async || {
+        wait_until(Duration::from_secs(10), "redis-server to answer or exit", async || {
             if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
                 return true;
             }
@@ -183,7 +177,7 @@ impl ProcNode {
         let node = ProcNode(Process::spawn(&all).await);
         let http = awc::Client::default();
         let url = node.url("/readyz");
-        until(Duration::from_secs(20), "the child node to be ready", async || {
+        wait_until(Duration::from_secs(20), "the child node to be ready", async || {
             matches!(http.get(&url).send().await, Ok(r) if r.status().is_success())
         })
         .await;
@@ -195,13 +189,7 @@ impl ProcNode {
     }
 
     pub async fn ws_query(&self, token: &str, query: &str) -> Ws {
-        let mut req = format!("ws://127.0.0.1:{}/ws{query}", self.port).into_client_request().unwrap();
-        req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-        let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
-        let mut ws = Ws { stream, hello: serde_json::Value::Null, versions: Default::default() };
-        ws.hello = ws.next().await;
-        assert_eq!(ws.hello["action"], "server-action:hello");
-        ws
+        Ws::connect(&format!("ws://127.0.0.1:{}/ws{query}", self.port), Some(token)).await
     }
 
     /// POST `/webrtc/<op>` with an `Idempotency-Key`; Err when the node died before answering.
@@ -227,7 +215,7 @@ impl ProcNode {
     pub async fn terminate(&mut self) -> Duration {
         let start = Instant::now();
         self.0.signal("TERM");
-        until(Duration::from_secs(30), "the node to exit after SIGTERM", async || self.exited()).await;
+        wait_until(Duration::from_secs(30), "the node to exit after SIGTERM", async || self.exited()).await;
         start.elapsed()
     }
 
