@@ -11,6 +11,8 @@ pub struct Metrics {
     process: Registry,
     pub http_requests: IntCounterVec,
     pub sessions_open: IntGauge,
+    /// Long polls that hold their position and wait for an event.
+    pub polls_waiting: IntGauge,
     pub events_delivered: IntCounterVec,
     /// From accepting the call that caused an event to writing it on a socket.
     pub delivery_seconds: Histogram,
@@ -28,6 +30,7 @@ impl Metrics {
         )
         .unwrap();
         let sessions_open = IntGauge::new("ws_sessions_open", "Open WebSocket sessions").unwrap();
+        let polls_waiting = IntGauge::new("long_polls_waiting", "Long polls waiting for an event, their position in the log taken").unwrap();
         let events_delivered = IntCounterVec::new(
             Opts::new("events_delivered_total", "Events written to WebSocket sessions, by action"),
             &["action"],
@@ -40,6 +43,7 @@ impl Metrics {
         .unwrap();
         registry.register(Box::new(http_requests.clone())).unwrap();
         registry.register(Box::new(sessions_open.clone())).unwrap();
+        registry.register(Box::new(polls_waiting.clone())).unwrap();
         registry.register(Box::new(events_delivered.clone())).unwrap();
         let redis_round_trips = IntCounter::new("redis_round_trips_total", "Round trips to Redis (a script or a pipeline counts once)").unwrap();
         registry.register(Box::new(delivery_seconds.clone())).unwrap();
@@ -51,7 +55,7 @@ impl Metrics {
         }
         let process = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into())).expect("valid registry labels");
         process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).unwrap();
-        Self { registry, process, http_requests, sessions_open, events_delivered, delivery_seconds, redis_round_trips }
+        Self { registry, process, http_requests, sessions_open, polls_waiting, events_delivered, delivery_seconds, redis_round_trips }
     }
 
     /// Counts one event written to a socket and how long it took to get there.

@@ -37,6 +37,9 @@ pub async fn poll(node: &Ctx, user: &UserId, since: Option<EventId>, wait: Durat
         None => broker.last_id(user).await?,
     };
     let deadline = tokio::time::Instant::now() + wait;
+    // From here an event for `user` is answered, whenever it comes.
+    node.metrics.polls_waiting.inc();
+    let _waiting = scopeguard::guard(node.metrics.polls_waiting.clone(), |g| g.dec());
     loop {
         match broker.replay(user, since).await? {
             Replay::Gone { last_id } => {

@@ -64,7 +64,7 @@ impl Keys {
         format!("{}:meetings:{u}", self.p)
     }
 
-    /// Hash: session id → node id, for this user's open sessions.
+    /// Hash: session id → lease (`node#incarnation`), for this user's open sessions.
     pub fn sessions(&self, u: &UserId) -> String {
         format!("{}:sessions:{u}", self.p)
     }

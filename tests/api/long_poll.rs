@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 async fn a_waiting_poll_answers_as_soon_as_an_event_arrives() {
     let app = spawn_app().await;
     let (ann, bob) = (token("ann"), token("bob"));
-    let since = app.position_then_offline(&ann, "ann").await;
+    let since = app.position(&ann).await;
     app.camera_on(&ann).await;
 
     let started = Instant::now();
-    let poll = app.parked_poll(&ann, "ann", &format!("?since={since}&timeout_s=30")).await;
+    let poll = app.parked_poll(&ann, &format!("?since={since}&timeout_s=30")).await;
     let shown = Instant::now();
     let room = app.show(&bob, "ann").await;
     let r = poll.await.unwrap();
@@ -74,9 +74,7 @@ async fn a_poll_without_since_returns_only_what_comes_after_it() {
     let room = app.show(&bob, "ann").await;
     assert_eq!(app.post("ice", &bob, json!({"room_id": room, "candidate": candidate(1)})).await.status, 202);
     // ann's log holds show_cam and put_ice; a poll without since skips them.
-    let later = app.parked_poll(&ann, "ann", "?timeout_s=30").await;
-    // The node takes the poll's position just after it records ann online:
-    // far sooner than this test hears of it and sends the hangup.
+    let later = app.parked_poll(&ann, "?timeout_s=30").await;
     app.post("hangup", &bob, json!({"room_id": room})).await;
     let r = later.await.unwrap();
     let events = r.body["events"].as_array().unwrap();

@@ -168,9 +168,9 @@ async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another() {
     let redis = Redis::start().await;
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("po"), token("pv"));
-    // The owner's position from a socket on node 0, then offline until the poll on node 1.
-    let since = nodes[0].position_then_offline(&owner, "po").await;
-    let poll = nodes[1].parked_poll(&owner, "po", &format!("?since={since}&timeout_s=30")).await;
+    // The owner's position from a socket on node 0; the poll goes to node 1.
+    let since = nodes[0].position(&owner).await;
+    let poll = nodes[1].parked_poll(&owner, &format!("?since={since}&timeout_s=30")).await;
     // Online now, so the short grace period does not run; cameraOn logs nothing for the owner.
     nodes[0].camera_on(&owner).await;
     let shown = std::time::Instant::now();

@@ -160,20 +160,17 @@ impl TestApp {
         self.send(http.get(self.url(&format!("/webrtc/events{query}"))), Some(token), None).await
     }
 
-    /// Starts a long poll by `user` (the holder of `token`) and returns once
-    /// the node holds it: a poll brings its user online, so `user` must be
-    /// offline before (asserted) and the wait is for them to come online.
-    /// The node records them online after the poll has started listening for
-    /// their events, so any event from then on wakes it.
-    pub async fn parked_poll(&self, token: &str, user: &str, query: &str) -> actix_web::rt::task::JoinHandle<Res> {
-        let path = format!("/webrtc/users/{user}");
-        let online = async || self.get(&path, Some(token)).await.body["online"] == true;
-        assert!(!online().await, "{user} is online already: a poll would not show");
+    /// Starts a long poll and returns once the node holds it at its position
+    /// in the log (`camsig_long_polls_waiting` went up): any event from then
+    /// on answers it. A poll never sent fails here.
+    pub async fn parked_poll(&self, token: &str, query: &str) -> actix_web::rt::task::JoinHandle<Res> {
+        let waiting = async || metric(&self.metrics().await, "camsig_long_polls_waiting", &[]);
+        let before = waiting().await;
         let poll = actix_web::rt::spawn({
             let (app, token, query) = (self.clone(), token.to_owned(), query.to_owned());
             async move { app.poll(&token, &query).await }
         });
-        wait_until(WAIT, "the poll to bring its user online", online).await;
+        wait_until(WAIT, "the node to hold the poll", async || waiting().await > before).await;
         assert!(!poll.is_finished(), "the poll answered before there was anything to say");
         poll
     }
