@@ -53,7 +53,7 @@ async fn metrics_count_requests_sessions_and_delivered_events() {
     let show = [("action", "show_cam")];
     let m0 = app.metrics().await;
     assert_eq!(metric(&m0, "camsig_ws_sessions_open", &[]), 0.0);
-    assert!(m0.contains("camsig_long_polls_waiting 0"), "the poll gauge exists from the start");
+    assert!(m0.lines().any(|l| l.starts_with("camsig_long_polls_waiting{") && l.ends_with(" 0")), "the poll gauge exists from the start");
 
     let mut obs = app.ws(&token("obs")).await;
     let mut a = app.ws(&ann).await;
