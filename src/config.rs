@@ -1,10 +1,15 @@
 //! Configuration: defaults, then the TOML file named by `CAMSIG_CONFIG`, then
-//! `CAMSIG__SECTION__KEY` environment variables. Checked once at start; a bad
-//! value stops the server with one line naming the key. Secrets never print.
+//! `CAMSIG__SECTION__KEY` environment variables. Parsed once at start into
+//! the types the code uses (addresses, networks, durations, non-zero rates);
+//! a bad value stops the server with one line naming the key. Secrets never
+//! print.
 
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 /// A refused configuration: the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -38,42 +43,69 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// `IP:port`. Unset: `0.0.0.0:8080`, or `127.0.0.1:8080` in dev mode.
-    pub bind: Option<String>,
+    #[serde(deserialize_with = "de::socket_addr")]
+    pub bind: Option<SocketAddr>,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// How long a drain (SIGTERM) may take before the process exits.
-    pub drain_s: u64,
+    #[serde(rename = "drain_s", deserialize_with = "de::secs")]
+    pub drain: Duration,
     /// A request body not complete within this is answered 408 (slow senders
     /// must not hold connections).
-    pub body_timeout_s: u64,
+    #[serde(rename = "body_timeout_s", deserialize_with = "de::secs")]
+    pub body_timeout: Duration,
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`Forwarded` is believed
     /// for the client address in logs; from anyone else those headers are ignored.
-    pub trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "de::nets")]
+    pub trusted_proxies: Vec<IpNet>,
     /// Where dev mode keeps its secret (see `crate::dev`).
     pub data_dir: Option<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: None, workers: 0, drain_s: 10, body_timeout_s: 10, trusted_proxies: vec![], data_dir: None }
+        Self { bind: None, workers: 0, drain: Duration::from_secs(10), body_timeout: Duration::from_secs(10), trusted_proxies: vec![], data_dir: None }
     }
 }
 
 /// Most HTTP worker threads accepted; each is an OS thread with its own runtime.
 pub const MAX_WORKERS: usize = 256;
 
-impl ServerSettings {
-    /// `trusted_proxies`, parsed (checked by `Settings::validate`).
-    pub fn proxies(&self) -> Vec<ipnet::IpNet> {
-        self.trusted_proxies.iter().filter_map(|p| parse_net(p).ok()).collect()
-    }
-}
+/// Values read into their types, with the plain words the error line carries.
+mod de {
+    use super::*;
+    use serde::Deserializer;
+    use serde::de::Error;
 
-/// An IP network, or one address as a /32 or /128.
-fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"))
+    /// Whole seconds.
+    pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+
+    /// `IP:port`; a host name is not accepted.
+    pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{s:?} is not IP:port (e.g. 127.0.0.1:8080 or [::]:8080; a host name is not accepted)")))
+    }
+
+    /// IP networks, or single addresses as a /32 or /128.
+    pub fn nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| D::Error::custom(format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)")))
+            })
+            .collect()
+    }
+
+    /// A count of 1 or more.
+    pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
+        NonZeroU32::new(u32::deserialize(d)?).ok_or_else(|| D::Error::custom("must be at least 1"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -91,12 +123,13 @@ pub struct RedisSettings {
     /// Put before every key and channel, so deployments (and tests) can share one Redis.
     pub prefix: String,
     /// How often the pub/sub connection is pinged; a silent one is replaced.
-    pub probe_s: u64,
+    #[serde(rename = "probe_s", deserialize_with = "de::secs")]
+    pub probe: Duration,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, prefix: "camsig".into(), probe_s: 2 }
+        Self { url: None, prefix: "camsig".into(), probe: Duration::from_secs(2) }
     }
 }
 
@@ -106,27 +139,31 @@ pub struct AuthSettings {
     /// Unset: dev mode (random per-process secret and `POST /dev/token`).
     pub jwt_secret: Option<SecretString>,
     /// A session is warned (`token_expiring`) this long before its token's `exp`.
-    pub refresh_before_s: u64,
+    #[serde(rename = "refresh_before_s", deserialize_with = "de::secs")]
+    pub refresh_before: Duration,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { jwt_secret: None, refresh_before_s: 60 }
+        Self { jwt_secret: None, refresh_before: Duration::from_secs(60) }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceSettings {
-    pub ttl_s: u64,
-    pub grace_s: u64,
+    #[serde(rename = "ttl_s", deserialize_with = "de::secs")]
+    pub ttl: Duration,
+    #[serde(rename = "grace_s", deserialize_with = "de::secs")]
+    pub grace: Duration,
     /// A user offline with the camera off and no open room is forgotten after this.
-    pub forget_after_s: u64,
+    #[serde(rename = "forget_after_s", deserialize_with = "de::secs")]
+    pub forget_after: Duration,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { ttl_s: 30, grace_s: 10, forget_after_s: 86_400 }
+        Self { ttl: Duration::from_secs(30), grace: Duration::from_secs(10), forget_after: Duration::from_secs(86_400) }
     }
 }
 
@@ -136,12 +173,13 @@ pub struct IceSettings {
     pub stun_urls: Vec<String>,
     pub turn_urls: Vec<String>,
     pub turn_secret: Option<SecretString>,
-    pub turn_ttl_s: u64,
+    #[serde(rename = "turn_ttl_s", deserialize_with = "de::secs")]
+    pub turn_ttl: Duration,
 }
 
 impl Default for IceSettings {
     fn default() -> Self {
-        Self { stun_urls: vec![], turn_urls: vec![], turn_secret: None, turn_ttl_s: 3600 }
+        Self { stun_urls: vec![], turn_urls: vec![], turn_secret: None, turn_ttl: Duration::from_secs(3600) }
     }
 }
 
@@ -150,7 +188,8 @@ impl Default for IceSettings {
 pub struct LimitSettings {
     pub max_body_bytes: usize,
     /// Calls per second per user, with a burst of the same size.
-    pub rate_per_s: u32,
+    #[serde(deserialize_with = "de::at_least_one")]
+    pub rate_per_s: NonZeroU32,
     pub max_viewers: usize,
     /// Members of one meeting: a mesh beyond 8 overloads a phone's uplink.
     pub max_meeting_members: usize,
@@ -159,19 +198,20 @@ pub struct LimitSettings {
     /// Idempotent answers kept per user in the keep window; the oldest go first.
     pub max_idempotency_keys: usize,
     /// cameraOn/cameraOff per user per minute (each one is broadcast to everyone).
-    pub presence_per_min: u32,
+    #[serde(deserialize_with = "de::at_least_one")]
+    pub presence_per_min: NonZeroU32,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
-            rate_per_s: 20,
+            rate_per_s: NonZeroU32::new(20).expect("not zero"),
             max_viewers: 50,
             max_meeting_members: 8,
             max_sessions_per_user: 10,
             max_idempotency_keys: 1000,
-            presence_per_min: 30,
+            presence_per_min: NonZeroU32::new(30).expect("not zero"),
         }
     }
 }
@@ -179,13 +219,14 @@ impl Default for LimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventSettings {
-    pub keep_s: u64,
+    #[serde(rename = "keep_s", deserialize_with = "de::secs")]
+    pub keep: Duration,
     pub keep_max: usize,
 }
 
 impl Default for EventSettings {
     fn default() -> Self {
-        Self { keep_s: 120, keep_max: 256 }
+        Self { keep: Duration::from_secs(120), keep_max: 256 }
     }
 }
 
@@ -193,19 +234,21 @@ impl Default for EventSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// A room still negotiating (`requested`/`offered`) with no signaling for this long is closed.
-    pub idle_ttl_s: u64,
+    #[serde(rename = "idle_ttl_s", deserialize_with = "de::secs")]
+    pub idle_ttl: Duration,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
-        Self { idle_ttl_s: 120 }
+        Self { idle_ttl: Duration::from_secs(120) }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WsSettings {
-    pub heartbeat_s: u64,
+    #[serde(rename = "heartbeat_s", deserialize_with = "de::secs")]
+    pub heartbeat: Duration,
     /// Events that may wait for one session before it is closed with 4008.
     pub max_queued: usize,
     /// The kernel send buffer of a WebSocket (SO_SNDBUF); 0 keeps the system's.
@@ -219,14 +262,14 @@ impl WsSettings {
 
     /// How long a session may stay silent (and a long poll's presence outlive
     /// its last poll) before it counts as gone.
-    pub fn silent_after(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.heartbeat_s * u64::from(Self::MISSED_HEARTBEATS))
+    pub fn silent_after(&self) -> Duration {
+        self.heartbeat * Self::MISSED_HEARTBEATS
     }
 }
 
 impl Default for WsSettings {
     fn default() -> Self {
-        Self { heartbeat_s: 10, max_queued: 1024, send_buffer_bytes: 0 }
+        Self { heartbeat: Duration::from_secs(10), max_queued: 1024, send_buffer_bytes: 0 }
     }
 }
 
@@ -337,19 +380,13 @@ impl Settings {
 
     /// The address to listen on: `server.bind`, else all interfaces, or only
     /// loopback in dev mode (where anyone who reaches it can mint tokens).
-    pub fn bind(&self) -> String {
-        match &self.server.bind {
-            Some(b) => b.clone(),
-            None if self.is_dev() => "127.0.0.1:8080".into(),
-            None => "0.0.0.0:8080".into(),
-        }
+    pub fn bind(&self) -> SocketAddr {
+        let default = if self.is_dev() { [127, 0, 0, 1] } else { [0, 0, 0, 0] };
+        self.server.bind.unwrap_or(SocketAddr::from((default, 8080)))
     }
 
     /// Checks what serde cannot: ranges, formats, and keys that need each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.bind().parse::<SocketAddr>().is_err() {
-            return Err(bad("server.bind", format!("{:?} is not IP:port (e.g. 127.0.0.1:8080 or [::]:8080; a host name is not accepted)", self.bind())));
-        }
         if self.server.workers > MAX_WORKERS {
             return Err(bad("server.workers", format!("must be 0 (one per core) to {MAX_WORKERS}")));
         }
@@ -377,21 +414,21 @@ impl Settings {
             return Err(bad("auth.jwt_secret", format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")));
         }
         for (key, v) in [
-            ("presence.ttl_s", self.presence.ttl_s),
-            ("server.drain_s", self.server.drain_s),
-            ("redis.probe_s", self.redis.probe_s),
+            ("presence.ttl_s", self.presence.ttl.as_secs()),
+            ("server.drain_s", self.server.drain.as_secs()),
+            ("redis.probe_s", self.redis.probe.as_secs()),
             ("ws.max_queued", self.ws.max_queued as u64),
             ("limits.max_sessions_per_user", self.limits.max_sessions_per_user as u64),
             ("limits.max_idempotency_keys", self.limits.max_idempotency_keys as u64),
-            ("limits.presence_per_min", self.limits.presence_per_min as u64),
-            ("server.body_timeout_s", self.server.body_timeout_s),
+            ("server.body_timeout_s", self.server.body_timeout.as_secs()),
+            ("ice.turn_ttl_s", self.ice.turn_ttl.as_secs()),
+            ("limits.max_viewers", self.limits.max_viewers as u64),
+            ("connections.idle_ttl_s", self.connections.idle_ttl.as_secs()),
+            ("ws.heartbeat_s", self.ws.heartbeat.as_secs()),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
-        }
-        for p in &self.server.trusted_proxies {
-            parse_net(p).map_err(|e| bad("server.trusted_proxies", e))?;
         }
         for u in &self.ice.stun_urls {
             if !u.starts_with("stun:") && !u.starts_with("stuns:") {
@@ -406,29 +443,14 @@ impl Settings {
         if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_none() {
             return Err(bad("ice.turn_secret", "is required when ice.turn_urls is set"));
         }
-        if self.ice.turn_ttl_s == 0 {
-            return Err(bad("ice.turn_ttl_s", "must be at least 1"));
-        }
         if self.limits.max_body_bytes < 1024 {
             return Err(bad("limits.max_body_bytes", "must be at least 1024"));
-        }
-        if self.limits.rate_per_s == 0 {
-            return Err(bad("limits.rate_per_s", "must be at least 1"));
-        }
-        if self.limits.max_viewers == 0 {
-            return Err(bad("limits.max_viewers", "must be at least 1"));
         }
         if !(2..=64).contains(&self.limits.max_meeting_members) {
             return Err(bad("limits.max_meeting_members", "must be 2 to 64"));
         }
-        if self.events.keep_s == 0 || self.events.keep_max == 0 {
+        if self.events.keep.is_zero() || self.events.keep_max == 0 {
             return Err(bad("events.keep_s", "events.keep_s and events.keep_max must be at least 1"));
-        }
-        if self.connections.idle_ttl_s == 0 {
-            return Err(bad("connections.idle_ttl_s", "must be at least 1"));
-        }
-        if self.ws.heartbeat_s == 0 {
-            return Err(bad("ws.heartbeat_s", "must be at least 1"));
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(bad("log.level", "is not a tracing filter"));
@@ -461,12 +483,12 @@ mod tests {
     fn defaults_are_the_contracts() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert!(s.redis.url.is_none() && s.auth.jwt_secret.is_none());
-        assert_eq!(s.bind(), "127.0.0.1:8080", "dev mode listens on loopback only");
+        assert_eq!(s.bind().to_string(), "127.0.0.1:8080", "dev mode listens on loopback only");
         let s = Settings::load_from(None, env(&[("CAMSIG__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")])).unwrap();
-        assert_eq!(s.bind(), "0.0.0.0:8080");
-        assert_eq!((s.presence.ttl_s, s.presence.grace_s), (30, 10));
-        assert_eq!((s.limits.max_body_bytes, s.limits.rate_per_s, s.limits.max_viewers), (65536, 20, 50));
-        assert_eq!(s.ice.turn_ttl_s, 3600);
+        assert_eq!(s.bind().to_string(), "0.0.0.0:8080");
+        assert_eq!((s.presence.ttl.as_secs(), s.presence.grace.as_secs()), (30, 10));
+        assert_eq!((s.limits.max_body_bytes, s.limits.rate_per_s.get(), s.limits.max_viewers), (65536, 20, 50));
+        assert_eq!(s.ice.turn_ttl.as_secs(), 3600);
     }
 
     #[test]
@@ -476,7 +498,7 @@ mod tests {
             ("CAMSIG__ICE__STUN_URLS", "stun:a:3478,stun:b:3478"),
             ("CAMSIG__REDIS__URL", "redis://127.0.0.1:1/"),
         ])).unwrap();
-        assert_eq!(s.presence.grace_s, 3);
+        assert_eq!(s.presence.grace, Duration::from_secs(3));
         assert_eq!(s.ice.stun_urls, vec!["stun:a:3478", "stun:b:3478"]);
         assert!(s.redis.url.is_some());
     }

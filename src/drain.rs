@@ -36,7 +36,7 @@ fn share(total: Duration, tenths: u32) -> Duration {
 /// Drains the node, then stops its server.
 pub async fn run(node: &Node, server: ServerHandle, sweeper: Sweeper) {
     let started = Instant::now();
-    let total = Duration::from_secs(node.settings.server.drain_s);
+    let total = node.settings.server.drain;
     if !node.service.start_draining() {
         return;
     }
@@ -62,6 +62,6 @@ pub async fn run(node: &Node, server: ServerHandle, sweeper: Sweeper) {
 }
 
 /// How long the HTTP server may wait for calls under way once it stops.
-pub fn shutdown_timeout(drain_s: u64) -> u64 {
-    (drain_s * 2 / 10).max(1)
+pub fn shutdown_timeout(drain: Duration) -> u64 {
+    (drain.as_secs() * 2 / 10).max(1)
 }

@@ -8,7 +8,6 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::actors::registry::Registry;
 use crate::actors::user::{UserActor, Users};
@@ -57,13 +56,13 @@ impl Node {
         let id: Arc<str> = settings.node_id().into();
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::new(&id));
-        let bounds = LogBounds { keep_s: settings.events.keep_s, keep_max: settings.events.keep_max };
+        let bounds = LogBounds { keep: settings.events.keep, keep_max: settings.events.keep_max };
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
                 let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
                 let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
-                let probe = Duration::from_secs(settings.redis.probe_s);
+                let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
                 (Arc::new(RedisStore::new(r, bounds)), b.clone(), None, Some(b))
             }

@@ -17,10 +17,9 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(limits: &LimitSettings) -> Self {
-        let at_least_one = |n: u32| std::num::NonZeroU32::new(n).expect("validated at load");
         Self {
-            calls: RateLimiter::keyed(Quota::per_second(at_least_one(limits.rate_per_s))),
-            presence: RateLimiter::keyed(Quota::per_minute(at_least_one(limits.presence_per_min))),
+            calls: RateLimiter::keyed(Quota::per_second(limits.rate_per_s)),
+            presence: RateLimiter::keyed(Quota::per_minute(limits.presence_per_min)),
         }
     }
 

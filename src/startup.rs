@@ -3,7 +3,7 @@
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use crate::config::Settings;
@@ -11,12 +11,11 @@ use crate::{drain, http};
 use crate::node::Node;
 
 /// The address a browser on this machine uses for `bind`.
-fn listener_ip(bind: &str) -> String {
-    match bind.parse::<std::net::SocketAddr>().map(|a| a.ip()) {
-        Ok(ip) if ip.is_unspecified() || ip.is_loopback() => "127.0.0.1".into(),
-        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-        Ok(ip) => ip.to_string(),
-        Err(_) => "127.0.0.1".into(),
+fn listener_ip(bind: &SocketAddr) -> String {
+    match bind.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => "127.0.0.1".into(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
     }
 }
 
@@ -29,13 +28,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let bind = settings.bind();
-        let listener = TcpListener::bind(&bind).map_err(|e| anyhow::anyhow!("server.bind: cannot listen on {bind}: {e}"))?;
+        let listener = TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("server.bind: cannot listen on {bind}: {e}"))?;
         let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let drain_s = settings.server.drain_s;
+        let drain = settings.server.drain;
         let dev = settings.is_dev();
         // A client that stopped reading is ended by the kernel once its data is this old.
         let user_timeout = settings.ws.silent_after() + Duration::from_secs(1);
@@ -56,7 +55,7 @@ impl Application {
             // Close TCP as soon as a response ends: a WebSocket's Close is answered and
             // the connection gone at once (the default lingers a second, reading).
             .client_disconnect_timeout(Duration::ZERO)
-            .shutdown_timeout(drain::shutdown_timeout(drain_s))
+            .shutdown_timeout(drain::shutdown_timeout(drain))
             .listen(listener)?
             .run();
         tracing::info!(port, node_id = %node.id, "listening");

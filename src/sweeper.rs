@@ -44,7 +44,7 @@ pub fn start(node: Node) -> Sweeper {
     let (stop, mut stopped) = watch::channel(false);
     let done = actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
-        let mut lease = Keeper::new(Duration::from_secs(node.settings.presence.ttl_s));
+        let mut lease = Keeper::new(node.settings.presence.ttl);
         let mut sweeps = 0u32;
         loop {
             tokio::select! {

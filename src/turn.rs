@@ -17,12 +17,12 @@ pub fn ice_servers(ice: &IceSettings, user: &UserId) -> IceServers {
         servers.push(IceServer { urls: ice.stun_urls.clone(), username: None, credential: None });
     }
     if let (false, Some(secret)) = (ice.turn_urls.is_empty(), &ice.turn_secret) {
-        let expiry = Utc::now().timestamp() as u64 + ice.turn_ttl_s;
+        let expiry = Utc::now().timestamp() as u64 + ice.turn_ttl.as_secs();
         let username = format!("{expiry}:{user}");
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key");
         mac.update(username.as_bytes());
         let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         servers.push(IceServer { urls: ice.turn_urls.clone(), username: Some(username), credential: Some(credential) });
     }
-    IceServers { ice_servers: servers, ttl_s: ice.turn_ttl_s }
+    IceServers { ice_servers: servers, ttl_s: ice.turn_ttl.as_secs() }
 }

@@ -28,7 +28,7 @@ impl Log {
     }
 
     fn trim(&mut self, bounds: LogBounds, now_ms: u64) {
-        let cutoff = now_ms.saturating_sub(bounds.keep_s * 1000);
+        let cutoff = now_ms.saturating_sub(bounds.keep.as_millis() as u64);
         while let Some(f) = self.events.front() {
             let id = f.id.expect("logged frames have ids");
             if self.events.len() > bounds.keep_max || id.ms < cutoff {
@@ -65,7 +65,7 @@ impl MemoryBroker {
         let now = Self::now_ms();
         self.logs().retain(|_, log| {
             log.trim(self.bounds, now);
-            !log.events.is_empty() || now.saturating_sub(log.last.ms) < self.bounds.keep_s * 1000
+            !log.events.is_empty() || u128::from(now.saturating_sub(log.last.ms)) < self.bounds.keep.as_millis()
         });
     }
 
@@ -136,7 +136,7 @@ mod tests {
 
     #[actix_web::test]
     async fn replays_after_since_and_detects_gaps() {
-        let b = MemoryBroker::new(Arc::new(Nowhere), LogBounds { keep_s: 60, keep_max: 3 });
+        let b = MemoryBroker::new(Arc::new(Nowhere), LogBounds { keep: std::time::Duration::from_secs(60), keep_max: 3 });
         let u = UserId::parse("u").unwrap();
         let start = b.last_id(&u).await.unwrap();
         assert!(start > EventId::START, "a new log starts at a marker, not at 0-0");

@@ -38,10 +38,10 @@ pub enum Replay {
     Gone { last_id: EventId },
 }
 
-/// Bounds of a user's log: events older than `keep_s` or past the newest `keep_max` go.
+/// Bounds of a user's log: events older than `keep` or past the newest `keep_max` go.
 #[derive(Debug, Clone, Copy)]
 pub struct LogBounds {
-    pub keep_s: u64,
+    pub keep: std::time::Duration,
     pub keep_max: usize,
 }
 

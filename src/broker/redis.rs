@@ -77,7 +77,7 @@ impl RedisBroker {
     async fn read(&self, user: &UserId, since: Option<EventId>) -> Result<(EventId, EventId, Vec<Entry>)> {
         let args = [
             since.unwrap_or_default().to_string().into_bytes(),
-            (self.bounds.keep_s * 1000).to_string().into_bytes(),
+            self.bounds.keep.as_millis().to_string().into_bytes(),
             if since.is_some() { b"1".to_vec() } else { b"0".to_vec() },
             self.bounds.keep_max.to_string().into_bytes(),
         ];

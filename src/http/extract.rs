@@ -72,7 +72,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let settings = &node(req).settings;
-        let (limit, timeout_s) = (settings.limits.max_body_bytes, settings.server.body_timeout_s);
+        let (limit, timeout) = (settings.limits.max_body_bytes, settings.server.body_timeout);
         let too_large = move || Error::PayloadTooLarge(format!("the body is over {limit} bytes"));
         let declared = req
             .headers()
@@ -96,9 +96,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 Ok(())
             };
             // A body trickled in slowly must not hold the connection.
-            tokio::time::timeout(std::time::Duration::from_secs(timeout_s), read)
+            tokio::time::timeout(timeout, read)
                 .await
-                .map_err(|_| Error::RequestTimeout(timeout_s))??;
+                .map_err(|_| Error::RequestTimeout(timeout.as_secs()))??;
             let blank = buf.iter().all(u8::is_ascii_whitespace) || buf.trim_ascii() == b"null";
             let bytes: &[u8] = if blank { b"{}" } else { &buf };
             crate::protocol::json::body(bytes).map(Body)

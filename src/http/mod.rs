@@ -160,7 +160,7 @@ pub fn app(
     }
     let api = web::Data::new(api);
     let metrics_node = node.clone();
-    let proxies = web::Data::new(request_log::TrustedProxies(node.settings.server.proxies()));
+    let proxies = web::Data::new(request_log::TrustedProxies(node.settings.server.trusted_proxies.clone()));
     app.app_data(web::Data::new(node))
         .app_data(proxies)
         .app_data(api)

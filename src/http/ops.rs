@@ -145,7 +145,7 @@ pub async fn dev_token(node: web::Data<Node>, req: HttpRequest, payload: web::Pa
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WsParams {
-    /// The JWT, for clients (browsers) that cannot set `Authorization` (read by `auth`).
+    /// The JWT, for clients (browsers) that cannot set `Authorization`.
     #[serde(rename = "token")]
     _token: Option<String>,
     /// Replay my events after this id first (from `hello.last_id` or an event's `id`).

@@ -17,7 +17,7 @@ use crate::store::{Guard, MeetingWrite, Read, Snapshot, Step};
 
 impl Service {
     fn empty_meeting_ttl(&self) -> Duration {
-        Duration::from_secs(self.settings.connections.idle_ttl_s)
+        self.settings.connections.idle_ttl
     }
 
     pub(super) async fn meeting_create(&self, caller: &UserId, title: Option<String>, max: Option<usize>, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {

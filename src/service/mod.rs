@@ -156,8 +156,8 @@ impl Service {
         Ok(c)
     }
 
-    pub(crate) fn grace(&self) -> chrono::Duration {
-        chrono::Duration::seconds(self.settings.presence.grace_s as i64)
+    pub(crate) fn grace(&self) -> std::time::Duration {
+        self.settings.presence.grace
     }
 }
 

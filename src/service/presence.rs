@@ -191,7 +191,7 @@ impl Service {
         Ok(())
     }
 
-    fn forget_after(&self) -> chrono::Duration {
-        chrono::Duration::seconds(self.settings.presence.forget_after_s as i64)
+    fn forget_after(&self) -> std::time::Duration {
+        self.settings.presence.forget_after
     }
 }

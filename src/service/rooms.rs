@@ -114,7 +114,7 @@ impl Service {
     /// Closes rooms stuck negotiating; both sides hear `hangup` with reason `timeout`.
     pub async fn close_idle(&self) -> Result<usize> {
         let now = Utc::now();
-        let cutoff = now - chrono::Duration::seconds(self.settings.connections.idle_ttl_s as i64);
+        let cutoff = now - self.settings.connections.idle_ttl;
         let mut closed = 0;
         for room in self.store.idle_rooms(cutoff).await? {
             let read = Read { rooms: vec![room.clone()], ..Read::default() };

@@ -238,7 +238,7 @@ impl RedisStore {
         }
         for (to, ev) in &step.events {
             p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());
-            p.arg(self.bounds.keep_max).arg(self.bounds.keep_s * 1000);
+            p.arg(self.bounds.keep_max).arg(self.bounds.keep.as_millis() as u64);
         }
         p
     }

@@ -32,7 +32,7 @@ async fn the_same_camera_state_again_is_answered_but_not_broadcast() {
 
 #[actix_web::test]
 async fn camera_changes_have_their_own_rate() {
-    let app = spawn_app_with(|s| s.limits.presence_per_min = 5).await;
+    let app = spawn_app_with(|s| s.limits.presence_per_min = std::num::NonZeroU32::new(5).unwrap()).await;
     let ann = token("ann");
     for i in 0..5 {
         let r = app.post("cameraOn", &ann, json!({"meta": {"n": i}})).await;

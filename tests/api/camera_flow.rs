@@ -213,7 +213,7 @@ async fn an_event_reaches_every_session_of_the_user() {
 
 #[actix_web::test]
 async fn a_room_idle_while_negotiating_is_closed_for_both_sides() {
-    let app = spawn_app_with(|s| s.connections.idle_ttl_s = 1).await;
+    let app = spawn_app_with(|s| s.connections.idle_ttl = std::time::Duration::from_secs(1)).await;
     let (ann, bob) = (token("ann"), token("bob"));
     let mut a = app.ws_query(&ann, "?presence=false").await;
     let mut b = app.ws_query(&bob, "?presence=false").await;

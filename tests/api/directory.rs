@@ -11,7 +11,7 @@ fn ids(page: &Value) -> Vec<&str> {
 
 #[actix_web::test]
 async fn users_are_filtered_and_paged_in_user_id_order() {
-    let app = spawn_app_with(|s| s.presence.grace_s = 600).await;
+    let app = spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(600)).await;
     let me = token("zz-me");
     for u in ["u3", "u1", "u5", "u2", "u4"] {
         app.camera_on(&token(u)).await; // camera on, offline
@@ -124,7 +124,7 @@ async fn ice_servers_hand_out_turn_rest_api_credentials() {
         s.ice.stun_urls = vec!["stun:stun.example.org:3478".into()];
         s.ice.turn_urls = vec!["turn:turn.example.org:3478?transport=udp".into(), "turns:turn.example.org:5349".into()];
         s.ice.turn_secret = Some(TURN_SECRET.into());
-        s.ice.turn_ttl_s = 600;
+        s.ice.turn_ttl = std::time::Duration::from_secs(600);
     })
     .await;
     let before = now();

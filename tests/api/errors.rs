@@ -239,7 +239,7 @@ async fn invalid_candidate() {
 
 #[actix_web::test]
 async fn rate_limited_with_retry_after_per_user() {
-    let app = spawn_app_with(|s| s.limits.rate_per_s = 1).await;
+    let app = spawn_app_with(|s| s.limits.rate_per_s = std::num::NonZeroU32::new(1).unwrap()).await;
     let ann = token("ann");
     assert_eq!(app.get("/webrtc/users", Some(&ann)).await.status, 200);
     let r = app.get("/webrtc/users", Some(&ann)).await;

@@ -11,7 +11,7 @@ const CLOSE: u8 = 0x8;
 
 #[actix_web::test]
 async fn a_client_that_never_answers_pings_is_closed_and_one_that_does_stays() {
-    let app = spawn_app_with(|s| s.ws.heartbeat_s = 1).await;
+    let app = spawn_app_with(|s| s.ws.heartbeat = std::time::Duration::from_secs(1)).await;
     let mut watcher = app.ws(&token("watcher")).await;
     assert_eq!(watcher.hello["data"]["heartbeat_s"], 1);
     watcher.expect_user("watcher", true, "off").await;

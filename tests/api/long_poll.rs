@@ -68,7 +68,7 @@ async fn polls_page_through_the_log_in_order_and_time_out_empty() {
 #[actix_web::test]
 async fn a_poll_without_since_returns_only_what_comes_after_it() {
     // A grace period longer than the test: ann's camera stays on while she is offline.
-    let app = spawn_app_with(|s| s.presence.grace_s = 60).await;
+    let app = spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(60)).await;
     let (ann, bob) = (token("ann"), token("bob"));
     app.camera_on(&ann).await;
     let room = app.show(&bob, "ann").await;
@@ -118,8 +118,8 @@ async fn bad_polls_get_contract_errors() {
 async fn a_polling_user_is_online_until_the_polls_stop() {
     // Linger is 3 × heartbeat_s = 3 s; grace 1 s.
     let app = spawn_app_with(|s| {
-        s.ws.heartbeat_s = 1;
-        s.presence.grace_s = 1;
+        s.ws.heartbeat = std::time::Duration::from_secs(1);
+        s.presence.grace = std::time::Duration::from_secs(1);
     })
     .await;
     let (ann, bob) = (token("ann"), token("bob"));

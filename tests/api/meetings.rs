@@ -117,7 +117,7 @@ async fn websocket_commands_run_meetings_too() {
 
 #[actix_web::test]
 async fn a_member_who_does_not_come_back_leaves_with_gone() {
-    let app = spawn_app_with(|s| s.presence.grace_s = 1).await;
+    let app = spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(1)).await;
     let mut stay = app.ws_query(&token("stay"), "?presence=false").await;
     let away = app.ws_query(&token("away"), "?presence=false").await;
     let id = create(&app, "stay", json!({})).await;
@@ -135,7 +135,7 @@ async fn a_member_who_does_not_come_back_leaves_with_gone() {
 
 #[actix_web::test]
 async fn a_meeting_with_no_member_is_gone_after_the_idle_ttl() {
-    let app = spawn_app_with(|s| s.connections.idle_ttl_s = 1).await;
+    let app = spawn_app_with(|s| s.connections.idle_ttl = std::time::Duration::from_secs(1)).await;
     let id = create(&app, "solo", json!({})).await;
     assert_eq!(join(&app, "solo", &id, "Solo").await.status, 200);
     assert_eq!(app.post(&format!("meetings/{id}/leave"), &token("solo"), json!({})).await.status, 200);
@@ -148,7 +148,7 @@ async fn a_meeting_with_no_member_is_gone_after_the_idle_ttl() {
 
 #[actix_web::test]
 async fn joining_with_no_session_starts_the_grace_period() {
-    let app = spawn_app_with(|s| s.presence.grace_s = 1).await;
+    let app = spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(1)).await;
     let mut host = app.ws_query(&token("host2"), "?presence=false").await;
     let id = create(&app, "host2", json!({})).await;
     join(&app, "host2", &id, "Host").await;

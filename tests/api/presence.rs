@@ -6,7 +6,7 @@ use crate::support::*;
 use serde_json::json;
 
 async fn app() -> TestApp {
-    spawn_app_with(|s| s.presence.grace_s = 1).await
+    spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(1)).await
 }
 
 /// Starts a grace period for `marker` now (cameraOn with no session) and waits,

@@ -136,7 +136,7 @@ async fn a_close_is_answered_and_tcp_closed_at_once() {
 
 #[actix_web::test]
 async fn a_session_is_warned_before_its_token_expires_and_closed_with_4001() {
-    let app = spawn_app_with(|s| s.auth.refresh_before_s = 2).await;
+    let app = spawn_app_with(|s| s.auth.refresh_before = std::time::Duration::from_secs(2)).await;
     let exp = now() + 3;
     let t = token_with(json!({"sub": "short", "exp": exp}), SECRET);
     let mut ws = app.ws_query(&t, "?presence=false").await;
@@ -151,7 +151,7 @@ async fn a_session_is_warned_before_its_token_expires_and_closed_with_4001() {
 
 #[actix_web::test]
 async fn a_refresh_moves_the_expiry_and_one_for_another_user_is_refused() {
-    let app = spawn_app_with(|s| s.auth.refresh_before_s = 2).await;
+    let app = spawn_app_with(|s| s.auth.refresh_before = std::time::Duration::from_secs(2)).await;
     let exp = now() + 3;
     let mut ws = app.ws_query(&token_with(json!({"sub": "renew", "exp": exp}), SECRET), "?presence=false").await;
     ws.expect("token_expiring").await;
@@ -185,7 +185,7 @@ async fn hello_carries_ice_servers_and_turn_credentials_are_renewed() {
         s.ice.stun_urls = vec!["stun:stun.example.org:3478".into()];
         s.ice.turn_urls = vec!["turn:turn.example.org:3478".into()];
         s.ice.turn_secret = Some(secrecy::SecretString::from("0123456789abcdef0123456789abcdef"));
-        s.ice.turn_ttl_s = 2;
+        s.ice.turn_ttl = std::time::Duration::from_secs(2);
     })
     .await;
     let mut ws = app.ws_query(&token("caller"), "?presence=false").await;
@@ -200,7 +200,7 @@ async fn hello_carries_ice_servers_and_turn_credentials_are_renewed() {
 #[actix_web::test]
 async fn the_heartbeat_closes_a_client_that_stopped_reading_even_with_writes_backed_up() {
     let app = spawn_app_with(|s| {
-        s.ws.heartbeat_s = 1;
+        s.ws.heartbeat = std::time::Duration::from_secs(1);
         s.ws.send_buffer_bytes = 4096;
     })
     .await;

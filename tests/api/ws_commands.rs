@@ -88,7 +88,7 @@ async fn ping_is_acked_and_garbage_leaves_the_session_open() {
 
 #[actix_web::test]
 async fn commands_are_rate_limited_but_ping_is_not() {
-    let app = spawn_app_with(|s| s.limits.rate_per_s = 1).await;
+    let app = spawn_app_with(|s| s.limits.rate_per_s = std::num::NonZeroU32::new(1).unwrap()).await;
     let mut a = app.ws_query(&token("ann"), "?presence=false").await;
     assert_eq!(a.command(json!({"cmd": "cameraOn", "ack": 1})).await["cmd"], "ack");
     let r = a.command(json!({"cmd": "cameraOn", "ack": 2})).await;

@@ -21,7 +21,7 @@ async fn restart_under_the_same_node_id_leaves_no_ghost() {
     let redis = Redis::start().await;
     // A long ttl: only the restart itself can end the old sessions in time.
     let long_ttl = [("CAMSIG__PRESENCE__TTL_S", "30")];
-    let watch = node_with(&redis, "watch", |s| s.presence.ttl_s = 30).await;
+    let watch = node_with(&redis, "watch", |s| s.presence.ttl = std::time::Duration::from_secs(30)).await;
     let viewer = token("ghost-viewer");
     let mut vws = watch.ws(&viewer).await;
     for how in ["kill", "term"] {
@@ -147,7 +147,7 @@ async fn a_pubsub_drop_with_a_held_reconnect_loses_nothing() {
     let proxy = Proxy::start(&redis).await;
     let proxied = node_with(&redis, "proxied", |s| {
         s.redis.url = Some(SecretString::from(proxy.url()));
-        s.redis.probe_s = 1;
+        s.redis.probe = std::time::Duration::from_secs(1);
     })
     .await;
     let direct = node(&redis, "direct").await;
@@ -187,7 +187,7 @@ async fn a_half_open_subscriber_is_replaced_within_three_probes() {
     const PROBE_S: u64 = 1;
     let proxied = node_with(&redis, "proxied", |s| {
         s.redis.url = Some(SecretString::from(proxy.url()));
-        s.redis.probe_s = PROBE_S;
+        s.redis.probe = std::time::Duration::from_secs(PROBE_S);
     })
     .await;
     let direct = node(&redis, "direct").await;
@@ -245,8 +245,8 @@ async fn two_nodes_dying_together_keep_the_ghost_bound() {
 async fn a_drained_node_hands_its_sessions_over_without_a_flicker() {
     let redis = Redis::start().await;
     let grace = 5;
-    let draining = node_with(&redis, "draining", |s| s.presence.grace_s = grace).await;
-    let staying = node_with(&redis, "staying", |s| s.presence.grace_s = grace).await;
+    let draining = node_with(&redis, "draining", |s| s.presence.grace = std::time::Duration::from_secs(grace)).await;
+    let staying = node_with(&redis, "staying", |s| s.presence.grace = std::time::Duration::from_secs(grace)).await;
     let (name, t) = ("drain-own", token("drain-own"));
     let viewer = token("drain-view");
     let mut ows = draining.ws(&t).await;
@@ -303,7 +303,7 @@ async fn a_drained_node_hands_its_sessions_over_without_a_flicker() {
 #[actix_web::test]
 async fn long_gone_users_are_forgotten() {
     let redis = Redis::start().await;
-    let app = node_with(&redis, "forget", |s| s.presence.forget_after_s = 1).await;
+    let app = node_with(&redis, "forget", |s| s.presence.forget_after = std::time::Duration::from_secs(1)).await;
     let (name, t) = ("forget-me", token("forget-me"));
     let ws = app.ws(&t).await;
     assert_eq!(app.camera_on(&t).await.status, 200);

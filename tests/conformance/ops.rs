@@ -147,7 +147,7 @@ async fn ten_users_joining_at_once_through_three_nodes_get_every_pair_exactly_on
     // REST-only joiners start a grace period: long enough to outlast the test.
     let b = nodes(kind, |s| {
         s.limits.max_meeting_members = 10;
-        s.presence.grace_s = 60;
+        s.presence.grace = std::time::Duration::from_secs(60);
     })
     .await;
     let r = b.nodes[0].post("meetings", &token("host"), json!({})).await;

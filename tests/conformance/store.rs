@@ -35,7 +35,7 @@ impl Sink for Collect {
     fn to_all(&self, _frame: Frame) {}
 }
 
-const BOUNDS: LogBounds = LogBounds { keep_s: 60, keep_max: 100 };
+const BOUNDS: LogBounds = LogBounds { keep: std::time::Duration::from_secs(60), keep_max: 100 };
 
 struct Backend {
     name: &'static str,

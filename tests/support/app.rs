@@ -26,12 +26,12 @@ pub struct TestApp {
 /// Settings for a test node: fixed secret, port 0, generous rate limit.
 pub fn test_settings() -> Settings {
     let mut s = Settings::default();
-    s.server.bind = Some("127.0.0.1:0".into());
+    s.server.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     s.server.data_dir = Some(std::env::temp_dir().join("camsig-test-data").display().to_string());
     s.server.workers = 2;
     s.auth.jwt_secret = Some(SecretString::from(SECRET));
-    s.limits.rate_per_s = 10_000;
-    s.limits.presence_per_min = 100_000;
+    s.limits.rate_per_s = std::num::NonZeroU32::new(10_000).unwrap();
+    s.limits.presence_per_min = std::num::NonZeroU32::new(100_000).unwrap();
     s.node.id = Some(format!("test-{}", rand_suffix()));
     s
 }

@@ -134,8 +134,8 @@ pub async fn node_with(redis: &Redis, name: &str, f: impl FnOnce(&mut camsig::co
     spawn_app_with(move |s| {
         s.redis.url = Some(SecretString::from(url));
         s.node.id = Some(name);
-        s.presence.ttl_s = TTL_S;
-        s.presence.grace_s = GRACE_S;
+        s.presence.ttl = std::time::Duration::from_secs(TTL_S);
+        s.presence.grace = std::time::Duration::from_secs(GRACE_S);
         f(s);
     })
     .await

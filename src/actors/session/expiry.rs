@@ -13,7 +13,7 @@ use crate::protocol::bodies::RefreshBody;
 /// When to warn and when to close, counted from `now` (seconds since the epoch).
 pub fn token_timers(exp: u64, now: u64, auth: &AuthSettings) -> (Duration, Duration) {
     let left = Duration::from_secs(exp.saturating_sub(now));
-    (left.saturating_sub(Duration::from_secs(auth.refresh_before_s)), left)
+    (left.saturating_sub(auth.refresh_before), left)
 }
 
 /// The new `exp` a `refresh` brings: the same user, a later `exp`.
@@ -33,7 +33,7 @@ pub fn ice_refresh_every(ice: &IceSettings) -> Option<Duration> {
     if ice.turn_urls.is_empty() {
         return None;
     }
-    Some(Duration::from_secs(ice.turn_ttl_s).mul_f64(0.8).max(Duration::from_millis(500)))
+    Some(ice.turn_ttl.mul_f64(0.8).max(Duration::from_millis(500)))
 }
 
 #[cfg(test)]
@@ -42,7 +42,7 @@ mod tests {
 
     #[test]
     fn warns_before_and_closes_at_exp() {
-        let auth = AuthSettings { refresh_before_s: 60, ..AuthSettings::default() };
+        let auth = AuthSettings { refresh_before: Duration::from_secs(60), ..AuthSettings::default() };
         assert_eq!(token_timers(1_100, 1_000, &auth), (Duration::from_secs(40), Duration::from_secs(100)));
         assert_eq!(token_timers(900, 1_000, &auth), (Duration::ZERO, Duration::ZERO));
     }

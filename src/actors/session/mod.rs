@@ -96,7 +96,7 @@ impl WsSession {
     fn new(node: Ctx, caller: Caller, opts: Options, out: Outbox, oversize: Arc<Oversize>) -> Self {
         let id = SessionId::new();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.node_id);
-        let heartbeat = Duration::from_secs(node.settings.ws.heartbeat_s);
+        let heartbeat = node.settings.ws.heartbeat;
         let exp = caller.exp;
         Self {
             id,
