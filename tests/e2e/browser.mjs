@@ -184,16 +184,17 @@ async function devModeCall() {
   await B.screenshot({ path: shot });
   say(`screenshot: ${shot}`);
 
-  // Reloads: a page that goes away hangs up its calls, and an owner page
-  // reloaded with the camera on picks the camera up again.
+  // Reloads: a page that goes away hangs up its calls. An owner page reloaded with
+  // the camera on says it is on (elsewhere: not on this page), and opens it on a click.
   await A.getByTestId("watcher-bob").waitFor({ timeout: T });
   await B.reload();
   await live(B);
   await A.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
   await A.reload();
   await live(A);
-  await until("the owner's camera back after a reload", () => A.getByTestId("local-video").evaluate((v) => v.videoWidth > 0));
-  assert.equal(await A.getByTestId("camera-btn").getAttribute("data-state"), "on");
+  await A.locator('[data-testid="camera-btn"][data-state="elsewhere"]').waitFor({ timeout: T });
+  assert.equal(await A.evaluate(() => window.cameraOpens), 0, "no camera opened by the reload");
+  await cameraOn(A);
   await B.getByTestId("show-ann-lee").click();
   await assertPlaying(B, "ann-lee");
   say("after reloads on both sides, the call plays again");
