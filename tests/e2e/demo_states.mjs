@@ -1,5 +1,6 @@
 // The demo page, state by state, on a dev-mode node (as `cargo run` starts it):
-//   1 alone         signed in, nobody else online
+//   1 alone         signed in, nobody else online; loading the page and signing in by
+//                   name met no refused request and no console error (no /dev/token probe)
 //   2 camera off    someone online with the camera off is listed, without Show
 //   3 camera on     their camera on: listed as on, with Show
 //   4 in call       the video plays; the frames panels show the offer, answer and ICE
@@ -8,19 +9,34 @@
 //                   not "Ann hung up"
 //   6 ended         the viewer's network drops, the owner hangs up, the event expires:
 //                   back, the viewer reads the closed room and names nobody
+//   7 elsewhere     Ann signs in on a second page while her camera is on: the page says
+//                   it is on elsewhere and opens no camera (no getUserMedia call, not even
+//                   on a viewer's show_cam) until its button is clicked
+//   8 meeting link  Bob opens a meeting's link: its title shows before he joins
+//   9 meeting       Bob in the meeting with his camera off for people online: his panel
+//                   says it streams to the meeting, his line says "camera in meeting"
+//                   (Ann's page: "in your meeting", not "camera off"); Ann joins with
+//                   hers on: the same stream (no second getUserMedia). Leaving closes
+//                   Bob's camera and keeps Ann's
+//  10 token         two pages signed in with 20-second tokens get token_expiring: one
+//                   gets a fresh token from /dev/token by itself, the other asks for
+//                   one (a banner); both are still connected, never closed, past the
+//                   first tokens' exp
 // Each state is asserted through the DOM (waiting on selectors and conditions, no fixed
-// sleeps) and screenshotted to E2E_WORK/demo-<n>-<state>.png (demo-4-in-call.png is
-// docs/demo.png). Also: no version numbers in the list, SDPs cut short in the panel but
-// whole once opened, the panel bounded, every hangup reason in words.
+// sleeps) and screenshotted to E2E_WORK/demo-<n>-<state>.png (demo-0-sign-in.png is the
+// page before signing in; demo-4-in-call.png is docs/demo.png). Also: no version numbers
+// in the list, SDPs cut short in the panel but whole once opened, the panel bounded,
+// every hangup reason in words.
 //
 // Usage: node tests/e2e/demo_states.mjs   (scripts/e2e installs playwright-core and builds camsig)
 // Env: CAMSIG_BIN, CHROMIUM, E2E_WORK (see lib.mjs).
 
+import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import assert from "node:assert/strict";
 import {
-  LAUNCH, T, WORK, chromium, devSignIn, freePorts, live, logger, newPage as openPage, ready, run, startDevNode, stopNode, until,
+  CAMSIG_BIN, LAUNCH, T, WORK, chromium, devSignIn, freePorts, live, logger, newPage as openPage, ready, run, startDevNode, stopNode, until,
 } from "./lib.mjs";
 
 const say = logger("demo_states");
@@ -74,6 +90,12 @@ async function assertNoVersions(page) {
   const text = await page.getByTestId("users").innerText();
   assert.doesNotMatch(text, /\bv\d+\b/, `no version numbers in the list: ${JSON.stringify(text)}`);
 }
+// Nothing refused, failed or logged as an error on this page so far (see lib.mjs newPage).
+function assertClean(page, when) {
+  assert.deepEqual(page.problems, [], `no refused request and no console error ${when}`);
+}
+const cameraOpens = (page) => page.evaluate(() => window.cameraOpens);
+const claims = (token) => JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
 
 async function main() {
   mkdirSync(WORK, { recursive: true });
@@ -88,10 +110,23 @@ async function main() {
   await ready(port);
   browser = await chromium.launch(LAUNCH);
   const open = (user) => openPage(browser, say, user, `http://127.0.0.1:${port}/`, { width: 1200, height: 800 });
+  // `camsig token` with the dev secret the node keeps in dataDir.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CAMSIG")));
+  const mint = (user, ttl, name = null) => execFileSync(CAMSIG_BIN, ["token", user, "--ttl", String(ttl), ...(name ? ["--name", name] : [])],
+    { env: { ...env, CAMSIG__SERVER__DATA_DIR: dataDir } }).toString().trim();
 
   // 1. Ann alone: she is listed (as you), with the camera off; the page says nobody else is here.
+  // Loading asked the server nothing it refuses (no /dev/token probe), nor did signing in.
   const A = pages.ann = await open("ann");
+  await A.getByTestId("dev-form").waitFor({ state: "visible", timeout: T });
+  assertClean(A, "on load");
+  assert.deepEqual(await A.evaluate(() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
+    .filter((p) => p.startsWith("/dev/"))), [], "no /dev/token request on load");
+  // Not known yet which one this server takes: both are offered.
+  await A.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
+  await shot(A, "0-sign-in");
   await devSignIn(A, "Ann");
+  assertClean(A, "signing in by name");
   await A.locator('[data-testid="user-ann"][data-camera="off"]').waitFor({ timeout: T });
   await A.getByTestId("users-empty").waitFor({ state: "visible", timeout: T });
   assert.equal(await A.locator("#users > li").count(), 1, "only Ann is listed");
@@ -103,7 +138,9 @@ async function main() {
 
   // 2. Bob signs in and leaves his camera off: Ann sees him online, camera off, nothing to show.
   const B = pages.bob = await open("bob");
+  assertClean(B, "on load");
   await devSignIn(B, "Bob");
+  assertClean(B, "signing in by name");
   const bobOnAnn = A.locator('[data-testid="user-bob"][data-camera="off"][data-online="true"]');
   await bobOnAnn.waitFor({ timeout: T });
   assert.equal(await A.getByTestId("camera-bob").textContent(), "camera off");
@@ -244,6 +281,150 @@ async function main() {
   assert.ok((await checks()) > checked, "the page read the room's state");
   say(`Bob, back after the hangup expired: "${await B.getByTestId("view-status-ann").textContent()}"`);
   await shot(B, "6-ended-while-away", "open", true);
+
+  // 7. Ann's camera is on (page A). She signs in on a second page, as on another
+  // device: it says her camera is on elsewhere and opens nothing. Bob shows Ann:
+  // page A answers; the second page hears show_cam and opens nothing either.
+  const A2 = pages["ann-2"] = await open("ann-2");
+  await devSignIn(A2, "Ann");
+  await A2.locator('[data-testid="user-ann"][data-camera="on"]').waitFor({ timeout: T });
+  assert.equal(await cameraOpens(A2), 0, "signing in with the camera on elsewhere opens no camera");
+  await A2.locator('[data-testid="my-camera"][data-viewers="elsewhere"][data-meeting="false"]').waitFor({ timeout: T });
+  assert.match(await A2.getByTestId("camera-status").textContent(), /^On elsewhere: people online see your camera on/);
+  assert.equal(await A2.getByTestId("camera-btn").textContent(), "Turn camera on here");
+  assert.ok(await A2.getByTestId("local-video").evaluate((v) => v.srcObject === null), "no stream on the second page");
+  await B.getByTestId("close-ann").click();
+  await B.getByTestId("show-ann").click();
+  await assertPlaying(B, "ann");
+  await frameSeen(A2, "in", "show_cam");
+  assert.equal(await cameraOpens(A2), 0, "a viewer's show_cam opens no camera on a page that did not turn it on");
+  await shot(A2, "7-camera-elsewhere");
+  // A click opens it (and turns nothing else on: the camera was on already).
+  await A2.getByTestId("camera-btn").click();
+  await A2.locator('[data-testid="my-camera"][data-viewers="on"]').waitFor({ timeout: T });
+  await A2.waitForFunction(() => document.getElementById("local-video").videoWidth > 0, null, { timeout: T });
+  assert.equal(await cameraOpens(A2), 1, "the click opened the camera, once");
+  await A2.context().close();
+  delete pages["ann-2"];
+  await B.getByTestId("hangup-ann").click();
+  await A.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
+
+  // 8. Ann creates a meeting and Bob opens its link: the title shows before he joins,
+  // and his page asked nothing about the meeting (GET meetings/{id} is for members only).
+  await A.getByTestId("meeting-title").fill("Standup");
+  await A.getByTestId("meeting-create-btn").click();
+  await A.locator('[data-testid="meeting-room"][data-state="open"]').waitFor({ timeout: T });
+  const link = await A.getByTestId("meeting-link").inputValue();
+  await B.goto(link);
+  await live(B);
+  await B.locator('[data-testid="meeting-room"][data-state="open"]').waitFor({ timeout: T });
+  assert.equal(await B.getByTestId("meeting-heading").textContent(), "Standup", "the meeting's title before joining");
+  assert.equal(await B.locator('#frames > li[data-dir="out"][data-name="meetings"]').count(), 0, "no meeting request before joining");
+  await shot(B, "8-meeting-link");
+
+  // 9. Bob joins with his camera off for people online: Join opens it, and it streams
+  // to the meeting. His panel says so, and his line in People online does not say
+  // "camera off"; to the others (the server's state) it is off: nothing to Show.
+  await B.getByTestId("meeting-name").fill("Bob");
+  await B.getByTestId("meeting-join-btn").click();
+  await B.locator('[data-testid="meeting-room"][data-state="joined"]').waitFor({ timeout: T });
+  assert.equal(await B.getByTestId("user-bob").getAttribute("data-camera"), "meeting", "my line: camera in meeting");
+  assert.equal(await B.getByTestId("camera-bob").textContent(), "camera in meeting");
+  assert.equal(await B.getByTestId("my-camera").getAttribute("data-meeting"), "true");
+  assert.equal(await B.getByTestId("my-camera").getAttribute("data-viewers"), "off");
+  assert.equal(await B.getByTestId("camera-status").textContent(),
+    "Streaming to the meeting “Standup” only: people online see your camera as off and cannot watch it.");
+  assert.equal(await B.getByTestId("camera-btn").textContent(), "Turn on for people online too");
+  await B.waitForFunction(() => document.getElementById("local-video").videoWidth > 0, null, { timeout: T });
+  assert.equal(await cameraOpens(B), 1, "Join opened the camera");
+  await A.locator('[data-testid="user-bob"][data-camera="off"]').waitFor({ timeout: T });
+  assert.equal(await A.getByTestId("show-bob").count(), 0);
+  // Ann joins with her camera on for people online: the meeting takes that stream.
+  const annOpens = await cameraOpens(A);
+  await A.getByTestId("meeting-name").fill("Ann");
+  await A.getByTestId("meeting-join-btn").click();
+  await A.locator('[data-testid="meeting-room"][data-state="joined"]').waitFor({ timeout: T });
+  assert.equal(await cameraOpens(A), annOpens, "one camera for people online and the meeting: no second getUserMedia");
+  assert.equal(await A.getByTestId("my-camera").getAttribute("data-viewers"), "on");
+  assert.equal(await A.getByTestId("my-camera").getAttribute("data-meeting"), "true");
+  assert.equal(await A.getByTestId("camera-status").textContent(), "On: people online can watch it, and it streams to the meeting “Standup”.");
+  assert.ok(await A.evaluate(() => document.querySelector('[data-testid="meeting-video-ann"]').srcObject === document.getElementById("local-video").srcObject),
+    "the meeting tile shows the panel's stream");
+  for (const [page, who] of [[A, "bob"], [B, "ann"]]) {
+    await page.locator(`[data-testid="meeting-state-${who}"][data-state="connected"]`).waitFor({ timeout: T });
+    await page.waitForFunction((who) => document.querySelector(`[data-testid="meeting-video-${who}"]`).videoWidth > 0, who, { timeout: T });
+  }
+  // On each other's page: Bob's camera is off for people online, but he is in Ann's
+  // meeting, streaming to it: his line says so, not "camera off". Ann's is on.
+  await A.locator('[data-testid="user-bob"][data-camera="meeting"]').waitFor({ timeout: T });
+  assert.equal(await A.getByTestId("camera-bob").textContent(), "in your meeting");
+  assert.equal(await B.getByTestId("camera-ann").textContent(), "camera on");
+  await B.getByTestId("user-ann").locator("small", { hasText: "in your meeting" }).waitFor({ timeout: T });
+  await shot(B, "9-meeting-camera");
+  await shot(A, "9-meeting-camera-on");
+  // Leaving: Bob's camera closes (only the meeting used it); Ann's stays on for people online.
+  await B.evaluate(() => { window.heldTrack = camsig.localStream.getVideoTracks()[0]; });
+  await B.getByTestId("meeting-leave-btn").click();
+  await B.locator('[data-testid="my-camera"][data-viewers="off"][data-meeting="false"]').waitFor({ timeout: T });
+  assert.equal(await B.evaluate(() => window.heldTrack.readyState), "ended", "Bob's camera is closed");
+  assert.equal(await B.getByTestId("user-bob").getAttribute("data-camera"), "off");
+  await A.evaluate(() => { window.heldTrack = camsig.localStream.getVideoTracks()[0]; });
+  await A.getByTestId("meeting-leave-btn").click();
+  await A.locator('[data-testid="my-camera"][data-viewers="on"][data-meeting="false"]').waitFor({ timeout: T });
+  assert.equal(await A.evaluate(() => window.heldTrack.readyState), "live", "Ann's camera stays open for people online");
+  assert.equal(await A.getByTestId("camera-status").textContent(), "On: people online can watch it.");
+  await A.locator('[data-testid="user-bob"][data-camera="off"]').waitFor({ timeout: T });
+  await B.locator('[data-testid="user-ann"][data-camera="on"]').waitFor({ timeout: T });
+
+  // 10. Tokens near their exp (20 s, under auth.refresh_before_s: token_expiring
+  // comes with hello). Dan's browser knows this server hands out dev tokens (he
+  // signed in by name before): his page gets a fresh one and sends refresh by
+  // itself. Eve's page was given a token: it asks her for a new one (a banner).
+  // Past the first tokens' exp, both pages are still connected, never closed.
+  const D = pages.dan = await open("dan");
+  await devSignIn(D, "Dan");
+  await D.getByTestId("signout-btn").click();
+  await D.getByTestId("token-toggle").click();
+  const E = pages.eve = await open("eve");
+  await E.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
+  const SHORT = 20;
+  const first = { dan: mint("dan", SHORT, "Dan"), eve: mint("eve", SHORT) };
+  const exp = Math.max(claims(first.dan).exp, claims(first.eve).exp);
+  for (const [page, user] of [[D, "dan"], [E, "eve"]]) {
+    await page.getByTestId("token").fill(first[user]);
+    await page.getByTestId("token-btn").click();
+    await live(page);
+    await frameSeen(page, "in", "token_expiring");
+  }
+  // Dan's: refreshed from /dev/token, no banner.
+  const refreshed = async (page) => {
+    const line = await frameSeen(page, "out", "refresh");
+    await until("the refresh's ack", async () => (await line.locator(".f-status").textContent()) === "ack");
+  };
+  await refreshed(D);
+  assert.equal(await D.getByTestId("token-banner").isVisible(), false, "no banner where the page refreshes by itself");
+  // Eve's: a banner asks for a token; one for someone else is refused in words.
+  await E.getByTestId("token-banner").waitFor({ state: "visible", timeout: T });
+  assert.match(await E.getByTestId("token-banner-text").textContent(), /^Your token expires at .* \(in \d+ s\)\. Paste a new one for eve \(camsig token eve\)/);
+  await shot(E, "10-token-banner");
+  await E.getByTestId("token-refresh").fill(mint("mallory", 900));
+  await E.getByTestId("token-refresh-btn").click();
+  await until("the refusal in the banner", async () => /That token was not taken: That token is for mallory, not for eve\./.test(await E.getByTestId("token-banner-text").textContent()));
+  await E.getByTestId("token-refresh").fill(mint("eve", 900));
+  await E.getByTestId("token-refresh-btn").click();
+  await E.getByTestId("token-banner").waitFor({ state: "hidden", timeout: T });
+  await refreshed(E);
+  say(`both pages refreshed their tokens; waiting past the first ones' exp (${new Date(exp * 1000).toISOString()}) and the 5 s leeway`);
+  await until("the first tokens to be expired", () => Date.now() / 1000 > exp + 7, (SHORT + 20) * 1000);
+  for (const [page, user] of [[D, "dan"], [E, "eve"]]) {
+    assert.equal(await page.getByTestId("ws-status").getAttribute("data-state"), "live", `${user}'s socket is live`);
+    assert.equal(await page.locator('#frames > li[data-name="close"]').count(), 0, `${user}'s socket was never closed`);
+    assert.equal(await page.locator('#frames > li[data-dir="in"][data-name="hello"]').count(), 1, `${user}'s page never reconnected`);
+    const token = await page.evaluate(() => sessionStorage.getItem("camsig.token"));
+    assert.ok(claims(token).sub === user && claims(token).exp > exp + 60, `${user}'s page holds a fresh token`);
+    assert.equal(await page.evaluate(async () => (await get("users?limit=1")).status), 200, `${user}'s REST calls use it`);
+  }
+  say("past the first tokens' exp, both pages are connected on refreshed tokens");
 
   // The panel keeps the last 200 lines.
   const kept = await B.evaluate(() => {

@@ -65,6 +65,9 @@ export const LAUNCH = {
 };
 
 // A fresh browser context (own storage, like another person's browser) on `url`.
+// `page.problems` collects, from the first request on, what a page should never
+// see: responses of 400 or more, failed requests, console errors, uncaught errors.
+// `window.cameraOpens` counts getUserMedia calls (the camera opening).
 export async function newPage(browser, say, user, url, viewport) {
   const ctx = await browser.newContext({ viewport, permissions: ["camera"] });
   // Keep media on loopback: drop remote candidates on any other address.
@@ -74,9 +77,19 @@ export async function newPage(browser, say, user, url, viewport) {
       if (c && c.candidate && !/ 127\.0\.0\.1 /.test(c.candidate)) return Promise.resolve();
       return add.call(this, c, ...rest);
     };
+    window.cameraOpens = 0;
+    const media = navigator.mediaDevices;
+    if (media?.getUserMedia) {
+      const open = media.getUserMedia.bind(media);
+      media.getUserMedia = (...args) => { window.cameraOpens++; return open(...args); };
+    }
   });
   const page = await ctx.newPage();
-  page.on("pageerror", (e) => say(`${user} page error: ${e.message}`));
+  page.problems = [];
+  page.on("pageerror", (e) => { page.problems.push(`uncaught ${e.message}`); say(`${user} page error: ${e.message}`); });
+  page.on("console", (m) => { if (m.type() === "error") page.problems.push(`console error: ${m.text()}`); });
+  page.on("response", (r) => { if (r.status() >= 400) page.problems.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
+  page.on("requestfailed", (r) => page.problems.push(`failed ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
   await page.goto(url);
   return page;
 }

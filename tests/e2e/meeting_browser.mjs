@@ -168,8 +168,9 @@ async function main() {
   await A.getByTestId("meeting-create-btn").click();
   await A.locator('[data-testid="meeting-room"][data-state="open"]').waitFor({ timeout: T });
   const link = await A.getByTestId("meeting-link").inputValue();
-  const id = link.match(/\?meeting=([0-9A-Z]{26})$/)?.[1];
-  assert.ok(id && link.startsWith(`${LB}/`), `a shareable link: ${link}`);
+  const id = new URL(link).searchParams.get("meeting");
+  assert.ok(/^[0-9A-Z]{26}$/.test(id) && link.startsWith(`${LB}/`), `a shareable link: ${link}`);
+  assert.equal(new URL(link).searchParams.get("title"), "Standup", "the link carries the title");
   assert.equal(new URL(A.url()).searchParams.get("meeting"), id, "the page's own URL is the link");
   assert.equal(await A.getByTestId("meeting-heading").textContent(), "Standup");
   say(`meeting created: ${link}`);
@@ -180,6 +181,8 @@ async function main() {
   const bob = await signIn("bob", link);
   const cat = await signIn("cat", link);
   const B = bob.page, C = cat.page;
+  // The link names the meeting before joining (GET meetings/{id} is for members only).
+  assert.equal(await B.getByTestId("meeting-heading").textContent(), "Standup");
   await join(B, "Bob");
   await join(C, "Cat");
   say(`sockets: ann on ${ann.node}, bob on ${bob.node}, cat on ${cat.node}`);
