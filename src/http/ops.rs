@@ -93,14 +93,20 @@ pub async fn asyncapi_json(req: HttpRequest, api: web::Data<utoipa::openapi::Ope
     HttpResponse::Ok().json(doc)
 }
 
+/// The page as built in, with the server's mode filled in (so the page knows
+/// whether to sign in by name without a request that may be refused).
+const DEMO_PAGE: &str = include_str!("static/index.html");
+const DEV_MARKER: &str = r#"<meta name="camsig-dev" content="">"#;
+
 /// The demo page: sign in, turn a camera on, watch someone's.
 #[utoipa::path(
     operation_id = "demoPage", tag = "ops", security(()),
     responses((status = 200, description = "HTML", body = String, content_type = "text/html"))
 )]
 #[get("/")]
-pub async fn demo() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("static/index.html"))
+pub async fn demo(node: web::Data<Node>) -> HttpResponse {
+    let mode = format!(r#"<meta name="camsig-dev" content="{}">"#, node.auth.is_dev());
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(DEMO_PAGE.replacen(DEV_MARKER, &mode, 1))
 }
 
 #[derive(Deserialize, ToSchema)]

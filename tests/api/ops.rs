@@ -23,7 +23,13 @@ async fn health_readiness_openapi_and_demo_page() {
     assert_eq!(page.status().as_u16(), 200);
     let ct = page.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
     assert!(ct.starts_with("text/html"), "{ct}");
-    assert!(String::from_utf8_lossy(&page.body().await.unwrap()).to_lowercase().contains("<html"));
+    let html = String::from_utf8_lossy(&page.body().await.unwrap()).into_owned();
+    assert!(html.to_lowercase().contains("<html"));
+    // The page knows the server's mode without asking (and being refused).
+    assert!(html.contains(r#"<meta name="camsig-dev" content="false">"#), "a server with a secret says so");
+    let dev = spawn_app_with(|s| s.auth.jwt_secret = None).await;
+    let mut page = dev.http.get(dev.url("/")).send().await.unwrap();
+    assert!(String::from_utf8_lossy(&page.body().await.unwrap()).contains(r#"<meta name="camsig-dev" content="true">"#), "dev mode says so");
 }
 
 #[actix_web::test]
