@@ -53,15 +53,18 @@ fn forwarded_ip(v: &str) -> Option<IpAddr> {
     v.parse().ok().or_else(|| v.rsplit_once(':')?.0.parse().ok())
 }
 
-/// The request target with every `token` parameter's value masked.
+/// The request target with every `token` parameter's value masked. The name
+/// is compared as the query parser reads it, percent-decoded (`tok%65n` is
+/// `token` to `auth`, so it is here too).
 pub fn redacted_target(path: &str, query: &str) -> String {
     if query.is_empty() {
         return path.to_owned();
     }
+    let is_token = |k: &str| form_urlencoded::parse(k.as_bytes()).next().is_some_and(|(name, _)| name.eq_ignore_ascii_case("token"));
     let masked: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=***"),
+            Some((k, _)) if is_token(k) => format!("{k}=***"),
             _ => pair.to_owned(),
         })
         .collect();
@@ -114,6 +117,8 @@ mod tests {
         assert_eq!(redacted_target("/ws", "token=abc&since=x"), "/ws?token=***&since=x");
         assert_eq!(redacted_target("/ws", "since=x&TOKEN=abc&token"), "/ws?since=x&TOKEN=***&token");
         assert_eq!(redacted_target("/ws", ""), "/ws");
+        assert_eq!(redacted_target("/ws", "tok%65n=abc&%74oken=def&to%6Ben=g"), "/ws?tok%65n=***&%74oken=***&to%6Ben=***");
+        assert_eq!(redacted_target("/ws", "tokens=abc"), "/ws?tokens=abc");
     }
 
     #[test]
