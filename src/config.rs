@@ -632,6 +632,72 @@ mod tests {
         assert!(keys.contains(&"server.bind".to_owned()) && keys.contains(&"log.level".to_owned()));
     }
 
+    /// The default in a row of the contract's table as a literal (`camsig`,
+    /// `10`, `empty` as `[]`), or None where it is unset or told in words.
+    fn literal(cell: &str) -> Option<String> {
+        let first = cell.split(" (").next().unwrap_or(cell);
+        match first {
+            "empty" => Some("[]".into()),
+            _ if first.len() > 2 && first.starts_with('`') && first.ends_with('`') && first.matches('`').count() == 2 => {
+                Some(first.trim_matches('`').into())
+            }
+            _ if first.parse::<f64>().is_ok() => Some(first.into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_example_file_has_every_key_with_the_contracts_default() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let contract = std::fs::read_to_string(root.join("docs/contract.md")).unwrap();
+        let section = contract.split("\n## Configuration\n").nth(1).unwrap().split("\n## ").next().unwrap();
+        let mut table = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let key = cells[0].trim_matches('`');
+            assert!(!key.contains('`'), "one key per row: {row}");
+            table.push((key.to_owned(), cells[1].to_owned()));
+        }
+
+        let path = root.join("examples/camsig.toml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        let mut entries = Vec::new(); // (key, value, commented out)
+        let mut current = String::new();
+        for line in example.lines() {
+            if let Some(s) = line.strip_prefix('[') {
+                current = s.trim_end_matches(']').to_owned();
+                continue;
+            }
+            let (commented, rest) = match line.strip_prefix("# ") {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let Some((k, v)) = rest.split_once(" = ") else { continue };
+            if k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                entries.push((format!("{current}.{k}"), v.trim_matches('"').to_owned(), commented));
+            }
+        }
+
+        let keys = Settings::keys();
+        let table_keys: Vec<&String> = table.iter().map(|(k, _)| k).collect();
+        let example_keys: Vec<&String> = entries.iter().map(|(k, ..)| k).collect();
+        assert_eq!(table_keys, keys.iter().collect::<Vec<_>>(), "docs/contract.md's table: every key, in the structs' order");
+        assert_eq!(example_keys, keys.iter().collect::<Vec<_>>(), "examples/camsig.toml: every key once, in the structs' order");
+        for ((key, default), (_, value, commented)) in table.iter().zip(&entries) {
+            if *commented {
+                // Only a key with no fixed default is left out: unset, or told in words.
+                assert!(literal(default).is_none() || default.contains(" ("), "{key}: set it to {default} in the example");
+            } else {
+                assert_eq!(literal(default).as_deref(), Some(value.as_str()), "{key}: the example and the contract's default differ");
+            }
+        }
+
+        // It loads, and changes nothing: its values are the code's defaults.
+        let loaded = Settings::load_from(Some(path.display().to_string()), env(&[])).unwrap();
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(format!("{loaded:?}"), format!("{defaults:?}"));
+    }
+
     #[test]
     fn secrets_do_not_print() {
         let s = Settings::load_from(None, env(&[("CAMSIG__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret")])).unwrap();
