@@ -17,3 +17,4 @@ mod idempotency;
 mod meetings;
 mod session_edges;
 mod readme;
+mod deploy;
