@@ -292,7 +292,7 @@ const ALIASES: [(&str, &[&str], &str); 3] = [
 ];
 
 /// How alike a typo and a known name must be (Jaro-Winkler) to be suggested;
-/// `ttl` → `ttl_s` passes, `nope` → `keep_s` does not.
+/// `presence.ttl` → `ttl_s` passes, `limits.nope` finds nothing.
 const NEAR: f64 = 0.8;
 
 /// "unknown key `a.b`", with the known key it most likely meant.

@@ -115,7 +115,7 @@ fn nginx_balances_every_node_once_they_are_healthy_and_restarts() {
     let dockerfile = read("Dockerfile");
     let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     assert!(last_stage.lines().any(|l| l.starts_with("HEALTHCHECK ") && l.contains("/healthz")), "the image has a HEALTHCHECK");
-    let user = last_stage.lines().filter_map(|l| l.strip_prefix("USER ")).last();
+    let user = last_stage.lines().rev().find_map(|l| l.strip_prefix("USER "));
     assert!(user.is_some_and(|u| !["root", "0"].contains(&u.trim())), "the image runs as a user, not root");
 }
 
