@@ -312,7 +312,7 @@ fn explain(e: &config::ConfigError) -> String {
         E::At { error, key: Some(key), .. } => match error.as_ref() {
             E::Message(m) if m.starts_with("unknown field `") => {
                 let field = m.trim_start_matches("unknown field `").split('`').next().unwrap_or_default();
-                format!("unknown key `{key}.{field}`")
+                unknown_key(&format!("{key}.{field}"))
             }
             E::Message(m) => format!("{key}: {}", plain_message(key, m)),
             inner => format!("{key}: {}", explain(inner)),
@@ -331,15 +331,113 @@ fn plain_message(key: &str, m: &str) -> String {
         };
         return format!("must be {allowed}");
     }
-    if let Some(rest) = m.strip_prefix("unknown field ") {
-        return format!("unknown key {}", rest.split(", expected").next().unwrap_or(rest));
+    if let Some(rest) = m.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return unknown_key(&if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") });
     }
     m.replace('\n', " ")
+}
+
+/// Names other servers give, per section, to what camsig calls otherwise.
+const ALIASES: [(&str, &[&str], &str); 3] = [
+    ("server", &["port", "host", "listen", "address", "addr"], "server.bind"),
+    ("server", &["threads"], "server.workers"),
+    ("redis", &["host", "port", "password", "address", "addr"], "redis.url"),
+];
+
+/// How alike a typo and a known name must be (Jaro-Winkler) to be suggested;
+/// `presence.ttl` → `ttl_s` passes, `limits.nope` finds nothing.
+const NEAR: f64 = 0.8;
+
+/// "unknown key `a.b`", with the known key it most likely meant.
+fn unknown_key(key: &str) -> String {
+    match suggestion(key) {
+        Some(known) => format!("unknown key `{key}` (did you mean `{known}`?)"),
+        None => format!("unknown key `{key}`"),
+    }
+}
+
+/// The known key nearest to `key` (`section.field`, or a bare top-level name):
+/// a name other servers use, the same name under another section, else the
+/// closest field of its section (or the closest section, for a bare name).
+fn suggestion(key: &str) -> Option<String> {
+    let (section, field) = key.rsplit_once('.').unwrap_or(("", key));
+    if let Some((.., known)) =
+        ALIASES.iter().find(|(s, names, _)| (section.is_empty() || section == *s) && names.contains(&field))
+    {
+        return Some((*known).to_owned());
+    }
+    let keys = Settings::keys();
+    if let Some(known) = keys.iter().find(|k| k.rsplit_once('.').is_some_and(|(_, f)| f == field)) {
+        return Some(known.clone());
+    }
+    let candidates: Vec<String> = if section.is_empty() {
+        fields_of::<Settings>().iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        keys.into_iter().filter(|k| k.rsplit_once('.').is_some_and(|(s, _)| s == section)).collect()
+    };
+    candidates
+        .into_iter()
+        .filter_map(|known| {
+            let name = known.rsplit('.').next().unwrap_or_default();
+            let score = strsim::jaro_winkler(field, name);
+            // Close in spelling, or one word of it (`timeout` in `body_timeout_s`).
+            (score >= NEAR || name.split('_').any(|w| w == field)).then_some((score, known))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, known)| known)
+}
+
+/// The field names of the struct `T`, as its derived `Deserialize` hands
+/// them to `deserialize_struct`: the keys can never drift from the structs.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("only the fields were wanted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
 }
 
 const LIST_KEYS: [&str; 3] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies"];
 
 impl Settings {
+    /// Every key, `section.field`, in the structs' order.
+    fn keys() -> Vec<String> {
+        let sections: [(&str, &[&str]); 11] = [
+            ("server", fields_of::<ServerSettings>()),
+            ("node", fields_of::<NodeSettings>()),
+            ("redis", fields_of::<RedisSettings>()),
+            ("auth", fields_of::<AuthSettings>()),
+            ("presence", fields_of::<PresenceSettings>()),
+            ("ice", fields_of::<IceSettings>()),
+            ("limits", fields_of::<LimitSettings>()),
+            ("events", fields_of::<EventSettings>()),
+            ("connections", fields_of::<ConnectionSettings>()),
+            ("ws", fields_of::<WsSettings>()),
+            ("log", fields_of::<LogSettings>()),
+        ];
+        sections.iter().flat_map(|(section, fields)| fields.iter().map(move |f| format!("{section}.{f}"))).collect()
+    }
+
     /// Loads from the process environment.
     pub fn load() -> Result<Self, ConfigError> {
         Self::load_from(std::env::var("CAMSIG_CONFIG").ok(), std::env::vars())
@@ -518,6 +616,119 @@ mod tests {
             assert!(e.contains(key), "{e} should name {key}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_known_one() {
+        let cases = [
+            ("CAMSIG__SERVER__PORT", Some("server.port"), Some("server.bind")),
+            ("CAMSIG__SERVER__BNID", Some("server.bnid"), Some("server.bind")),
+            ("CAMSIG__PRESENCE__TTL", Some("presence.ttl"), Some("presence.ttl_s")),
+            ("CAMSIG__ICE__STUN_URL", Some("ice.stun_url"), Some("ice.stun_urls")),
+            ("CAMSIG__LIMITS__HEARTBEAT_S", Some("limits.heartbeat_s"), Some("ws.heartbeat_s")),
+            ("CAMSIG__BIND", Some("bind"), Some("server.bind")),
+            ("CAMSIG__SEVER__BIND", Some("sever"), Some("server")),
+            ("CAMSIG__LIMITS__NOPE", Some("limits.nope"), None),
+            ("CAMSIG__REDIS__HOST", Some("redis.host"), Some("redis.url")),
+            ("CAMSIG__AUTH__SECRET", Some("auth.secret"), Some("auth.jwt_secret")),
+            ("CAMSIG__SERVER__TIMEOUT", Some("server.timeout"), Some("server.body_timeout_s")),
+            ("CAMSIG__LOGS__LEVEL", None, Some("log")),
+            ("CAMSIG__WS__COMPRESSION", Some("ws.compression"), None),
+        ];
+        for (var, key, hint) in cases {
+            let e = Settings::load_from(None, env(&[(var, "1")])).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+            if let Some(key) = key {
+                assert!(e.starts_with(&format!("invalid configuration: unknown key `{key}`")), "{var}: {e}");
+            }
+            match hint {
+                Some(h) => assert!(e.ends_with(&format!(" (did you mean `{h}`?)")), "{var}: {e}"),
+                None => assert!(!e.contains("did you mean"), "{var}: {e}"),
+            }
+        }
+        let e = Settings::load_from(None, env(&[("CAMSIG__SERVER__PORT", "9000")])).unwrap_err().to_string();
+        assert_eq!(e, "invalid configuration: unknown key `server.port` (did you mean `server.bind`?)");
+        // The same from a file.
+        let file = std::env::temp_dir().join(format!("camsig-unknown-{}.toml", std::process::id()));
+        std::fs::write(&file, "[server]\nport = 9000\n").unwrap();
+        let e = Settings::load_from(Some(file.display().to_string()), env(&[])).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&file);
+        assert!(e.contains("unknown key `server.port` (did you mean `server.bind`?)"), "{e}");
+    }
+
+    #[test]
+    fn the_keys_are_the_structs_fields() {
+        let keys = Settings::keys();
+        let mut sections: Vec<&str> = keys.iter().map(|k| k.split('.').next().unwrap()).collect();
+        sections.dedup();
+        assert_eq!(sections, fields_of::<Settings>(), "a section missing from Settings::keys");
+        assert!(keys.contains(&"server.bind".to_owned()) && keys.contains(&"log.level".to_owned()));
+    }
+
+    /// The default in a row of the contract's table as a literal (`camsig`,
+    /// `10`, `empty` as `[]`), or None where it is unset or told in words.
+    fn literal(cell: &str) -> Option<String> {
+        let first = cell.split(" (").next().unwrap_or(cell);
+        match first {
+            "empty" => Some("[]".into()),
+            _ if first.len() > 2 && first.starts_with('`') && first.ends_with('`') && first.matches('`').count() == 2 => {
+                Some(first.trim_matches('`').into())
+            }
+            _ if first.parse::<f64>().is_ok() => Some(first.into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_example_file_has_every_key_with_the_contracts_default() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let contract = std::fs::read_to_string(root.join("docs/contract.md")).unwrap();
+        let section = contract.split("\n## Configuration\n").nth(1).unwrap().split("\n## ").next().unwrap();
+        let mut table = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let key = cells[0].trim_matches('`');
+            assert!(!key.contains('`'), "one key per row: {row}");
+            table.push((key.to_owned(), cells[1].to_owned()));
+        }
+
+        let path = root.join("examples/camsig.toml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        let mut entries = Vec::new(); // (key, value, commented out)
+        let mut current = String::new();
+        for line in example.lines() {
+            if let Some(s) = line.strip_prefix('[') {
+                current = s.trim_end_matches(']').to_owned();
+                continue;
+            }
+            let (commented, rest) = match line.strip_prefix("# ") {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let Some((k, v)) = rest.split_once(" = ") else { continue };
+            if k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                entries.push((format!("{current}.{k}"), v.trim_matches('"').to_owned(), commented));
+            }
+        }
+
+        let keys = Settings::keys();
+        let table_keys: Vec<&String> = table.iter().map(|(k, _)| k).collect();
+        let example_keys: Vec<&String> = entries.iter().map(|(k, ..)| k).collect();
+        assert_eq!(table_keys, keys.iter().collect::<Vec<_>>(), "docs/contract.md's table: every key, in the structs' order");
+        assert_eq!(example_keys, keys.iter().collect::<Vec<_>>(), "examples/camsig.toml: every key once, in the structs' order");
+        for ((key, default), (_, value, commented)) in table.iter().zip(&entries) {
+            if *commented {
+                // Only a key with no fixed default is left out: unset, or told in words.
+                assert!(literal(default).is_none() || default.contains(" ("), "{key}: set it to {default} in the example");
+            } else {
+                assert_eq!(literal(default).as_deref(), Some(value.as_str()), "{key}: the example and the contract's default differ");
+            }
+        }
+
+        // It loads, and changes nothing: its values are the code's defaults.
+        let loaded = Settings::load_from(Some(path.display().to_string()), env(&[])).unwrap();
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(format!("{loaded:?}"), format!("{defaults:?}"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The binary: `--help` and `--version`, `camsig token` prints a token the
-//! server accepts (in dev mode too, across restarts), and a bad configuration
-//! stops the server at start with one line naming the key.
+//! The binary: `--help` (which tells where configuration comes from) and
+//! `--version`, `camsig token` prints a token the server accepts (in dev mode
+//! too, across restarts), and a bad configuration stops the server at start
+//! with one line naming the key (an unknown one with the key it meant).
 
 use crate::support::*;
 use std::process::{Command, Output};
@@ -71,6 +72,13 @@ fn help_and_version_go_to_stdout_and_succeed() {
         let out = camsig(args, &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && text.contains("Usage: camsig"), "{args:?}: {text}");
+    }
+    // Every --help says where configuration comes from, and how the port is set.
+    for args in [&["--help"][..], &["serve", "--help"], &["token", "--help"]] {
+        let text = String::from_utf8_lossy(&camsig(args, &[]).stdout).into_owned();
+        for needle in ["CAMSIG_CONFIG", "CAMSIG__SECTION__KEY", "CAMSIG__SERVER__BIND=", "server.bind", "examples/camsig.toml"] {
+            assert!(text.contains(needle), "{args:?} should name {needle}: {text}");
+        }
     }
     let out = camsig(&["--version"], &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("camsig {}", env!("CARGO_PKG_VERSION")));
@@ -159,4 +167,17 @@ fn every_key_with_a_bad_value_stops_the_server_with_one_line_naming_it() {
     // The server itself stops the same way.
     let out = camsig(&[], &[("CAMSIG__SERVER__WORKERS", "99999")]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("server.workers"));
+}
+
+#[test]
+fn an_unknown_key_names_the_one_meant_and_the_example_file_loads() {
+    let out = camsig(&["token", "x"], &[("CAMSIG__SERVER__PORT", "9000")]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "camsig: invalid configuration: unknown key `server.port` (did you mean `server.bind`?)"
+    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/camsig.toml");
+    let out = camsig(&["token", "ann"], &[("CAMSIG_CONFIG", example), ("CAMSIG__AUTH__JWT_SECRET", SECRET)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -19,3 +19,4 @@ mod idempotency;
 mod meetings;
 mod session_edges;
 mod readme;
+mod deploy;
