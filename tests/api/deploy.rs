@@ -61,7 +61,7 @@ fn redis_is_healthchecked_persistent_and_restarted() {
 #[test]
 fn nodes_wait_for_redis_restart_and_take_their_configuration() {
     let c = compose();
-    let drain_s = camsig::config::Settings::load_from(None, Vec::new()).unwrap().server.drain_s;
+    let drain_s = camsig::config::Settings::load_from(None, Vec::new()).unwrap().server.drain.as_secs();
     let mut ids = Vec::new();
     for (name, node) in nodes(&c) {
         assert_eq!(node["depends_on"]["redis"]["condition"].as_str(), Some("service_healthy"), "{name} waits for redis");

@@ -122,8 +122,9 @@ async function main() {
   assertClean(A, "on load");
   assert.deepEqual(await A.evaluate(() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
     .filter((p) => p.startsWith("/dev/"))), [], "no /dev/token request on load");
-  // Not known yet which one this server takes: both are offered.
-  await A.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
+  // The page the server sent says dev mode: a name, the token field one click away.
+  assert.equal(await A.getByTestId("token-form").isVisible(), false, "dev mode signs in by name first");
+  await A.getByTestId("token-toggle").waitFor({ state: "visible", timeout: T });
   await shot(A, "0-sign-in");
   await devSignIn(A, "Ann");
   assertClean(A, "signing in by name");
@@ -377,15 +378,22 @@ async function main() {
   await B.locator('[data-testid="user-ann"][data-camera="on"]').waitFor({ timeout: T });
 
   // 10. Tokens near their exp (20 s, under auth.refresh_before_s: token_expiring
-  // comes with hello). Dan's browser knows this server hands out dev tokens (he
-  // signed in by name before): his page gets a fresh one and sends refresh by
-  // itself. Eve's page was given a token: it asks her for a new one (a banner).
+  // comes with hello). Dan's page is in dev mode: it gets a fresh token from
+  // /dev/token and sends refresh by itself. Eve's page was given a token: it asks her for a new one (a banner).
   // Past the first tokens' exp, both pages are still connected, never closed.
   const D = pages.dan = await open("dan");
   await devSignIn(D, "Dan");
   await D.getByTestId("signout-btn").click();
   await D.getByTestId("token-toggle").click();
   const E = pages.eve = await open("eve");
+  // Eve's page is the one a server with a secret sends (no dev tokens to fetch):
+  // it has to ask her for a new token.
+  await E.route(`http://127.0.0.1:${port}/`, async (route) => {
+    const res = await route.fetch();
+    const html = (await res.text()).replace('<meta name="camsig-dev" content="true">', '<meta name="camsig-dev" content="false">');
+    await route.fulfill({ response: res, body: html });
+  });
+  await E.reload();
   await E.getByTestId("token-form").waitFor({ state: "visible", timeout: T });
   const SHORT = 20;
   const first = { dan: mint("dan", SHORT, "Dan"), eve: mint("eve", SHORT) };
