@@ -249,8 +249,11 @@ impl Default for ConnectionSettings {
 pub struct WsSettings {
     #[serde(rename = "heartbeat_s", deserialize_with = "de::secs")]
     pub heartbeat: Duration,
-    /// Events that may wait for one session before it is closed with 4008.
+    /// Frames that may wait for one session before it is closed with 4008.
     pub max_queued: usize,
+    /// Bytes that may wait for one session before it is closed with 4008; at
+    /// least a whole log (`events.keep_max` × (`limits.max_body_bytes` + 1 KiB)).
+    pub max_queued_bytes: usize,
     /// The kernel send buffer of a WebSocket (SO_SNDBUF); 0 keeps the system's.
     /// Bounds kernel memory per slow client, and makes backpressure come sooner.
     pub send_buffer_bytes: usize,
@@ -269,7 +272,7 @@ impl WsSettings {
 
 impl Default for WsSettings {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(10), max_queued: 1024, send_buffer_bytes: 0 }
+        Self { heartbeat: Duration::from_secs(10), max_queued: 1024, max_queued_bytes: 20 * 1024 * 1024, send_buffer_bytes: 0 }
     }
 }
 
@@ -549,6 +552,14 @@ impl Settings {
         }
         if self.events.keep.is_zero() || self.events.keep_max == 0 {
             return Err(bad("events.keep_s", "events.keep_s and events.keep_max must be at least 1"));
+        }
+        // A resume replays up to a whole log through the outbox: it must fit.
+        let whole_log = self.events.keep_max.saturating_mul(self.limits.max_body_bytes + 1024);
+        if self.ws.max_queued_bytes < whole_log {
+            return Err(bad("ws.max_queued_bytes", format!("must hold a whole log: at least events.keep_max × (limits.max_body_bytes + 1024) = {whole_log}")));
+        }
+        if self.ws.max_queued <= self.events.keep_max {
+            return Err(bad("ws.max_queued", format!("must be more than events.keep_max ({}), so a whole log can be replayed", self.events.keep_max)));
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(bad("log.level", "is not a tracing filter"));

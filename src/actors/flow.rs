@@ -1,5 +1,7 @@
-//! Flow control for WebSocket sessions: at most `ws.max_queued` events wait
-//! for one session; a session further behind is closed with 4008.
+//! Flow control for WebSocket sessions: one outbox for everything a session
+//! writes (events, replays, command replies, pongs, pings), bounded by
+//! `ws.max_queued` frames and `ws.max_queued_bytes` bytes; a session further
+//! behind is closed with 4008.
 //!
 //! A session actor runs inside its response stream, which the HTTP layer
 //! polls only while the socket takes data: a client that stops reading would
@@ -47,11 +49,12 @@ pub struct Pulled(AtomicU64);
 
 /// What the session wrote and the HTTP layer has not taken yet.
 pub struct Outbox {
-    max: usize,
+    max_frames: usize,
+    max_bytes: u64,
     pulled: Arc<Pulled>,
     written: u64,
-    /// Where each event written ends, in bytes written: those past `pulled` still wait.
-    events: VecDeque<u64>,
+    /// Where each frame written ends, in bytes written: those past `pulled` still wait.
+    ends: VecDeque<u64>,
 }
 
 /// A server frame's size on the wire (unmasked): header and payload.
@@ -65,24 +68,24 @@ fn frame_len(payload: usize) -> u64 {
 }
 
 impl Outbox {
-    pub fn new(max: usize, pulled: Arc<Pulled>) -> Self {
-        Self { max, pulled, written: 0, events: VecDeque::new() }
+    pub fn new(max_frames: usize, max_bytes: usize, pulled: Arc<Pulled>) -> Self {
+        Self { max_frames, max_bytes: max_bytes as u64, pulled, written: 0, ends: VecDeque::new() }
     }
 
-    /// Counts a frame of `payload` bytes about to be written. For an event,
-    /// false when `max` events already wait: the session is too slow.
-    pub fn admit(&mut self, payload: usize, event: bool) -> bool {
+    /// Counts a frame of `payload` bytes about to be written; false when it
+    /// would make more than `max_frames` frames or `max_bytes` bytes wait:
+    /// the session is too slow, and nothing may be written.
+    pub fn admit(&mut self, payload: usize) -> bool {
         let pulled = self.pulled.0.load(Ordering::Acquire);
-        while self.events.front().is_some_and(|end| *end <= pulled) {
-            self.events.pop_front();
+        while self.ends.front().is_some_and(|end| *end <= pulled) {
+            self.ends.pop_front();
         }
-        if event && self.events.len() >= self.max {
+        let len = frame_len(payload);
+        if self.ends.len() >= self.max_frames || self.written.saturating_sub(pulled) + len > self.max_bytes {
             return false;
         }
-        self.written += frame_len(payload);
-        if event {
-            self.events.push_back(self.written);
-        }
+        self.written += len;
+        self.ends.push_back(self.written);
         true
     }
 }
@@ -140,17 +143,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_wait_until_pulled_and_at_most_max() {
+    fn frames_wait_until_pulled_at_most_max_frames_and_bytes() {
         let pulled = Arc::new(Pulled::default());
-        let mut out = Outbox::new(2, pulled.clone());
-        assert!(out.admit(10, true));
-        assert!(out.admit(200, false), "replies and pings never count");
-        assert!(out.admit(10, true));
-        assert!(!out.admit(10, true), "a third event waits: too slow");
-        // The HTTP layer took the first event (12 bytes): room for one more.
+        let mut out = Outbox::new(2, 1_000, pulled.clone());
+        assert!(out.admit(10));
+        assert!(out.admit(200), "a reply counts as any frame");
+        assert!(!out.admit(10), "a third frame waits: too slow");
+        // The HTTP layer took the first frame (12 bytes): room for one more.
         pulled.0.store(12, Ordering::Release);
-        assert!(out.admit(70_000, true));
-        assert!(!out.admit(1, true));
+        assert!(!out.admit(900), "but not past max_bytes (202 + 904 waiting)");
+        assert!(out.admit(700));
+        pulled.0.store(12 + 204 + 704, Ordering::Release);
+        assert!(out.admit(996), "everything taken: a frame of max_bytes fits");
+        assert!(!out.admit(0));
     }
 
     #[actix_web::test]

@@ -40,13 +40,20 @@ use fragments::{Broken, Fragments, Whole};
 const CATCH_UP_TRIES: u32 = 4;
 /// The close code for a session whose token expired (the contract's Sessions).
 const TOKEN_EXPIRED: ws::CloseCode = ws::CloseCode::Other(4001);
-/// The close code for a session that fell `ws.max_queued` events behind.
+/// The close code for a session that fell `ws.max_queued` frames or `ws.max_queued_bytes` behind.
 const TOO_SLOW: ws::CloseCode = ws::CloseCode::Other(4008);
 
 /// Closes the session with `code` and stops it.
 fn close(ctx: &mut ws::WebsocketContext<WsSession>, code: ws::CloseCode, why: &str) {
     ctx.close(Some(ws::CloseReason { code, description: Some(why.into()) }));
     ctx.stop();
+}
+
+/// A frame toward the client.
+enum Outgoing {
+    Text(String),
+    Ping,
+    Pong(actix_web::web::Bytes),
 }
 
 /// How a session was asked for: `/ws?since=<id>&presence=false`.
@@ -59,7 +66,7 @@ pub struct Options {
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Ctx, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
     let pulled = Arc::new(Pulled::default());
-    let out = Outbox::new(node.settings.ws.max_queued, pulled.clone());
+    let out = Outbox::new(node.settings.ws.max_queued, node.settings.ws.max_queued_bytes, pulled.clone());
     let oversize = Arc::new(Oversize::default());
     let stream = FrameLimit::new(stream, frame_size, oversize.clone());
     let session = WsSession::new(node, caller, opts, out, oversize);
@@ -117,32 +124,48 @@ impl WsSession {
         }
     }
 
-    fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
-        self.write_counted(frame, true, ctx);
-    }
-
-    /// Replayed frames are not counted against `ws.max_queued`: `events.keep_max` bounds them.
-    fn write_replayed(&mut self, frames: &[Frame], ctx: &mut ws::WebsocketContext<Self>) {
-        for f in frames {
-            self.write_counted(f, false, ctx);
-        }
-    }
-
-    fn write_counted(&mut self, frame: &Frame, counted: bool, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Every frame toward the client goes through here, and so through the
+    /// one outbox: events, replays, replies, pings and pongs. False when it
+    /// was not written (the session is closing, or is now closed as too slow).
+    fn send(&mut self, out: Outgoing, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         if ctx.state() != ActorState::Running {
-            return;
+            return false;
         }
+        let len = match &out {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Ping => 0,
+            Outgoing::Pong(p) => p.len(),
+        };
+        if !self.out.admit(len) {
+            self.too_slow(ctx);
+            return false;
+        }
+        match out {
+            Outgoing::Text(t) => ctx.text(t),
+            Outgoing::Ping => ctx.ping(b""),
+            Outgoing::Pong(p) => ctx.pong(&p),
+        }
+        true
+    }
+
+    fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(id) = frame.id {
             if self.last_id.is_some_and(|last| id <= last) {
                 return;
             }
             self.last_id = Some(id);
         }
-        if !self.out.admit(frame.json.len(), counted) {
-            return self.too_slow(ctx);
+        if self.send(Outgoing::Text(frame.json.to_string()), ctx) {
+            self.node.metrics.delivered(frame.action, frame.accepted_us);
         }
-        ctx.text(&*frame.json);
-        self.node.metrics.delivered(frame.action, frame.accepted_us);
+    }
+
+    /// A replay counts like any frames: `ws.max_queued_bytes` holds a whole
+    /// log of `events.keep_max` (checked at load), so an honest resume fits.
+    fn write_replayed(&mut self, frames: &[Frame], ctx: &mut ws::WebsocketContext<Self>) {
+        for f in frames {
+            self.write(f, ctx);
+        }
     }
 
     /// Everything up to here was written (or was before `hello`): where to resume from.
@@ -260,7 +283,7 @@ impl WsSession {
         }
     }
 
-    /// More than `ws.max_queued` events waited: close with 4008; the client
+    /// The outbox is full: close with 4008; the client
     /// resumes with `since` from the log, which has every event it missed.
     fn too_slow(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         tracing::info!(parent: &self.span, "session too slow; closing");
@@ -276,9 +299,7 @@ impl WsSession {
     }
 
     fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
-        let text = v.to_string();
-        self.out.admit(text.len(), false);
-        ctx.text(text);
+        self.send(Outgoing::Text(v.to_string()), ctx);
     }
 
     fn error(&mut self, ctx: &mut ws::WebsocketContext<Self>, ack: &Value, e: &Error) {
@@ -328,8 +349,7 @@ impl Actor for WsSession {
                 ctx.stop();
                 return;
             }
-            act.out.admit(0, false);
-            ctx.ping(b"");
+            act.send(Outgoing::Ping, ctx);
         });
         if self.opts.presence {
             self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
@@ -399,8 +419,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 self.on_text(&text, ctx);
             }
             Ok(ws::Message::Ping(p)) => {
-                self.out.admit(p.len(), false);
-                ctx.pong(&p);
+                self.send(Outgoing::Pong(p), ctx);
             }
             Ok(ws::Message::Pong(_)) => {}
             Ok(ws::Message::Binary(_)) => {
