@@ -251,8 +251,7 @@ pub struct WsSettings {
     pub heartbeat: Duration,
     /// Frames that may wait for one session before it is closed with 4008.
     pub max_queued: usize,
-    /// Bytes that may wait for one session before it is closed with 4008; at
-    /// least a whole log (`events.keep_max` × (`limits.max_body_bytes` + 1 KiB)).
+    /// Bytes that may wait for one session before it is closed with 4008.
     pub max_queued_bytes: usize,
     /// The kernel send buffer of a WebSocket (SO_SNDBUF); 0 keeps the system's.
     /// Bounds kernel memory per slow client, and makes backpressure come sooner.
@@ -272,7 +271,7 @@ impl WsSettings {
 
 impl Default for WsSettings {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(10), max_queued: 1024, max_queued_bytes: 20 * 1024 * 1024, send_buffer_bytes: 0 }
+        Self { heartbeat: Duration::from_secs(10), max_queued: 1024, max_queued_bytes: 4 * 1024 * 1024, send_buffer_bytes: 0 }
     }
 }
 
@@ -519,6 +518,7 @@ impl Settings {
             ("server.drain_s", self.server.drain.as_secs()),
             ("redis.probe_s", self.redis.probe.as_secs()),
             ("ws.max_queued", self.ws.max_queued as u64),
+            ("ws.max_queued_bytes", self.ws.max_queued_bytes as u64),
             ("limits.max_sessions_per_user", self.limits.max_sessions_per_user as u64),
             ("limits.max_idempotency_keys", self.limits.max_idempotency_keys as u64),
             ("server.body_timeout_s", self.server.body_timeout.as_secs()),
@@ -552,14 +552,6 @@ impl Settings {
         }
         if self.events.keep.is_zero() || self.events.keep_max == 0 {
             return Err(bad("events.keep_s", "events.keep_s and events.keep_max must be at least 1"));
-        }
-        // A resume replays up to a whole log through the outbox: it must fit.
-        let whole_log = self.events.keep_max.saturating_mul(self.limits.max_body_bytes + 1024);
-        if self.ws.max_queued_bytes < whole_log {
-            return Err(bad("ws.max_queued_bytes", format!("must hold a whole log: at least events.keep_max × (limits.max_body_bytes + 1024) = {whole_log}")));
-        }
-        if self.ws.max_queued <= self.events.keep_max {
-            return Err(bad("ws.max_queued", format!("must be more than events.keep_max ({}), so a whole log can be replayed", self.events.keep_max)));
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(bad("log.level", "is not a tracing filter"));

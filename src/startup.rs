@@ -51,7 +51,7 @@ impl Application {
         let server = HttpServer::new(move || http::app(app_node.clone()))
             .workers(workers)
             .disable_signals()
-            .on_connect(move |conn, _| crate::actors::flow::on_connect(conn, user_timeout, send_buffer))
+            .on_connect(move |conn, ext| crate::actors::flow::on_connect(conn, ext, user_timeout, send_buffer))
             // Close TCP as soon as a response ends: a WebSocket's Close is answered and
             // the connection gone at once (the default lingers a second, reading).
             .client_disconnect_timeout(Duration::ZERO)

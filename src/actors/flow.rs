@@ -17,16 +17,23 @@ use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use futures_channel::{mpsc, oneshot};
 
+/// The connection's socket, for cutting it (see `Pulled::cut`); a connection
+/// datum, so it lives exactly as long as the connection.
+#[derive(Clone, Copy)]
+pub struct ConnFd(RawFd);
+
 /// For `HttpServer::on_connect`: a socket whose unacknowledged (or, to a
 /// client that stopped reading, unsent) data is older than `user_timeout` is
 /// ended by the kernel; with `send_buffer` > 0, that is its SO_SNDBUF.
-pub fn on_connect(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, user_timeout: Duration, send_buffer: usize) {
     let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    ext.insert(ConnFd(s.as_raw_fd()));
     // Small frames go out at once: with Nagle, an event written right after a
     // heartbeat ping waits for the client's delayed ACK (about 40 ms).
     if let Err(e) = s.set_nodelay(true) {
@@ -43,9 +50,36 @@ pub fn on_connect(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer:
     }
 }
 
-/// Bytes the HTTP layer took from the session's queue so far.
-#[derive(Default)]
-pub struct Pulled(AtomicU64);
+/// Bytes the HTTP layer took from the session's queue so far, and the
+/// connection, to cut when the session falls too far behind.
+pub struct Pulled {
+    bytes: AtomicU64,
+    fd: Option<ConnFd>,
+    /// False once the response (and with it the connection) is dropped.
+    open: AtomicBool,
+}
+
+impl Pulled {
+    pub fn new(fd: Option<ConnFd>) -> Self {
+        Self { bytes: AtomicU64::new(0), fd, open: AtomicBool::new(true) }
+    }
+
+    /// Ends the connection now, with whatever still waits for it: a client
+    /// that does not read would otherwise hold the queue (and keep sending)
+    /// until the kernel gives up on it.
+    fn cut(&self) {
+        let Some(ConnFd(fd)) = self.fd else { return };
+        // The session and its connection run on one worker thread, and the
+        // connection drops its response (clearing `open`) in the same step
+        // that closes the socket: while `open` holds, `fd` is this connection's.
+        if self.open.load(Ordering::Acquire) {
+            // SAFETY: `fd` is open and owned by this connection (see above); it
+            // is only borrowed for the call.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
 
 /// What the session wrote and the HTTP layer has not taken yet.
 pub struct Outbox {
@@ -74,19 +108,35 @@ impl Outbox {
 
     /// Counts a frame of `payload` bytes about to be written; false when it
     /// would make more than `max_frames` frames or `max_bytes` bytes wait:
-    /// the session is too slow, and nothing may be written.
-    pub fn admit(&mut self, payload: usize) -> bool {
-        let pulled = self.pulled.0.load(Ordering::Acquire);
+    /// the session is too slow, and nothing may be written. A replayed frame
+    /// (`replay`) is counted but never refused: a resume writes at most the
+    /// log (`events.keep_max` events), and the live frames after it find the
+    /// outbox as full as the replay left it.
+    pub fn admit(&mut self, payload: usize, replay: bool) -> bool {
+        let pulled = self.pulled.bytes.load(Ordering::Acquire);
         while self.ends.front().is_some_and(|end| *end <= pulled) {
             self.ends.pop_front();
         }
         let len = frame_len(payload);
-        if self.ends.len() >= self.max_frames || self.written.saturating_sub(pulled) + len > self.max_bytes {
+        if !replay && (self.ends.len() >= self.max_frames || self.written.saturating_sub(pulled) + len > self.max_bytes) {
             return false;
         }
         self.written += len;
         self.ends.push_back(self.written);
         true
+    }
+
+    /// The session is too slow: unless the client takes everything queued
+    /// (the 4008 close included) within `grace`, its connection goes, queued
+    /// frames and all.
+    pub fn cut_after(&self, grace: Duration) {
+        let (pulled, written) = (self.pulled.clone(), self.written);
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(grace).await;
+            if pulled.bytes.load(Ordering::Acquire) < written {
+                pulled.cut();
+            }
+        });
     }
 }
 
@@ -124,6 +174,12 @@ struct Queued {
     _held: oneshot::Receiver<()>,
 }
 
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.pulled.open.store(false, Ordering::Release);
+    }
+}
+
 impl Stream for Queued {
     type Item = Result<Bytes, actix_web::Error>;
 
@@ -131,7 +187,7 @@ impl Stream for Queued {
         let this = &mut *self;
         this.rx.poll_next_unpin(cx).map(|item| {
             if let Some(Ok(b)) = &item {
-                this.pulled.0.fetch_add(b.len() as u64, Ordering::AcqRel);
+                this.pulled.bytes.fetch_add(b.len() as u64, Ordering::AcqRel);
             }
             item
         })
@@ -144,18 +200,18 @@ mod tests {
 
     #[test]
     fn frames_wait_until_pulled_at_most_max_frames_and_bytes() {
-        let pulled = Arc::new(Pulled::default());
+        let pulled = Arc::new(Pulled::new(None));
         let mut out = Outbox::new(2, 1_000, pulled.clone());
-        assert!(out.admit(10));
-        assert!(out.admit(200), "a reply counts as any frame");
-        assert!(!out.admit(10), "a third frame waits: too slow");
-        // The HTTP layer took the first frame (12 bytes): room for one more.
-        pulled.0.store(12, Ordering::Release);
-        assert!(!out.admit(900), "but not past max_bytes (202 + 904 waiting)");
-        assert!(out.admit(700));
-        pulled.0.store(12 + 204 + 704, Ordering::Release);
-        assert!(out.admit(996), "everything taken: a frame of max_bytes fits");
-        assert!(!out.admit(0));
+        assert!(out.admit(10, false));
+        assert!(out.admit(200, false), "a reply counts as any frame");
+        assert!(!out.admit(10, false), "a third frame waits: too slow");
+        assert!(out.admit(10, true), "a replayed one is counted, not refused");
+        pulled.bytes.store(12 + 204 + 12, Ordering::Release);
+        assert!(!out.admit(1000, false), "not past max_bytes");
+        assert!(out.admit(700, false));
+        pulled.bytes.store(12 + 204 + 12 + 704, Ordering::Release);
+        assert!(out.admit(996, false), "everything taken: a frame of max_bytes fits");
+        assert!(!out.admit(0, false));
     }
 
     #[actix_web::test]
@@ -165,7 +221,7 @@ mod tests {
         let (client, accepted) = tokio::join!(actix_web::rt::net::TcpStream::connect(addr), listener.accept());
         let (_client, (server, _)) = (client.expect("connect"), accepted.expect("accept"));
         assert!(!server.nodelay().expect("read TCP_NODELAY"), "the kernel's default is Nagle on");
-        on_connect(&server, Duration::from_secs(30), 0);
+        on_connect(&server, &mut actix_web::dev::Extensions::new(), Duration::from_secs(30), 0);
         assert!(server.nodelay().expect("read TCP_NODELAY"), "no ACK wait behind a heartbeat ping");
     }
 }

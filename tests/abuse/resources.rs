@@ -142,3 +142,45 @@ async fn a_body_sent_a_byte_at_a_time_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(start.elapsed() < Duration::from_secs(10), "held for {:?}", start.elapsed());
 }
+
+/// Issue #23, item 1: replies and pongs once bypassed the outbox. A client
+/// that never reads, flooding `ping` commands with 60 KB acks (each echoed
+/// back), is closed once `ws.max_queued_bytes` wait and cut off a heartbeat
+/// later; the node's memory grows by about that bound, not by the flood.
+/// Mutation (replies admitted whatever the outbox holds): the node still
+/// took the flood after 20 s (5 707 frames of 60 KB).
+#[actix_web::test]
+async fn a_ping_flood_that_never_reads_is_closed_at_the_outbox_bound() {
+    // A heartbeat of 1 s: a closed session that is not read is cut after it.
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__WS__HEARTBEAT_S", "1")]).await;
+    // A small receive window: what the node writes piles up in the node.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let std: std::net::TcpStream = sock.into();
+    let tcp = tokio::net::TcpSocket::from_std_stream(std).connect(([127, 0, 0, 1], node.port).into()).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/ws?token={}", node.port, token("ann"));
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let before = node.rss_kib();
+    let frame = json!({"cmd": "ping", "ack": "a".repeat(60 * 1024)}).to_string();
+    let (mut sent, start) = (0usize, Instant::now());
+    let mut peak = before;
+    // Flood for up to 20 s; the node must end the connection long before.
+    let ended = loop {
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        let send = tokio::time::timeout(Duration::from_secs(5), ws.send(tokio_tungstenite::tungstenite::Message::text(frame.clone()))).await;
+        match send {
+            Ok(Ok(())) => sent += 1,
+            _ => break true,
+        }
+        if sent % 100 == 0 {
+            peak = peak.max(node.rss_kib());
+        }
+    };
+    let grown_mib = peak.max(node.rss_kib()).saturating_sub(before) / 1024;
+    assert!(ended, "the node still took the flood after 20 s ({sent} frames)");
+    assert!(start.elapsed() < Duration::from_secs(10), "the connection was cut only after {:?}", start.elapsed());
+    // A 4 MiB outbox, plus socket buffers and allocator slack.
+    assert!(grown_mib < 48, "RSS grew {grown_mib} MiB for one session ({sent} frames of 60 KB taken)");
+}

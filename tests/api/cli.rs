@@ -147,6 +147,7 @@ fn every_key_with_a_bad_value_stops_the_server_with_one_line_naming_it() {
         ("connections.idle_ttl_s", "0"),
         ("ws.heartbeat_s", "0"),
         ("ws.max_queued", "0"),
+        ("ws.max_queued_bytes", "0"),
         ("ws.send_buffer_bytes", "big"),
         ("log.format", "xml"),
         ("log.level", "[[["),

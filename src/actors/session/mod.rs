@@ -65,7 +65,7 @@ pub struct Options {
 /// Upgrades the request to a session of `caller`.
 pub fn start(req: &HttpRequest, stream: web::Payload, node: Ctx, caller: Caller, opts: Options) -> Result<HttpResponse, actix_web::Error> {
     let frame_size = node.settings.limits.max_body_bytes;
-    let pulled = Arc::new(Pulled::default());
+    let pulled = Arc::new(Pulled::new(req.conn_data::<flow::ConnFd>().copied()));
     let out = Outbox::new(node.settings.ws.max_queued, node.settings.ws.max_queued_bytes, pulled.clone());
     let oversize = Arc::new(Oversize::default());
     let stream = FrameLimit::new(stream, frame_size, oversize.clone());
@@ -128,6 +128,10 @@ impl WsSession {
     /// one outbox: events, replays, replies, pings and pongs. False when it
     /// was not written (the session is closing, or is now closed as too slow).
     fn send(&mut self, out: Outgoing, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        self.send_as(out, false, ctx)
+    }
+
+    fn send_as(&mut self, out: Outgoing, replay: bool, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         if ctx.state() != ActorState::Running {
             return false;
         }
@@ -136,7 +140,7 @@ impl WsSession {
             Outgoing::Ping => 0,
             Outgoing::Pong(p) => p.len(),
         };
-        if !self.out.admit(len) {
+        if !self.out.admit(len, replay) {
             self.too_slow(ctx);
             return false;
         }
@@ -149,22 +153,25 @@ impl WsSession {
     }
 
     fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
+        self.write_as(frame, false, ctx);
+    }
+
+    fn write_as(&mut self, frame: &Frame, replay: bool, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(id) = frame.id {
             if self.last_id.is_some_and(|last| id <= last) {
                 return;
             }
             self.last_id = Some(id);
         }
-        if self.send(Outgoing::Text(frame.json.to_string()), ctx) {
+        if self.send_as(Outgoing::Text(frame.json.to_string()), replay, ctx) {
             self.node.metrics.delivered(frame.action, frame.accepted_us);
         }
     }
 
-    /// A replay counts like any frames: `ws.max_queued_bytes` holds a whole
-    /// log of `events.keep_max` (checked at load), so an honest resume fits.
+    /// A replay is counted in the outbox but never refused (see `Outbox::admit`).
     fn write_replayed(&mut self, frames: &[Frame], ctx: &mut ws::WebsocketContext<Self>) {
         for f in frames {
-            self.write(f, ctx);
+            self.write_as(f, true, ctx);
         }
     }
 
@@ -288,6 +295,9 @@ impl WsSession {
     fn too_slow(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         tracing::info!(parent: &self.span, "session too slow; closing");
         close(ctx, TOO_SLOW, "too slow");
+        // The Close frame waits behind what the client does not read: a client
+        // that takes none of it within a heartbeat is cut off.
+        self.out.cut_after(self.heartbeat);
     }
 
     /// The node is going away: the client reconnects elsewhere from here.
