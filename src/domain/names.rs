@@ -107,7 +107,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "ping",
         body: None,
         reply: None,
-        doc: "Acked with an empty result and no effect; not rate limited.",
+        doc: "Acked with an empty result and no effect; counts against `limits.rate_per_s` like any command.",
     },
     CommandSpec {
         kind: CommandKind::Refresh,

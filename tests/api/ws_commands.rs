@@ -87,13 +87,17 @@ async fn ping_is_acked_and_garbage_leaves_the_session_open() {
 }
 
 #[actix_web::test]
-async fn commands_are_rate_limited_but_ping_is_not() {
+async fn every_frame_is_rate_limited_ping_and_refresh_too() {
     let app = spawn_app_with(|s| s.limits.rate_per_s = std::num::NonZeroU32::new(1).unwrap()).await;
     let mut a = app.ws_query(&token("ann"), "?presence=false").await;
     assert_eq!(a.command(json!({"cmd": "cameraOn", "ack": 1})).await["cmd"], "ack");
     let r = a.command(json!({"cmd": "cameraOn", "ack": 2})).await;
     assert_eq!((r["cmd"].as_str(), r["error"]["code"].as_str()), (Some("error"), Some("rate_limited")), "{r}");
-    assert_eq!(a.command(json!({"cmd": "ping", "ack": 3})).await["cmd"], "ack");
+    // Each one makes a reply: a ping flood is a reply flood (issue #23).
+    let r = a.command(json!({"cmd": "ping", "ack": 3})).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+    let r = a.command(json!({"cmd": "refresh", "ack": 4, "token": "x"})).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
 }
 
 #[actix_web::test]

@@ -318,15 +318,16 @@ impl WsSession {
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let (ack, request) = envelope::parse(text);
+        // Every frame counts, ping and refresh too: each one makes a reply.
+        if let Err(e) = self.node.rates.check_call(&self.caller.user) {
+            return self.error(ctx, &ack, &e);
+        }
         let call = match request {
             Err(e) => return self.error(ctx, &ack, &e),
             Ok(Request::Ping) => return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Ping.name(), "result": {}})),
             Ok(Request::Refresh(body)) => return self.refresh(ack, body, ctx),
             Ok(Request::Call(call)) => call,
         };
-        if let Err(e) = self.node.rates.check_call(&self.caller.user) {
-            return self.error(ctx, &ack, &e);
-        }
         let name = call.name.clone();
         let (key, cmd) = match call.typed() {
             Ok(typed) => typed,
