@@ -22,6 +22,17 @@ fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
 
 /// The shortest HS256 secret accepted; shorter ones are guessable.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Different byte values a secret must have: 32 spaces or one letter
+/// repeated are as good as no secret.
+const MIN_SECRET_DISTINCT: usize = 10;
+
+/// At least `MIN_JWT_SECRET_BYTES` bytes that are not whitespace, of at least
+/// `MIN_SECRET_DISTINCT` values.
+fn strong_secret(s: &[u8]) -> bool {
+    let solid: Vec<u8> = s.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let distinct = solid.iter().collect::<std::collections::HashSet<_>>().len();
+    solid.len() >= MIN_JWT_SECRET_BYTES && distinct >= MIN_SECRET_DISTINCT
+}
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -509,9 +520,12 @@ impl Settings {
             }
         }
         if let Some(s) = &self.auth.jwt_secret
-            && s.expose_secret().len() < MIN_JWT_SECRET_BYTES
+            && !strong_secret(s.expose_secret().as_bytes())
         {
-            return Err(bad("auth.jwt_secret", format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")));
+            return Err(bad(
+                "auth.jwt_secret",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes that are not whitespace, of at least {MIN_SECRET_DISTINCT} different values (e.g. openssl rand -base64 48)"),
+            ));
         }
         for (key, v) in [
             ("presence.ttl_s", self.presence.ttl.as_secs()),
@@ -609,6 +623,9 @@ mod tests {
         let cases = [
             ("CAMSIG__PRESENCE__TTL_S", "soon", "ttl_s"),
             ("CAMSIG__AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
+            ("CAMSIG__AUTH__JWT_SECRET", "                                        ", "auth.jwt_secret"),
+            ("CAMSIG__AUTH__JWT_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "auth.jwt_secret"),
+            ("CAMSIG__AUTH__JWT_SECRET", "0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9", "auth.jwt_secret"),
             ("CAMSIG__SERVER__BIND", "nowhere", "server.bind"),
             ("CAMSIG__LIMITS__NOPE", "1", "nope"),
             ("CAMSIG__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "server.trusted_proxies"),
