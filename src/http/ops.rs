@@ -106,8 +106,31 @@ const DEV_MARKER: &str = r#"<meta name="camsig-dev" content="">"#;
 #[get("/")]
 pub async fn demo(node: web::Data<Node>) -> HttpResponse {
     let mode = format!(r#"<meta name="camsig-dev" content="{}">"#, node.auth.is_dev());
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(DEMO_PAGE.replacen(DEV_MARKER, &mode, 1))
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", DEMO_CSP.as_str()))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .body(DEMO_PAGE.replacen(DEV_MARKER, &mode, 1))
 }
+
+/// The demo page's policy: its one inline script and one inline style, by
+/// hash; requests to this server only; no framing.
+static DEMO_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = |open: &str, close: &str| {
+        let body = DEMO_PAGE.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map_or("", |(b, _)| b);
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()))
+    };
+    format!(
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src 'self' data:; media-src 'self' blob: mediastream:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>"),
+    )
+});
 
 #[derive(Deserialize, ToSchema)]
 pub struct DevTokenBody {

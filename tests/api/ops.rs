@@ -22,6 +22,11 @@ async fn health_readiness_openapi_and_demo_page() {
     let mut page = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let ct = page.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    let header = |name: &str| page.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert_eq!((header("x-frame-options"), header("x-content-type-options")), ("DENY".into(), "nosniff".into()));
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert!(ct.starts_with("text/html"), "{ct}");
     let html = String::from_utf8_lossy(&page.body().await.unwrap()).into_owned();
     assert!(html.to_lowercase().contains("<html"));
