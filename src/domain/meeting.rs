@@ -41,9 +41,9 @@ pub struct MemberName(String);
 impl MemberName {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let s = s.trim();
-        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || super::text::has_hidden_in_name(s) {
+        if s.is_empty() || s.chars().count() > MAX_NAME_LEN || super::text::has_hidden_in_name(s) || !super::text::has_letter_or_digit(s) {
             return Err(Error::BadRequest(format!(
-                "name is 1 to {MAX_NAME_LEN} characters, without control or invisible formatting characters"
+                "name is 1 to {MAX_NAME_LEN} characters with a letter or digit, without control or invisible characters"
             )));
         }
         Ok(Self(s.to_owned()))
@@ -109,7 +109,9 @@ impl Meeting {
         if self.is_member(u) {
             return Ok(Joined::Again);
         }
-        if self.members.iter().any(|m| m.name == name.as_str()) {
+        // Names that read alike are one name (`text::name_key`).
+        let key = super::text::name_key(name.as_str());
+        if self.members.iter().any(|m| super::text::name_key(&m.name) == key) {
             return Err(Error::NameTaken);
         }
         if self.members.len() >= self.max_members {

@@ -1,10 +1,13 @@
 //! The one test for characters that free text shown to others must not hold.
 
-/// Unicode format characters (Cf) and the line and paragraph separators:
-/// they reorder or hide what a person reads next to them, or split log lines.
-/// One table for the check and for the OpenAPI patterns.
+/// Unicode format characters (Cf), the line and paragraph separators, and the
+/// blanks that pass for letters (the Hangul fillers, the blank Braille
+/// pattern): they reorder or hide what a person reads next to them, make a
+/// name of nothing, or split log lines. One table for the check and for the
+/// OpenAPI patterns.
 const HIDDEN: &[(char, char)] = &[
     ('\u{00AD}', '\u{00AD}'),
+    ('\u{115F}', '\u{1160}'),
     ('\u{0600}', '\u{0605}'),
     ('\u{061C}', '\u{061C}'),
     ('\u{06DD}', '\u{06DD}'),
@@ -16,7 +19,10 @@ const HIDDEN: &[(char, char)] = &[
     ('\u{2028}', '\u{202E}'),
     ('\u{2060}', '\u{2064}'),
     ('\u{2066}', '\u{206F}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3164}', '\u{3164}'),
     ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
     ('\u{FFF9}', '\u{FFFB}'),
     ('\u{110BD}', '\u{110BD}'),
     ('\u{110CD}', '\u{110CD}'),
@@ -80,9 +86,38 @@ pub fn has_hidden_in_name(s: &str) -> bool {
     s.chars().any(|c| is_hidden(c) && !matches!(c, '\u{200C}' | '\u{200D}'))
 }
 
+/// Whether a name has something to read: a letter or a digit.
+pub fn has_letter_or_digit(s: &str) -> bool {
+    s.chars().any(|c| c.is_alphanumeric() && !is_hidden(c))
+}
+
+/// What names are told apart by: lower case, Unicode's confusable skeleton
+/// (UTS #39), without combining marks or joiners. `Аnn` (a Cyrillic А),
+/// `A\u{200D}nn` and `Ann\u{301}` all read as `Ann`, so they are one name.
+pub fn name_key(s: &str) -> String {
+    let lower = s.to_lowercase();
+    unicode_security::skeleton(&lower)
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c) && !is_hidden(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookalike_names_share_a_key_and_blanks_are_no_name() {
+        for lookalike in ["\u{410}nn", "A\u{200D}nn", "Ann\u{301}", "ANN", "\u{391}nn"] {
+            assert_eq!(name_key(lookalike), name_key("Ann"), "{lookalike:?}");
+        }
+        assert_ne!(name_key("Ann"), name_key("Anna"));
+        assert_ne!(name_key("李"), name_key("王"));
+        for blank in ["\u{3164}", "\u{2800}", "\u{115F}", "\u{FFA0}"] {
+            assert!(is_hidden(blank.chars().next().unwrap()) && !has_letter_or_digit(blank), "{blank:?}");
+        }
+        assert!(has_letter_or_digit("😀 7") && !has_letter_or_digit("😀 !"));
+    }
 
     #[test]
     fn format_and_control_characters_are_hidden() {

@@ -22,6 +22,16 @@ impl Meta {
         if v.to_string().len() > MAX_META_BYTES {
             return Err(Error::PayloadTooLarge(format!("meta is over {MAX_META_BYTES} bytes")));
         }
+        // Shown to everyone as the user's name: held to what member names are.
+        if let Some(name) = v.get("name") {
+            let fine = name.as_str().is_some_and(|n| super::meeting::MemberName::parse(n).is_ok_and(|m| m.as_str() == n));
+            if !fine {
+                return Err(Error::BadRequest(format!(
+                    "meta.name is 1 to {} characters with a letter or digit, without control or invisible characters or surrounding spaces",
+                    super::meeting::MAX_NAME_LEN
+                )));
+            }
+        }
         Ok(Self(v))
     }
 

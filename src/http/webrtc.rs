@@ -54,7 +54,9 @@ async fn run(node: &Node, caller: &Caller, cmd: Result<Command>, idem: Idempoten
 /// Everyone hears `update_user` (not when nothing changed). With no WebSocket
 /// open, the presence grace period starts: open one within `presence.grace_s`
 /// or the camera goes off again. A `meta` over 1 KiB once serialized is 413
-/// `payload_too_large`, which no schema can state.
+/// `payload_too_large`, which no schema can state; a `meta.name` is held to
+/// a member name's rules (a string with a letter or digit, nothing hidden),
+/// else 400.
 #[utoipa::path(
     operation_id = "cameraOn", tag = "camera", security(("bearer" = [])), params(Idempotency),
     request_body(content = Option<CameraOnBody>, description = "Optional `meta`, a JSON object of at most 1 KiB"),
@@ -302,7 +304,10 @@ pub async fn meeting_create(node: web::Data<Node>, caller: Caller, body: Body<Me
 ///
 /// Answers your pair Connection with each earlier member (you are its
 /// `abonent`: they send the offers); each of them hears `member_joined` with
-/// the pair's `room_id`. Joining again answers the same pairs.
+/// the pair's `room_id`. Joining again answers the same pairs. A name needs a
+/// letter or digit (400 otherwise, which no portable pattern states), and
+/// names that read alike (`Ann`, `Аnn` with a Cyrillic А, `Ann` with a
+/// combining accent) are one name: 409 `name_taken`.
 #[utoipa::path(
     operation_id = "meetingJoin", tag = "meetings", security(("bearer" = [])),
     params(("meeting_id" = String, Path, description = "The meeting's id"), Idempotency),

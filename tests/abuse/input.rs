@@ -217,3 +217,27 @@ async fn oversized_candidate_fields_are_invalid_candidate() {
     let r = app.post("ice", &bob, with(line(1024), "m".repeat(32), "u".repeat(256))).await;
     assert_eq!(r.status, 202, "{}", r.body);
 }
+
+/// Issue #23, item 11: names that read alike, blanks that pass for letters,
+/// and a `meta.name` with hidden characters, each against a node process.
+#[actix_web::test]
+async fn lookalike_names_and_blank_names_are_refused() {
+    let node = crate::node::ProcNode::start(&[]).await;
+    let (status, m) = node.post("meetings", &token("host"), None, &json!({"title": "t"})).await;
+    assert_eq!(status, 201, "{m}");
+    let join = format!("meetings/{}/join", m["meeting"]["meeting_id"].as_str().unwrap());
+    assert_eq!(node.post(&join, &token("ann"), None, &json!({"name": "Ann"})).await.0, 200);
+    for (i, name) in ["\u{410}nn", "A\u{200D}nn", "Ann\u{301}", "ANN"].iter().enumerate() {
+        let (status, body) = node.post(&join, &token(&format!("look{i}")), None, &json!({"name": name})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("name_taken")), "{name:?}: {body}");
+    }
+    for (i, name) in ["\u{3164}", "\u{2800}", "Ann\u{3164}", "!!"].iter().enumerate() {
+        let (status, body) = node.post(&join, &token(&format!("blank{i}")), None, &json!({"name": name})).await;
+        assert_eq!(status, 400, "{name:?}: {body}");
+    }
+    for meta_name in [json!("Ann\u{202E}"), json!("Ann\u{200B}"), json!("A\nB"), json!("A\u{0}"), json!("\u{3164}"), json!(7)] {
+        let (status, body) = node.post("cameraOn", &token("meta"), None, &json!({"meta": {"name": meta_name}})).await;
+        assert_eq!(status, 400, "{meta_name}: {body}");
+    }
+    assert_eq!(node.post("cameraOn", &token("meta"), None, &json!({"meta": {"name": "Zoë 👩\u{200D}👩\u{200D}👧"}})).await.0, 200);
+}
