@@ -106,6 +106,10 @@ fn entry_frame((id, fields): &Entry) -> Option<Frame> {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
+        if since == EventId::MAX {
+            // Past any log (Redis refuses an exclusive range after it).
+            return Ok(Replay::Gone { last_id: self.last_id(user).await? });
+        }
         let (last, maxdel, entries) = self.read(user, Some(since)).await?;
         // Every log starts at a deleted marker, so `maxdel` bounds what is known.
         if since > last || since < maxdel {

@@ -24,6 +24,8 @@ pub struct EventId {
 
 impl EventId {
     pub const START: EventId = EventId { ms: 0, seq: 0 };
+    /// The last id there can be: nothing comes after it (Redis cannot even ask).
+    pub const MAX: EventId = EventId { ms: u64::MAX, seq: u64::MAX };
 
     /// The id after `last` at time `now_ms`, never going backwards.
     pub fn next(last: EventId, now_ms: u64) -> EventId {

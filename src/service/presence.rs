@@ -29,14 +29,26 @@ pub struct Opened {
 impl Service {
     /// A session opens: record it, then read what it missed. The caller must already
     /// receive live events, so that nothing falls between replay and live.
+    /// A session that cannot open is not left registered: its end is recorded
+    /// before the error goes back.
     pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>) -> Result<Opened> {
         self.register(user, session).await?;
-        let replay = match since {
-            Some(since) => Some(self.broker.replay(user, since).await?),
-            None => None,
+        let read = async {
+            let replay = match since {
+                Some(since) => Some(self.broker.replay(user, since).await?),
+                None => None,
+            };
+            Ok(Opened { last_id: self.broker.last_id(user).await?, replay })
         };
-        let last_id = self.broker.last_id(user).await?;
-        Ok(Opened { last_id, replay })
+        match read.await {
+            Ok(opened) => Ok(opened),
+            Err(e) => {
+                if let Err(end) = self.close_session(user, session).await {
+                    tracing::warn!(error = %end, "a session that could not open could not be ended either");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// 409 `too_many_sessions` when `user` already holds `limits.max_sessions_per_user`

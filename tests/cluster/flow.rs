@@ -182,3 +182,25 @@ async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another() {
     // The owner polls, so it is online on the cluster.
     assert_eq!(nodes[0].get("/webrtc/users/po", Some(&viewer)).await.body["online"], true);
 }
+
+/// Issue #23, item 6: `since` at the last id there is once made Redis refuse
+/// the read after the session was registered: the socket closed with 1013 and
+/// the session stayed, the user online for good and every new socket 409 past
+/// the cap. It gets `resync` now (as on one node), and leaves nothing behind.
+#[actix_web::test]
+async fn a_since_past_any_log_gets_resync_and_leaves_no_session() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let ann = token("maxid");
+    for _ in 0..12 {
+        let mut ws = nodes[0].ws_query(&ann, "?since=18446744073709551615-18446744073709551615").await;
+        let ev = ws.next().await;
+        assert_eq!(ev["action"], "server-action:resync", "{ev}");
+        ws.close().await;
+    }
+    // Past the session cap (10), a socket still opens; closed, the user is offline.
+    let ws = nodes[1].ws(&ann).await;
+    ws.close().await;
+    let path = "/webrtc/users/maxid";
+    wait_until(WAIT, "the user to go offline", async || nodes[2].get(path, Some(&ann)).await.body["online"] == false).await;
+}
