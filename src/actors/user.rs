@@ -37,6 +37,8 @@ pub struct Attach {
     pub session: SessionId,
     pub to: Recipient<Push>,
     pub since: Option<EventId>,
+    /// Registered before the handshake was answered (`Service::register_new`).
+    pub registered: bool,
 }
 
 /// A long poll of this user waits on this node, woken by each of their events.
@@ -180,7 +182,7 @@ impl Handler<Attach> for UserActor {
                 if first {
                     service.broker().subscribe(&user).await?;
                 }
-                service.open_session(&user, &session, msg.since).await
+                service.open_session(&user, &session, msg.since, msg.registered).await
             }
             .instrument(self.span())
             .into_actor(self)
@@ -240,8 +242,7 @@ impl Handler<Listen> for UserActor {
                     service.broker().subscribe(&user).await?;
                 }
                 if let Some(s) = &open {
-                    service.may_open_session(&user).await?;
-                    service.open_session(&user, s, None).await?;
+                    service.open_session(&user, s, None, false).await?;
                 }
                 Ok(())
             }

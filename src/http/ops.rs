@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::extract::Body;
 use crate::actors::session::{self, Options};
-use crate::domain::{EventId, UserId};
+use crate::domain::{EventId, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
@@ -216,6 +216,18 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
     if node.service.is_draining() {
         return Err(Error::Draining.into());
     }
-    node.service.may_open_session(&caller.user).await?;
-    session::start(&req, stream, node.actors.clone(), caller, Options { since, presence: q.presence.unwrap_or(true) })
+    session::check_handshake(&req)?;
+    // Registered (and counted against the cap) before the 101 goes out; the
+    // session records its end however it stops.
+    let id = SessionId::new();
+    node.service.register_new(&caller.user, &id).await?;
+    let opts = Options { session: id.clone(), since, presence: q.presence.unwrap_or(true) };
+    session::start(&req, stream, node.actors.clone(), caller.clone(), opts).inspect_err(|_| {
+        let (service, user) = (node.service.clone(), caller.user.clone());
+        actix_web::rt::spawn(async move {
+            if let Err(e) = service.close_session(&user, &id).await {
+                tracing::warn!(error = %e, "a refused handshake's session could not be ended");
+            }
+        });
+    })
 }

@@ -30,9 +30,11 @@ impl Service {
     /// A session opens: record it, then read what it missed. The caller must already
     /// receive live events, so that nothing falls between replay and live.
     /// A session that cannot open is not left registered: its end is recorded
-    /// before the error goes back.
-    pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>) -> Result<Opened> {
-        self.register(user, session).await?;
+    /// before the error goes back. `registered`: `register_new` already ran
+    /// (a WebSocket registers before its handshake is answered).
+    pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>, registered: bool) -> Result<Opened> {
+        // Online only now that the session hears events, so it hears its own `update_user` too.
+        self.register_as(user, session, !registered, true).await?;
         let read = async {
             let replay = match since {
                 Some(since) => Some(self.broker.replay(user, since).await?),
@@ -51,29 +53,39 @@ impl Service {
         }
     }
 
-    /// 409 `too_many_sessions` when `user` already holds `limits.max_sessions_per_user`
-    /// sessions, on any node. Checked at the handshake: two handshakes racing
-    /// for the last place may both pass.
-    pub async fn may_open_session(&self, user: &UserId) -> Result<()> {
-        let snap = self.store.read(&Read { sessions_of: Some(user.clone()), ..Read::default() }).await?;
-        if snap.sessions.len() >= self.settings.limits.max_sessions_per_user {
-            return Err(crate::error::Error::TooManySessions);
-        }
-        Ok(())
+    /// Records a new session of `user` on this node; 409 `too_many_sessions`
+    /// when the user already holds `limits.max_sessions_per_user`, on any
+    /// node. The count is a guard of the step that registers, so handshakes
+    /// racing for the last place, on any nodes, cannot both pass.
+    /// The user comes online when the session opens (`open_session`).
+    pub async fn register_new(&self, user: &UserId, session: &SessionId) -> Result<()> {
+        self.register_as(user, session, true, false).await
     }
 
-    /// Records a live session of `user` on this node; the user comes online.
+    /// Records again a session this node holds (after a sweep): never refused.
     pub(crate) async fn register(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        let read = Read { users: vec![user.clone()], ..Read::default() };
+        self.register_as(user, session, false, true).await
+    }
+
+    /// Writes the session; with `online`, the user comes online with it.
+    async fn register_as(&self, user: &UserId, session: &SessionId, capped: bool, online: bool) -> Result<()> {
+        let read = Read { users: vec![user.clone()], sessions_of: capped.then(|| user.clone()), ..Read::default() };
         let accepted = now_us();
+        let max = self.settings.limits.max_sessions_per_user;
         self.run(read, None, |s| {
             let now = Utc::now();
             let mut u = s.users.get(user).cloned().unwrap_or_else(|| UserState::new(user.clone(), now));
             let mut step = Step::new(accepted).guard(Guard::User(user.clone(), u.version));
+            if capped && !s.sessions.contains_key(session) {
+                if s.sessions.len() >= max {
+                    return Err(crate::error::Error::TooManySessions);
+                }
+                step = step.guard(Guard::Sessions(user.clone(), s.sessions.len()));
+            }
             step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.lease.to_string(), open: true });
             step.expiries.push((user.clone(), None));
             step.forgets.push((user.clone(), None));
-            if u.set_online(true, now) {
+            if online && u.set_online(true, now) {
                 step.broadcast.push(Event::user(u.clone()));
                 step.users.push(u);
             }

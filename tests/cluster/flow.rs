@@ -204,3 +204,29 @@ async fn a_since_past_any_log_gets_resync_and_leaves_no_session() {
     let path = "/webrtc/users/maxid";
     wait_until(WAIT, "the user to go offline", async || nodes[2].get(path, Some(&ann)).await.body["online"] == false).await;
 }
+
+/// Issue #23, item 7: the session cap is a guard of the step that registers.
+/// 200 handshakes of one user at once, over two nodes, with the cap at 10:
+/// exactly 10 open, every other one is refused 409 before the upgrade.
+/// (With the count read before registering, 101 passed across two nodes.)
+#[actix_web::test]
+async fn two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap() {
+    let redis = Redis::start().await;
+    let nodes = three_nodes(&redis).await;
+    let t = token("capped");
+    let tries = (0..200).map(|i| {
+        let url = format!("{}?token={t}&presence=false", nodes[i % 2].ws_url("/ws"));
+        async move { tokio_tungstenite::connect_async(url).await }
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for r in results {
+        match r {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) if res.status() == 409 => refused += 1,
+            Err(e) => panic!("neither open nor 409: {e}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (10, 190), "the cap holds across nodes");
+}

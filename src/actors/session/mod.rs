@@ -58,8 +58,15 @@ enum Outgoing {
 
 /// How a session was asked for: `/ws?since=<id>&presence=false`.
 pub struct Options {
+    /// Registered already, before the handshake is answered.
+    pub session: SessionId,
     pub since: Option<EventId>,
     pub presence: bool,
+}
+
+/// 400 unless `req` is a WebSocket handshake (checked before a session is registered).
+pub fn check_handshake(req: &HttpRequest) -> Result<(), Error> {
+    ws::handshake(req).map(drop).map_err(|e| Error::BadRequest(format!("not a WebSocket handshake: {e}")))
 }
 
 /// Upgrades the request to a session of `caller`.
@@ -101,7 +108,7 @@ pub struct WsSession {
 
 impl WsSession {
     fn new(node: Ctx, caller: Caller, opts: Options, out: Outbox, oversize: Arc<Oversize>) -> Self {
-        let id = SessionId::new();
+        let id = opts.session.clone();
         let span = tracing::info_span!("session", session_id = %id, user_id = %caller.user, room_id = tracing::field::Empty, node_id = %node.node_id);
         let heartbeat = node.settings.ws.heartbeat;
         let exp = caller.exp;
@@ -366,7 +373,7 @@ impl Actor for WsSession {
             self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
         }
         self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
-        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since };
+        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since, registered: true };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
         ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
@@ -388,12 +395,11 @@ impl Actor for WsSession {
             self.node.registry.remove_presence(&self.id);
         }
         self.node.registry.remove_session(&self.id);
-        if self.attached {
-            let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
-            actix::spawn(async move {
-                let _ = ask(&node, &user, Detach { session }).await;
-            });
-        }
+        // Registered before it started, opened or not: its end is recorded.
+        let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
+        actix::spawn(async move {
+            let _ = ask(&node, &user, Detach { session }).await;
+        });
     }
 }
 
