@@ -213,7 +213,8 @@ impl ResponseError for Error {
     fn error_response(&self) -> HttpResponse {
         match self {
             Error::Unexpected(e) => tracing::error!(error = ?format!("{e:#}"), "unexpected error"),
-            Error::Unavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            // Told once when Redis goes and once when it is back (`redis::Redis::bounded`).
+            Error::Unavailable(e) => tracing::debug!(error = %e, "store unavailable"),
             _ => {}
         }
         let mut res = HttpResponse::build(self.status_code());

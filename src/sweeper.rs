@@ -56,26 +56,35 @@ pub fn start(node: Node) -> Sweeper {
             if lease.may_sweep()
                 && let Err(e) = service.sweep_dead_leases().await
             {
-                tracing::warn!(error = %e, "dead-node sweep failed");
+                failed("dead-node sweep", &e);
             }
             if let Err(e) = service.expire_due().await {
-                tracing::warn!(error = %e, "presence expiry failed");
+                failed("presence expiry", &e);
             }
             sweeps = sweeps.wrapping_add(1);
             if sweeps % FORGET_EVERY_SWEEPS == 0 {
                 match service.forget_due().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(users = n, "forgot long-gone users"),
-                    Err(e) => tracing::warn!(error = %e, "forgetting users failed"),
+                    Err(e) => failed("forgetting users", &e),
                 }
             }
             match service.close_idle().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rooms = n, "closed idle rooms"),
-                Err(e) => tracing::warn!(error = %e, "idle sweep failed"),
+                Err(e) => failed("idle sweep", &e),
             }
             node.sweep_local();
         }
     });
     Sweeper { stop, done: Some(done) }
+}
+
+/// A job that failed: a warning, unless Redis is away, which `redis::Redis`
+/// tells once (a line per job per sweep would be 16 a second).
+fn failed(job: &str, e: &crate::error::Error) {
+    match e {
+        crate::error::Error::Unavailable(_) => tracing::debug!(error = %e, job, "housekeeping job failed"),
+        _ => tracing::warn!(error = %e, job, "housekeeping job failed"),
+    }
 }

@@ -20,6 +20,20 @@ use crate::error::{Error, Result};
 
 /// Longest any Redis call may take before it counts as unreachable.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Calls in a row that time out before the command connection is replaced:
+/// a half-open link (TCP up, no answers) never fails by itself.
+const TIMEOUTS_TO_REPLACE: u32 = 3;
+/// While Redis stays unreachable, one line this often.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether Redis answers, for one line when it goes, one a minute while it
+/// stays away, and one when it is back (not one per failed call).
+#[derive(Default)]
+struct Health {
+    down_since: Option<std::time::Instant>,
+    logged: Option<std::time::Instant>,
+    timeouts: u32,
+}
 
 const LOG_LUA: &str = include_str!("lua/log.lua");
 const PROGRAM_LUA: &str = include_str!("lua/program.lua");
@@ -54,9 +68,13 @@ impl Scripts {
 pub struct Redis {
     client: redis::Client,
     /// One multiplexed connection: concurrent calls share its pipeline, and no
-    /// pool checkout costs a round trip. It reconnects by itself; it is opened
-    /// on first use, so a node starts without Redis.
-    cmds: tokio::sync::OnceCell<ConnectionManager>,
+    /// pool checkout costs a round trip. It reconnects by itself when closed,
+    /// and is replaced when it stops answering; it is opened on first use, so
+    /// a node starts without Redis.
+    cmds: tokio::sync::Mutex<Option<ConnectionManager>>,
+    health: std::sync::Mutex<Health>,
+    /// `host:port` (never the password), for the log.
+    addr: String,
     pub keys: Keys,
     pub scripts: Scripts,
     round_trips: IntCounter,
@@ -64,7 +82,8 @@ pub struct Redis {
 
 impl Redis {
     pub fn new(client: redis::Client, prefix: &str, round_trips: IntCounter) -> Self {
-        Self { client, cmds: tokio::sync::OnceCell::new(), keys: Keys::new(prefix), scripts: Scripts::new(), round_trips }
+        let addr = client.get_connection_info().addr().to_string();
+        Self { client, cmds: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips }
     }
 
     pub fn client(&self) -> &redis::Client {
@@ -79,14 +98,67 @@ impl Redis {
                 .set_number_of_retries(1);
             ConnectionManager::new_with_config(self.client.clone(), cfg)
         };
-        Ok(self.cmds.get_or_try_init(open).await.map_err(redis_error)?.clone())
+        let mut cmds = self.cmds.lock().await;
+        if let Some(c) = &*cmds {
+            return Ok(c.clone());
+        }
+        let c = open().await.map_err(redis_error)?;
+        *cmds = Some(c.clone());
+        Ok(c)
     }
 
     /// Bounds a call by `OP_TIMEOUT`: an unreachable Redis answers `unavailable` at once.
     pub async fn bounded<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(OP_TIMEOUT, f)
-            .await
-            .unwrap_or_else(|_| Err(Error::unavailable(anyhow::anyhow!("Redis did not answer in {OP_TIMEOUT:?}"))))
+        let r = tokio::time::timeout(OP_TIMEOUT, f).await;
+        let timed_out = r.is_err();
+        let r = r.unwrap_or_else(|_| Err(Error::unavailable(anyhow::anyhow!("Redis did not answer in {OP_TIMEOUT:?}"))));
+        match &r {
+            Ok(_) => self.answered(),
+            Err(Error::Unavailable(cause)) => {
+                // Ours, or the connection's own response timeout (the same length).
+                let timed_out = timed_out || cause.downcast_ref::<redis::RedisError>().is_some_and(redis::RedisError::is_timeout);
+                if self.failed(cause, timed_out) {
+                    // The next call opens a new connection; calls under way on the old one end by their timeout.
+                    self.cmds.lock().await.take();
+                    tracing::warn!(redis = %self.addr, "the Redis command connection stopped answering; replaced");
+                }
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    fn answered(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.timeouts = 0;
+        if let Some(since) = h.down_since.take() {
+            tracing::warn!(redis = %self.addr, down_s = since.elapsed().as_secs(), "Redis answers again");
+            h.logged = None;
+        }
+    }
+
+    /// Records a failed call; true when the connection should be replaced.
+    fn failed(&self, cause: &anyhow::Error, timed_out: bool) -> bool {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match h.down_since {
+            None => {
+                h.down_since = Some(now);
+                h.logged = Some(now);
+                tracing::warn!(redis = %self.addr, cause = %format!("{cause:#}"), "Redis is unreachable; calls answer 503 until it is back");
+            }
+            Some(since) if h.logged.is_none_or(|t| now - t >= DOWN_LOG_EVERY) => {
+                h.logged = Some(now);
+                tracing::warn!(redis = %self.addr, down_s = (now - since).as_secs(), cause = %format!("{cause:#}"), "Redis is still unreachable");
+            }
+            Some(_) => {}
+        }
+        h.timeouts = if timed_out { h.timeouts + 1 } else { 0 };
+        if h.timeouts >= TIMEOUTS_TO_REPLACE {
+            h.timeouts = 0;
+            return true;
+        }
+        false
     }
 
     /// Runs a script by SHA: one round trip (two more only after a script-cache loss).

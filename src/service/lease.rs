@@ -123,6 +123,8 @@ impl Keeper {
                     }
                     self.resync |= !kept;
                 }
+                // Redis away is told once, by `redis::Redis`.
+                Err(e @ crate::error::Error::Unavailable(_)) => tracing::debug!(error = %e, "could not renew the node lease"),
                 Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
             }
         }

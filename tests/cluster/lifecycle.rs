@@ -357,3 +357,32 @@ async fn pubsub_links_killed_every_200ms_under_load_lose_nothing() {
         expect_candidates(ws, 8000, N).await;
     }
 }
+
+/// Issue #23, item 8: a command connection that goes half-open (TCP up, no
+/// answers) once stalled a node for good. Calls answer 503 meanwhile, never
+/// hanging past the Redis timeout, and the node opens a new connection after
+/// three calls in a row time out; then it serves again.
+#[actix_web::test]
+async fn a_half_open_command_connection_is_replaced() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let proxied = node_with(&redis, "cmd-proxied", |s| s.redis.url = Some(SecretString::from(proxy.url()))).await;
+    let t = token("cmd-half");
+    assert_eq!(proxied.camera_on(&t).await.status, 200);
+    assert!(proxy.blackhole_commands() >= 1);
+    let silent = Instant::now();
+    let mut refused = 0;
+    loop {
+        let asked = Instant::now();
+        let r = proxied.get("/webrtc/users/cmd-half", Some(&t)).await;
+        assert!(asked.elapsed() < Duration::from_secs(4), "a call hung for {:?}", asked.elapsed());
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        refused += 1;
+        assert!(silent.elapsed() < Duration::from_secs(20), "still 503 after {:?}", silent.elapsed());
+    }
+    eprintln!("half-open command link: served again {:?} after it went silent ({refused} calls answered 503)", silent.elapsed());
+    assert!(refused >= 1, "the silent link was never used");
+}

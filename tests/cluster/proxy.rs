@@ -87,6 +87,16 @@ impl Proxy {
         links.len()
     }
 
+    /// The command links open now (every one not pub/sub) pass nothing more,
+    /// either way, and stay open: a half-open command connection.
+    pub fn blackhole_commands(&self) -> usize {
+        let links: Vec<_> = self.state.links.lock().unwrap().iter().filter(|l| !l.pubsub.load(Ordering::SeqCst)).cloned().collect();
+        for l in &links {
+            l.blackholed.store(true, Ordering::SeqCst);
+        }
+        links.len()
+    }
+
     /// While set, nothing passes on any link, old or new.
     pub fn partition(&self, on: bool) {
         self.state.partition.store(on, Ordering::SeqCst);
