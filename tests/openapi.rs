@@ -30,7 +30,8 @@ fn committed_asyncapi_matches_the_code() {
 
 #[actix_web::test]
 async fn the_node_serves_the_same_documents_pointing_at_itself() {
-    let app = support::spawn_app().await;
+    // The test client stands for a trusted proxy: only a proxy's Host is believed.
+    let app = support::spawn_app_with(|s| s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let here = format!("127.0.0.1:{}", app.port);
     let mut served = app.get("/openapi.json", None).await.body;
     assert_eq!(served["servers"], serde_json::json!([{"url": format!("http://{here}")}]));
@@ -45,4 +46,17 @@ async fn the_node_serves_the_same_documents_pointing_at_itself() {
     code["servers"] = serde_json::Value::Null;
     assert_eq!(served, code);
     assert_eq!(served["asyncapi"], "3.0.0");
+}
+
+/// Issue #23, item 12: from a peer that is not a trusted proxy, neither Host
+/// nor X-Forwarded-Host names the servers; the answer says it varies on them.
+#[actix_web::test]
+async fn an_untrusted_peer_cannot_choose_the_documents_host() {
+    let app = support::spawn_app().await;
+    let mut res = app.http.get(app.url("/openapi.json")).insert_header(("X-Forwarded-Host", "evil.example")).send().await.unwrap();
+    let vary = res.headers().get("vary").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(vary.contains("X-Forwarded-Host") && vary.contains("Host"), "{vary}");
+    let body: serde_json::Value = res.json().limit(1 << 22).await.unwrap();
+    let code = serde_json::to_value(camsig::http::openapi()).unwrap();
+    assert_eq!(body["servers"], code["servers"], "the committed address stands");
 }

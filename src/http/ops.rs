@@ -63,13 +63,22 @@ pub async fn openapi_json(req: HttpRequest, api: web::Data<utoipa::openapi::Open
     if let Some((scheme, host)) = origin(&req) {
         api.servers = Some(vec![utoipa::openapi::Server::new(format!("{scheme}://{host}"))]);
     }
-    HttpResponse::Ok().json(api)
+    HttpResponse::Ok().insert_header(VARY_ORIGIN).json(api)
 }
 
-/// The scheme and host the client reached this node by, so the served
-/// documents point at it (the committed ones keep the `cargo run` address).
-/// A Host that is not a plain `host[:port]` is ignored.
+/// The served documents depend on these (see `origin`).
+const VARY_ORIGIN: (&str, &str) = ("Vary", "Host, X-Forwarded-Host, X-Forwarded-Proto, Forwarded");
+
+/// The scheme and host the client reached this node by, as a proxy in
+/// `server.trusted_proxies` tells it, so the served documents point at it.
+/// From anyone else the committed address stands: a client must not make
+/// the document name a host of its choosing. A Host that is not a plain
+/// `host[:port]` is ignored.
 fn origin(req: &HttpRequest) -> Option<(String, String)> {
+    let trusted = req.app_data::<web::Data<super::request_log::TrustedProxies>>().is_some_and(|p| req.peer_addr().is_some_and(|a| p.trusts(a.ip())));
+    if !trusted {
+        return None;
+    }
     let info = req.connection_info();
     let host = info.host();
     let plain = !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
@@ -90,7 +99,7 @@ pub async fn asyncapi_json(req: HttpRequest, api: web::Data<utoipa::openapi::Ope
         server["protocol"] = if scheme == "https" { "wss" } else { "ws" }.into();
         server["description"] = "The node that served this document.".into();
     }
-    HttpResponse::Ok().json(doc)
+    HttpResponse::Ok().insert_header(VARY_ORIGIN).json(doc)
 }
 
 /// The page as built in, with the server's mode filled in (so the page knows
