@@ -69,13 +69,16 @@ pub struct ServerSettings {
     /// for the client address in logs; from anyone else those headers are ignored.
     #[serde(deserialize_with = "de::nets")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Origins (`scheme://host[:port]`) a browser may open `/ws` from; empty:
+    /// any (tokens are sent explicitly, never as cookies).
+    pub allowed_origins: Vec<String>,
     /// Where dev mode keeps its secret (see `crate::dev`).
     pub data_dir: Option<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: None, workers: 0, drain: Duration::from_secs(10), body_timeout: Duration::from_secs(10), trusted_proxies: vec![], data_dir: None }
+        Self { bind: None, workers: 0, drain: Duration::from_secs(10), body_timeout: Duration::from_secs(10), trusted_proxies: vec![], allowed_origins: vec![], data_dir: None }
     }
 }
 
@@ -430,7 +433,7 @@ fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     fields
 }
 
-const LIST_KEYS: [&str; 3] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies"];
+const LIST_KEYS: [&str; 4] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies", "server.allowed_origins"];
 
 impl Settings {
     /// Every key, `section.field`, in the structs' order.
@@ -500,6 +503,12 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.workers > MAX_WORKERS {
             return Err(bad("server.workers", format!("must be 0 (one per core) to {MAX_WORKERS}")));
+        }
+        for o in &self.server.allowed_origins {
+            let (scheme, host) = o.split_once("://").unwrap_or(("", ""));
+            if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
+                return Err(bad("server.allowed_origins", format!("{o:?} is not an origin like https://app.example.com")));
+            }
         }
         if self.server.data_dir.as_deref() == Some("") {
             return Err(bad("server.data_dir", "must be a directory path"));

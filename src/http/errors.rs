@@ -21,7 +21,7 @@ const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("asyncapi", &[]),
     ("demoPage", &[]),
     ("devToken", &[(NotFound, "not in dev mode")]),
-    ("openWebSocket", &[(BadRequest, ""), (Unauthorized, ""), (TooManySessions, ""), (Unavailable, "the node is draining (Retry-After: 1)")]),
+    ("openWebSocket", &[(BadRequest, ""), (Unauthorized, ""), (Forbidden, "an `Origin` not in `server.allowed_origins`"), (TooManySessions, ""), (Unavailable, "the node is draining (Retry-After: 1)")]),
     ("cameraOn", &[(Unavailable, "")]),
     ("cameraOff", &[(Unavailable, "")]),
     ("cameraShow", &[(CannotShowSelf, ""), (UserNotFound, ""), (CameraOff, ""), (TooManyViewers, ""), (Unavailable, "")]),

@@ -220,6 +220,13 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bo
 #[get("/ws")]
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
+    let allowed = &node.settings.server.allowed_origins;
+    if !allowed.is_empty()
+        && let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN)
+        && !allowed.iter().any(|a| origin.as_bytes().eq_ignore_ascii_case(a.trim_end_matches('/').as_bytes()))
+    {
+        return Err(Error::Forbidden("this Origin may not open a session (server.allowed_origins)".into()).into());
+    }
     let q: WsParams = serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::BadRequest(e.to_string()))?;
     let since = q.since.as_deref().map(EventId::parse_since).transpose()?;
     if node.service.is_draining() {

@@ -122,6 +122,7 @@ fn every_key_with_a_bad_value_stops_the_server_with_one_line_naming_it() {
         ("server.drain_s", "0"),
         ("server.body_timeout_s", "soon"),
         ("server.trusted_proxies", "proxy.local"),
+        ("server.allowed_origins", "app.example.com"),
         ("server.data_dir", ""),
         ("node.id", "two words"),
         ("redis.url", "http://127.0.0.1:6379"),

@@ -234,3 +234,24 @@ async fn the_heartbeat_closes_a_client_that_stopped_reading_even_with_writes_bac
     assert!(asked.elapsed() >= Duration::from_secs(3), "ended {:?} after its handshake, before three heartbeats", asked.elapsed());
     drop(raw);
 }
+
+/// Issue #23, item 12: with `server.allowed_origins` set, a browser page of
+/// another origin cannot open a session; clients that send no Origin can.
+#[actix_web::test]
+async fn only_allowed_origins_open_sessions() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app_with(|s| s.server.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let open = |origin: Option<&'static str>| {
+        let mut req = app.ws_url(&format!("/ws?token={}", token("orig"))).into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        async move { tokio_tungstenite::connect_async(req).await.map(drop).map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(res) => res.status().as_u16(),
+            other => panic!("{other}"),
+        }) }
+    };
+    assert_eq!(open(Some("https://evil.example")).await, Err(403));
+    assert_eq!(open(Some("https://app.example.com")).await, Ok(()));
+    assert_eq!(open(None).await, Ok(()));
+}
