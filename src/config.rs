@@ -65,6 +65,13 @@ pub struct ServerSettings {
     /// must not hold connections).
     #[serde(rename = "body_timeout_s", deserialize_with = "de::secs")]
     pub body_timeout: Duration,
+    /// A connection whose request head has not arrived within this is closed
+    /// (408 where an answer is possible), authenticated or not.
+    #[serde(rename = "header_timeout_s", deserialize_with = "de::secs")]
+    pub header_timeout: Duration,
+    /// Open connections one client address may hold (a trusted proxy: no cap,
+    /// the proxy carries many clients). Past it, a new connection is closed at once.
+    pub max_conns_per_ip: usize,
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`Forwarded` is believed
     /// for the client address in logs; from anyone else those headers are ignored.
     #[serde(deserialize_with = "de::nets")]
@@ -78,7 +85,11 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { bind: None, workers: 0, drain: Duration::from_secs(10), body_timeout: Duration::from_secs(10), trusted_proxies: vec![], allowed_origins: vec![], data_dir: None }
+        Self { bind: None, workers: 0, drain: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(5),
+            max_conns_per_ip: 256,
+            trusted_proxies: vec![], allowed_origins: vec![], data_dir: None }
     }
 }
 
@@ -114,6 +125,16 @@ mod de {
                     .map_err(|_| D::Error::custom(format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)")))
             })
             .collect()
+    }
+
+    /// Whole milliseconds.
+    pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// A count of 1 or more, as a size.
+    pub fn at_least_one_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        at_least_one(d).map(|n| n.get() as usize)
     }
 
     /// A count of 1 or more.
@@ -173,11 +194,15 @@ pub struct PresenceSettings {
     /// A user offline with the camera off and no open room is forgotten after this.
     #[serde(rename = "forget_after_s", deserialize_with = "de::secs")]
     pub forget_after: Duration,
+    /// A user's `online` changes at most once per this, however often their
+    /// sessions open and close (see `service::presence`).
+    #[serde(rename = "flap_window_ms", deserialize_with = "de::millis")]
+    pub flap_window: Duration,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), grace: Duration::from_secs(10), forget_after: Duration::from_secs(86_400) }
+        Self { ttl: Duration::from_secs(30), grace: Duration::from_secs(10), forget_after: Duration::from_secs(86_400), flap_window: Duration::from_millis(1000) }
     }
 }
 
@@ -214,6 +239,13 @@ pub struct LimitSettings {
     /// cameraOn/cameraOff per user per minute (each one is broadcast to everyone).
     #[serde(deserialize_with = "de::at_least_one")]
     pub presence_per_min: NonZeroU32,
+    /// Most event bytes one long-poll answer carries; the rest waits behind its `last_id`.
+    pub poll_max_bytes: usize,
+    /// Long polls of one user waiting at once on a node; a new one answers the oldest (empty).
+    #[serde(deserialize_with = "de::at_least_one_usize")]
+    pub max_polls_per_user: usize,
+    /// Meetings one user created that are not gone yet.
+    pub max_meetings_per_user: usize,
 }
 
 impl Default for LimitSettings {
@@ -226,6 +258,9 @@ impl Default for LimitSettings {
             max_sessions_per_user: 10,
             max_idempotency_keys: 1000,
             presence_per_min: NonZeroU32::new(30).expect("not zero"),
+            poll_max_bytes: 1024 * 1024,
+            max_polls_per_user: 2,
+            max_meetings_per_user: 20,
         }
     }
 }
@@ -545,6 +580,9 @@ impl Settings {
             ("limits.max_sessions_per_user", self.limits.max_sessions_per_user as u64),
             ("limits.max_idempotency_keys", self.limits.max_idempotency_keys as u64),
             ("server.body_timeout_s", self.server.body_timeout.as_secs()),
+            ("server.header_timeout_s", self.server.header_timeout.as_secs()),
+            ("server.max_conns_per_ip", self.server.max_conns_per_ip as u64),
+            ("limits.max_meetings_per_user", self.limits.max_meetings_per_user as u64),
             ("ice.turn_ttl_s", self.ice.turn_ttl.as_secs()),
             ("limits.max_viewers", self.limits.max_viewers as u64),
             ("connections.idle_ttl_s", self.connections.idle_ttl.as_secs()),
@@ -569,6 +607,10 @@ impl Settings {
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(bad("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if self.limits.poll_max_bytes < self.limits.max_body_bytes {
+            // One event may carry a whole body; a poll must be able to answer it.
+            return Err(bad("limits.poll_max_bytes", "must be at least limits.max_body_bytes"));
         }
         if !(2..=64).contains(&self.limits.max_meeting_members) {
             return Err(bad("limits.max_meeting_members", "must be 2 to 64"));

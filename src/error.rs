@@ -38,6 +38,8 @@ pub enum Error {
     TooManyViewers,
     #[error("this user already has the most open sessions allowed (limits.max_sessions_per_user)")]
     TooManySessions,
+    #[error("you already have the most meetings allowed (limits.max_meetings_per_user)")]
+    TooManyMeetings,
     #[error("{0}")]
     PayloadTooLarge(String),
     /// The body did not arrive within `server.body_timeout_s`.
@@ -51,6 +53,10 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("the shared store is unreachable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// The step was sent to the shared store, whose answer did not come in
+    /// time: it may have taken effect. A retry with the same key tells.
+    #[error("the shared store did not answer in time; the call may have taken effect (retry with the same Idempotency-Key to know)")]
+    OutcomeUnknown(#[source] anyhow::Error),
     /// The node is shutting down: new sessions and polls go to another node.
     #[error("this node is draining; connect again (to another node)")]
     Draining,
@@ -76,7 +82,7 @@ pub enum Error {
 impl std::fmt::Debug for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Unavailable(e) | Error::Unexpected(e) => write!(f, "{self}: {e:#}"),
+            Error::Unavailable(e) | Error::OutcomeUnknown(e) | Error::Unexpected(e) => write!(f, "{self}: {e:#}"),
             _ => write!(f, "{self}"),
         }
     }
@@ -98,6 +104,7 @@ pub enum ErrorCode {
     NoOffer,
     TooManyViewers,
     TooManySessions,
+    TooManyMeetings,
     MeetingFull,
     NameTaken,
     PayloadTooLarge,
@@ -108,6 +115,7 @@ pub enum ErrorCode {
     RequestInProgress,
     RateLimited,
     Unavailable,
+    OutcomeUnknown,
     NotFound,
     MethodNotAllowed,
     Internal,
@@ -147,12 +155,14 @@ impl Error {
             NoOffer => ErrorCode::NoOffer,
             TooManyViewers => ErrorCode::TooManyViewers,
             TooManySessions => ErrorCode::TooManySessions,
+            TooManyMeetings => ErrorCode::TooManyMeetings,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             RequestTimeout(_) => ErrorCode::RequestTimeout,
             InvalidSdp(_) => ErrorCode::InvalidSdp,
             InvalidCandidate(_) => ErrorCode::InvalidCandidate,
             RateLimited { .. } => ErrorCode::RateLimited,
             Unavailable(_) | Draining => ErrorCode::Unavailable,
+            OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             InProgress => ErrorCode::RequestInProgress,
             IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             NotFound => ErrorCode::NotFound,
@@ -168,7 +178,7 @@ impl Error {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Error::RateLimited { retry_after_s } => Some(*retry_after_s),
-            Error::Unavailable(_) | Error::Draining | Error::InProgress => Some(UNAVAILABLE_RETRY_AFTER_S),
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) | Error::Draining | Error::InProgress => Some(UNAVAILABLE_RETRY_AFTER_S),
             _ => None,
         }
     }
@@ -189,12 +199,13 @@ impl ErrorCode {
             Forbidden => StatusCode::FORBIDDEN,
             UserNotFound | RoomNotFound | MeetingNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | TooManyMeetings | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -214,7 +225,7 @@ impl ResponseError for Error {
         match self {
             Error::Unexpected(e) => tracing::error!(error = ?format!("{e:#}"), "unexpected error"),
             // Told once when Redis goes and once when it is back (`redis::Redis::bounded`).
-            Error::Unavailable(e) => tracing::debug!(error = %e, "store unavailable"),
+            Error::Unavailable(e) | Error::OutcomeUnknown(e) => tracing::debug!(error = %e, "store unavailable"),
             _ => {}
         }
         let mut res = HttpResponse::build(self.status_code());

@@ -60,7 +60,7 @@ impl Node {
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
-                let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+                let client = crate::redis::client(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
                 let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));

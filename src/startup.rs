@@ -39,6 +39,11 @@ impl Application {
         // A client that stopped reading is ended by the kernel once its data is this old.
         let user_timeout = settings.ws.silent_after() + Duration::from_secs(1);
         let send_buffer = settings.ws.send_buffer_bytes;
+        let header_timeout = settings.server.header_timeout;
+        let per_ip = crate::http::connections::PerIp::new(
+            settings.server.max_conns_per_ip,
+            crate::http::request_log::TrustedProxies(settings.server.trusted_proxies.clone()),
+        );
         let node = Node::build(settings).await?;
         // Before serving: a restart under a used node id ends what the predecessor left.
         match tokio::time::timeout(Duration::from_secs(5), node.service.take_over()).await {
@@ -51,7 +56,12 @@ impl Application {
         let server = HttpServer::new(move || http::app(app_node.clone()))
             .workers(workers)
             .disable_signals()
-            .on_connect(move |conn, ext| crate::actors::flow::on_connect(conn, ext, user_timeout, send_buffer))
+            .on_connect(move |conn, ext| {
+                per_ip.on_connect(conn, ext);
+                crate::actors::flow::on_connect(conn, ext, user_timeout, send_buffer);
+            })
+            // The request head, authenticated or not, within `server.header_timeout_s`.
+            .client_request_timeout(header_timeout)
             // Close TCP as soon as a response ends: a WebSocket's Close is answered and
             // the connection gone at once (the default lingers a second, reading).
             .client_disconnect_timeout(Duration::ZERO)

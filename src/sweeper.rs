@@ -61,6 +61,9 @@ pub fn start(node: Node) -> Sweeper {
             if let Err(e) = service.expire_due().await {
                 failed("presence expiry", &e);
             }
+            if let Err(e) = service.settle_flaps().await {
+                failed("presence flaps", &e);
+            }
             sweeps = sweeps.wrapping_add(1);
             if sweeps % FORGET_EVERY_SWEEPS == 0 {
                 match service.forget_due().await {

@@ -47,7 +47,27 @@ pub struct Attach {
 #[rtype(result = "Result<Addr<UserActor>>")]
 pub struct Listen {
     pub id: SessionId,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<PollWake>,
+}
+
+/// How a waiting poll is woken: by an event, or told to give way to a newer
+/// poll of the same user (`limits.max_polls_per_user`).
+#[derive(Default)]
+pub struct PollWake {
+    pub notify: Notify,
+    evicted: std::sync::atomic::AtomicBool,
+}
+
+impl PollWake {
+    /// A newer poll took this one's place: it answers at once, empty.
+    pub fn evicted(&self) -> bool {
+        self.evicted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
 }
 
 /// A long poll ended.
@@ -68,8 +88,9 @@ pub struct UserActor {
     user: UserId,
     node: Users,
     sessions: HashMap<SessionId, Recipient<Push>>,
-    /// Long polls waiting right now.
-    waiters: HashMap<SessionId, Arc<Notify>>,
+    /// Long polls waiting right now, with the order they came in.
+    waiters: HashMap<SessionId, (u64, Arc<PollWake>)>,
+    next_poll: u64,
     /// Long polls keep the user online through one presence session per node,
     /// which ends when no poll has waited here for `ws.silent_after()`.
     poll_session: Option<SessionId>,
@@ -84,6 +105,7 @@ impl UserActor {
             node,
             sessions: HashMap::new(),
             waiters: HashMap::new(),
+            next_poll: 0,
             poll_session: None,
             linger: None,
             idle: None,
@@ -224,7 +246,16 @@ impl Handler<Listen> for UserActor {
 
     fn handle(&mut self, msg: Listen, ctx: &mut Context<Self>) -> Self::Result {
         let first = !self.heard();
-        self.waiters.insert(msg.id.clone(), msg.wake);
+        // At most `max_polls_per_user` wait: the oldest gives way (each holds a
+        // connection, and every event wakes them all).
+        while self.waiters.len() >= self.node.settings.limits.max_polls_per_user {
+            let Some(oldest) = self.waiters.iter().min_by_key(|(_, (n, _))| *n).map(|(id, _)| id.clone()) else { break };
+            if let Some((_, wake)) = self.waiters.remove(&oldest) {
+                wake.evict();
+            }
+        }
+        self.next_poll += 1;
+        self.waiters.insert(msg.id.clone(), (self.next_poll, msg.wake));
         if let Some(h) = self.linger.take() {
             ctx.cancel_future(h);
         }
@@ -300,8 +331,8 @@ impl Handler<Push> for UserActor {
         for to in self.sessions.values() {
             to.do_send(msg.clone());
         }
-        for wake in self.waiters.values() {
-            wake.notify_one();
+        for (_, wake) in self.waiters.values() {
+            wake.notify.notify_one();
         }
     }
 }

@@ -93,7 +93,7 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
+    async fn replay(&self, user: &UserId, since: EventId, max_bytes: usize) -> Result<Replay> {
         let now = Self::now_ms();
         let mut logs = self.logs();
         let log = logs.entry(user.clone()).or_insert_with(|| Log::new(now));
@@ -101,7 +101,8 @@ impl Broker for MemoryBroker {
         if since > log.last || since < log.trimmed {
             return Ok(Replay::Gone { last_id: log.last });
         }
-        Ok(Replay::Events(log.events.iter().filter(|f| f.id > Some(since)).cloned().collect()))
+        let mut budget = super::Budget::new(max_bytes);
+        Ok(Replay::Events(log.events.iter().filter(|f| f.id > Some(since)).take_while(|f| budget.take(f.json.len())).cloned().collect()))
     }
 
     async fn last_id(&self, user: &UserId) -> Result<EventId> {
@@ -145,15 +146,15 @@ mod tests {
             ids.push(b.append(&u, &ev(), 0));
         }
         assert_eq!(b.last_id(&u).await.unwrap(), ids[4]);
-        match b.replay(&u, ids[2]).await.unwrap() {
+        match b.replay(&u, ids[2], 0).await.unwrap() {
             Replay::Events(fs) => assert_eq!(fs.iter().map(|f| f.id.unwrap()).collect::<Vec<_>>(), ids[3..].to_vec()),
             Replay::Gone { .. } => panic!("nothing was lost after ids[2]"),
         }
-        assert!(matches!(b.replay(&u, ids[0]).await.unwrap(), Replay::Gone { .. }));
-        assert!(matches!(b.replay(&u, EventId { ms: u64::MAX, seq: 0 }).await.unwrap(), Replay::Gone { .. }));
+        assert!(matches!(b.replay(&u, ids[0], 0).await.unwrap(), Replay::Gone { .. }));
+        assert!(matches!(b.replay(&u, EventId { ms: u64::MAX, seq: 0 }, 0).await.unwrap(), Replay::Gone { .. }));
         let other = UserId::parse("v").unwrap();
-        assert!(matches!(b.replay(&other, EventId::START).await.unwrap(), Replay::Gone { .. }), "0-0 may predate the log");
+        assert!(matches!(b.replay(&other, EventId::START, 0).await.unwrap(), Replay::Gone { .. }), "0-0 may predate the log");
         let marker = b.last_id(&other).await.unwrap();
-        assert!(matches!(b.replay(&other, marker).await.unwrap(), Replay::Events(v) if v.is_empty()));
+        assert!(matches!(b.replay(&other, marker, 0).await.unwrap(), Replay::Events(v) if v.is_empty()));
     }
 }

@@ -45,10 +45,34 @@ pub struct LogBounds {
     pub keep_max: usize,
 }
 
+/// A byte budget that always lets the first item through (0: no budget).
+pub(crate) struct Budget {
+    left: usize,
+    first: bool,
+    unbounded: bool,
+}
+
+impl Budget {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self { left: max_bytes, first: true, unbounded: max_bytes == 0 }
+    }
+
+    /// Whether an item of `len` bytes still fits.
+    pub(crate) fn take(&mut self, len: usize) -> bool {
+        let fits = self.unbounded || self.first || len <= self.left;
+        if fits {
+            self.left = self.left.saturating_sub(len);
+            self.first = false;
+        }
+        fits
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// The user's events after `since`.
-    async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay>;
+    /// The user's events after `since`: all of them (`max_bytes` 0), or the
+    /// oldest that fit in `max_bytes` of event JSON (at least one).
+    async fn replay(&self, user: &UserId, since: EventId, max_bytes: usize) -> Result<Replay>;
 
     /// The newest id in the user's log. A user with no log gets one that starts
     /// at a marker id, so the value handed out is never `0-0`.

@@ -73,13 +73,15 @@ impl RedisBroker {
         self.shared.live.load(Ordering::SeqCst)
     }
 
-    /// The log's last id, newest deleted id, and (with `since`) the entries after it.
-    async fn read(&self, user: &UserId, since: Option<EventId>) -> Result<(EventId, EventId, Vec<Entry>)> {
+    /// The log's last id, newest deleted id, and (with `since`) the entries
+    /// after it, within `max_bytes` (0: all; Redis stops reading past it).
+    async fn read(&self, user: &UserId, since: Option<EventId>, max_bytes: usize) -> Result<(EventId, EventId, Vec<Entry>)> {
         let args = [
             since.unwrap_or_default().to_string().into_bytes(),
             self.bounds.keep.as_millis().to_string().into_bytes(),
             if since.is_some() { b"1".to_vec() } else { b"0".to_vec() },
             self.bounds.keep_max.to_string().into_bytes(),
+            max_bytes.to_string().into_bytes(),
         ];
         let (last, maxdel, entries): (String, String, Vec<Entry>) = self.r.run(&self.r.scripts.log_read, &[self.r.keys.log(user)], &args).await?;
         let parse = |s: &str| s.parse::<EventId>().map_err(|_| Error::Unexpected(anyhow::anyhow!("bad stream id {s}")));
@@ -105,12 +107,12 @@ fn entry_frame((id, fields): &Entry) -> Option<Frame> {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn replay(&self, user: &UserId, since: EventId) -> Result<Replay> {
+    async fn replay(&self, user: &UserId, since: EventId, max_bytes: usize) -> Result<Replay> {
         if since == EventId::MAX {
             // Past any log (Redis refuses an exclusive range after it).
             return Ok(Replay::Gone { last_id: self.last_id(user).await? });
         }
-        let (last, maxdel, entries) = self.read(user, Some(since)).await?;
+        let (last, maxdel, entries) = self.read(user, Some(since), max_bytes).await?;
         // Every log starts at a deleted marker, so `maxdel` bounds what is known.
         if since > last || since < maxdel {
             return Ok(Replay::Gone { last_id: last });
@@ -119,7 +121,7 @@ impl Broker for RedisBroker {
     }
 
     async fn last_id(&self, user: &UserId) -> Result<EventId> {
-        Ok(self.read(user, None).await?.0)
+        Ok(self.read(user, None, 0).await?.0)
     }
 
     async fn subscribe(&self, user: &UserId) -> Result<()> {

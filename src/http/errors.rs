@@ -21,7 +21,7 @@ const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("asyncapi", &[]),
     ("demoPage", &[]),
     ("devToken", &[(NotFound, "not in dev mode")]),
-    ("openWebSocket", &[(BadRequest, ""), (Unauthorized, ""), (Forbidden, "an `Origin` not in `server.allowed_origins`"), (TooManySessions, ""), (Unavailable, "the node is draining (Retry-After: 1)")]),
+    ("openWebSocket", &[(BadRequest, ""), (Unauthorized, ""), (Forbidden, "an `Origin` not in `server.allowed_origins`"), (TooManySessions, ""), (RateLimited, "handshakes count against `limits.rate_per_s`"), (Unavailable, "the node is draining (Retry-After: 1)")]),
     ("cameraOn", &[(Unavailable, "")]),
     ("cameraOff", &[(Unavailable, "")]),
     ("cameraShow", &[(CannotShowSelf, ""), (UserNotFound, ""), (CameraOff, ""), (TooManyViewers, ""), (Unavailable, "")]),
@@ -34,7 +34,7 @@ const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("getConnection", &[(Forbidden, ""), (RoomNotFound, ""), (Unavailable, "")]),
     ("pollEvents", &[(BadRequest, ""), (TooManySessions, ""), (Unavailable, "")]),
     ("getIceServers", &[]),
-    ("meetingCreate", &[(Unavailable, "")]),
+    ("meetingCreate", &[(TooManyMeetings, ""), (Unavailable, "")]),
     ("meetingJoin", &[(MeetingNotFound, ""), (NameTaken, ""), (MeetingFull, ""), (Unavailable, "")]),
     ("meetingLeave", &[(Forbidden, "not a member"), (MeetingNotFound, ""), (Unavailable, "")]),
     ("getMeeting", &[(Forbidden, "not a member"), (MeetingNotFound, ""), (Unavailable, "")]),
@@ -56,6 +56,9 @@ pub fn add(api: &mut OpenApi) {
             }
             if path.starts_with("/webrtc/") {
                 codes.extend([(Unauthorized, ""), (RateLimited, "")]);
+            }
+            if op.request_body.is_some() && path.starts_with("/webrtc/") {
+                codes.push((OutcomeUnknown, "the step was sent but Redis did not answer in time; retry with the same `Idempotency-Key`"));
             }
             codes.sort();
             codes.dedup_by_key(|(c, _)| *c);

@@ -27,6 +27,7 @@ impl FromRequest for Caller {
             if let Some(span) = req.extensions().get::<RootSpan>() {
                 span.record("user_id", caller.user.as_str());
             }
+            crate::http::connections::authenticated(req);
             node.rates.check_call(&caller.user)?;
             Ok(caller)
         }))

@@ -2,6 +2,7 @@
 //! contract's checks in order (401, 429, 413/400), request metrics and spans,
 //! and the OpenAPI document derived from the handlers.
 
+pub mod connections;
 pub mod errors;
 pub mod extract;
 pub mod ops;
@@ -188,6 +189,7 @@ pub fn app(
             }
             actix_web::dev::Service::call(srv, req)
         })
+        .wrap(actix_web::middleware::from_fn(connections::close_unread))
 }
 
 /// The innermost cause of an extractor error: serde's words.

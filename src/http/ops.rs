@@ -220,6 +220,10 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bo
 #[get("/ws")]
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
+    crate::http::connections::authenticated(&req);
+    // A handshake is a call: opening and closing again and again is bounded
+    // by the user's rate, like every command.
+    node.rates.check_call(&caller.user)?;
     let allowed = &node.settings.server.allowed_origins;
     if !allowed.is_empty()
         && let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN)

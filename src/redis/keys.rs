@@ -59,6 +59,16 @@ impl Keys {
         format!("{}:meeting:{m}:pairs", self.p)
     }
 
+    /// Set: the meetings this user created (gone ones pruned on each create).
+    pub fn created(&self, u: &UserId) -> String {
+        format!("{}:created:{u}", self.p)
+    }
+
+    /// What a meeting's key is, less its id (for counting the live ones in a script).
+    pub fn meeting_prefix(&self) -> String {
+        format!("{}:meeting:", self.p)
+    }
+
     /// Hash: meeting id → "1", for the meetings this user is a member of.
     pub fn memberships(&self, u: &UserId) -> String {
         format!("{}:meetings:{u}", self.p)
@@ -82,6 +92,11 @@ impl Keys {
     /// Sorted set: lease (`node#incarnation`) scored by when it ends (ms).
     pub fn leases(&self) -> String {
         format!("{}:leases", self.p)
+    }
+
+    /// Sorted set: user scored by when their held-back `online` change is due (ms).
+    pub fn flaps(&self) -> String {
+        format!("{}:flaps", self.p)
     }
 
     /// Sorted set: offline user scored by when they may be forgotten (ms).

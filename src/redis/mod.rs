@@ -42,6 +42,33 @@ pub fn redis_error(e: redis::RedisError) -> Error {
     Error::unavailable(e)
 }
 
+/// A client whose every socket (commands and pub/sub) sends small writes at
+/// once and has TCP keepalive: a peer that vanished without a FIN (a
+/// partition, a NAT that forgot the flow) is found by the kernel, not only by
+/// our probes; unacknowledged writes older than `TCP_USER_TIMEOUT` end it.
+pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let tcp = redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(10));
+    redis::Client::open(url.into_connection_info()?.set_tcp_settings(tcp))
+}
+
+/// Whether a call that failed this way after it was sent may still have run:
+/// no answer came (a timeout, a link lost on the way). An error reply, or a
+/// connection refused, means Redis did not run it.
+fn may_have_run(cause: &anyhow::Error) -> bool {
+    match cause.downcast_ref::<redis::RedisError>() {
+        None => true, // our own timeout
+        Some(e) => e.is_timeout() || (e.is_io_error() && !e.is_connection_refusal()) || e.is_connection_dropped(),
+    }
+}
+
 /// The scripts, each loaded once and invoked by SHA.
 pub struct Scripts {
     pub commit: Script,
@@ -163,8 +190,24 @@ impl Redis {
 
     /// Runs a script by SHA: one round trip (two more only after a script-cache loss).
     pub async fn run<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>]) -> Result<T> {
+        self.run_sent(script, keys, args, &std::sync::atomic::AtomicBool::new(false)).await
+    }
+
+    /// Runs a state change's script. When it was sent and its answer did not
+    /// come (a timeout, a connection lost on the way), it may have run: that
+    /// is `OutcomeUnknown` (504), not `Unavailable` (503, nothing was done).
+    pub async fn run_step<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>]) -> Result<T> {
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        match self.run_sent(script, keys, args, &sent).await {
+            Err(Error::Unavailable(cause)) if sent.load(std::sync::atomic::Ordering::SeqCst) && may_have_run(&cause) => Err(Error::OutcomeUnknown(cause)),
+            r => r,
+        }
+    }
+
+    async fn run_sent<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>], sent: &std::sync::atomic::AtomicBool) -> Result<T> {
         self.bounded(async {
             let mut c = self.conn().await?;
+            sent.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut inv = script.prepare_invoke();
             for k in keys {
                 inv.key(k);

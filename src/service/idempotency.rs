@@ -9,18 +9,19 @@
 //! step, and the loser answers with the winner's kept answer.
 //!
 //! Kept answers are bounded: at most `limits.max_idempotency_keys` per user
-//! (the oldest go first), and the SDP a call carried is not kept twice: a
-//! retry with the same key carries the same SDP (the fingerprint says so), so
-//! the answer is rebuilt with it.
+//! (the oldest go first), and no SDP is kept twice. The caller's own SDP comes
+//! back with the retry (the fingerprint says it is the same); the peer's is in
+//! the room, which the retry reads anyway, so a replay takes it from there
+//! (absent once the room itself is gone).
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::reply::{Executed, Reply};
-use crate::domain::{IdempotencyKey, SessionDescription, UserId};
+use crate::domain::{Connection, IdempotencyKey, SessionDescription, UserId};
 use crate::error::{Error, Result};
-use crate::store::{Guard, Kept, Step};
+use crate::store::{Guard, Kept, Snapshot, Step};
 
 /// What is kept under a key: the request's fingerprint and its answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ struct Record {
     /// The caller's own SDP was left out of `reply`; the retry brings it back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     elided: bool,
+    /// The peer's SDP was left out of `reply`; the room read with the retry has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    peer_elided: bool,
 }
 
 /// A caller's key, with the fingerprint of the request it came with.
@@ -59,6 +63,15 @@ impl Idem {
         }
     }
 
+    /// The peer's SDP inside `reply`, and where the room keeps it.
+    fn peer_sdp(reply: &mut Reply) -> Option<(&mut Option<SessionDescription>, fn(&Connection) -> &Option<SessionDescription>)> {
+        match reply {
+            Reply::Offer(r) => Some((&mut r.connection.answer, |c| &c.answer)),
+            Reply::Answer(r) => Some((&mut r.connection.offer, |c| &c.offer)),
+            _ => None,
+        }
+    }
+
     /// Makes `step` keep `reply` under the key, and run only if nothing is
     /// kept there yet (checked before any other guard).
     pub fn seal(&self, step: &mut Step, reply: &Reply) {
@@ -71,13 +84,20 @@ impl Idem {
             *own = None;
             elided = true;
         }
-        let record = serde_json::to_string(&Record { fp: self.fp.clone(), reply, elided }).expect("records serialize");
+        let mut peer_elided = false;
+        if let Some((peer, _)) = Self::peer_sdp(&mut reply)
+            && peer.take().is_some()
+        {
+            peer_elided = true;
+        }
+        let record = serde_json::to_string(&Record { fp: self.fp.clone(), reply, elided, peer_elided }).expect("records serialize");
         step.guards.insert(0, Guard::Fresh(self.user.clone(), self.key.clone()));
         step.record = Some(Kept { user: self.user.clone(), key: self.key.clone(), record, per_user_max: self.per_user_max });
     }
 
     /// The kept answer for a retry; 422 when the key came with another request.
-    pub fn replay(&self, raw: &str) -> Result<Executed> {
+    /// `read` is what the retry read, where the peer's SDP is found again.
+    pub fn replay(&self, raw: &str, read: Option<&Snapshot>) -> Result<Executed> {
         let mut rec: Record = serde_json::from_str(raw).map_err(|e| Error::Unexpected(anyhow::anyhow!("idempotency record: {e}")))?;
         if rec.fp != self.fp {
             return Err(Error::IdempotencyKeyReused);
@@ -86,6 +106,15 @@ impl Idem {
             && let Some(own) = Self::own_sdp(&mut rec.reply)
         {
             *own = self.sent.clone();
+        }
+        if rec.peer_elided {
+            let room = match &rec.reply {
+                Reply::Offer(r) | Reply::Answer(r) => Some(r.connection.room_id.clone()),
+                _ => None,
+            };
+            if let Some((peer, from)) = Self::peer_sdp(&mut rec.reply) {
+                *peer = room.and_then(|id| read?.rooms.get(&id)).and_then(|r| from(&r.room).clone());
+            }
         }
         tracing::debug!(key = ?self.key.as_str(), "idempotent replay");
         Ok(Executed { reply: rec.reply, replayed: true })

@@ -28,9 +28,16 @@ impl Service {
         }
         let meeting = Meeting::new(caller.clone(), title, max, now);
         let ttl = self.empty_meeting_ttl();
+        let most = self.settings.limits.max_meetings_per_user;
+        let read = Read { created_by: Some(caller.clone()), ..Read::default() };
         self
-            .call(Read::default(), idem, |_| {
-                let mut step = Step::new(accepted).guard(Guard::Meeting(meeting.meeting_id.clone(), 0));
+            .call(read, idem, |s| {
+                // The count is a guard of the step: creates racing on any nodes cannot pass it together.
+                if s.created >= most {
+                    return Err(Error::TooManyMeetings);
+                }
+                let mut step = Step::new(accepted).guard(Guard::Meeting(meeting.meeting_id.clone(), 0)).guard(Guard::Created(caller.clone(), s.created));
+                step.created = Some((caller.clone(), meeting.meeting_id.clone()));
                 step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: Some(ttl) });
                 Ok(Plan { step, reply: Some(Reply::MeetingCreated(MeetingReply { meeting: meeting.clone() })) })
             })

@@ -105,7 +105,7 @@ impl Service {
         for _ in 0..MAX_TRIES {
             let snap = self.store.read(&read).await?;
             if let (Some(i), Some(raw)) = (idem, &snap.record) {
-                return i.replay(raw).map(Some);
+                return i.replay(raw, Some(&snap)).map(Some);
             }
             let Plan { mut step, reply } = decide(&snap)?;
             if let (Some(i), Some(reply)) = (idem, &reply) {
@@ -118,10 +118,9 @@ impl Service {
             match self.commit(&step).await? {
                 Commit::Done => return fresh(reply),
                 Commit::Conflict => continue,
-                Commit::Recorded(raw) => match idem {
-                    Some(i) => return i.replay(&raw).map(Some),
-                    None => continue,
-                },
+                // Another node won the key: the next read finds its answer
+                // with the room the answer's peer SDP is taken from.
+                Commit::Recorded(_) => continue,
                 Commit::Closed => return Err(Error::RoomClosed),
                 Commit::Missing => return Err(Error::RoomNotFound),
             }

@@ -1,6 +1,11 @@
 //! Presence: who is online, the grace period, and forgetting.
 //!
 //! - A session opening or closing is one atomic step with its `update_user`.
+//! - Flapping is coalesced: `online` changes at most once per
+//!   `presence.flap_window_ms` after the user's last change. A change that
+//!   comes sooner is held back (the `flaps` schedule) and settled when due,
+//!   to what the sessions are by then: one `update_user`, or none if the user
+//!   came back meanwhile.
 //! - A user whose last session closed keeps the camera for `presence.grace_s`;
 //!   the expiry (offline, camera off, rooms closed, all events) is one step,
 //!   claimed by one node at a time and held, so a node dying mid-expiry hands
@@ -37,7 +42,7 @@ impl Service {
         self.register_as(user, session, !registered, true).await?;
         let read = async {
             let replay = match since {
-                Some(since) => Some(self.broker.replay(user, since).await?),
+                Some(since) => Some(self.broker.replay(user, since, 0).await?),
                 None => None,
             };
             Ok(Opened { last_id: self.broker.last_id(user).await?, replay })
@@ -85,9 +90,18 @@ impl Service {
             step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.lease.to_string(), open: true });
             step.expiries.push((user.clone(), None));
             step.forgets.push((user.clone(), None));
-            if online && u.set_online(true, now) {
-                step.broadcast.push(Event::user(u.clone()));
-                step.users.push(u);
+            if online {
+                step.flaps.push((user.clone(), None));
+                if !u.online {
+                    match self.flap_due(&u, now) {
+                        Some(due) => step.flaps = vec![(user.clone(), Some(due))],
+                        None => {
+                            u.set_online(true, now);
+                            step.broadcast.push(Event::user(u.clone()));
+                            step.users.push(u);
+                        }
+                    }
+                }
             }
             Ok(Plan { step, reply: None })
         })
@@ -115,9 +129,58 @@ impl Service {
             step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: node.clone(), open: false });
             if s.sessions.len() == 1 {
                 step.expiries.push((user.clone(), Some(expire_at)));
+                // Kept online (a drain): nothing is held back either.
+                step.flaps.push((user.clone(), None));
                 if !keep_online && let Some(mut u) = s.users.get(user).cloned() {
                     step = step.guard(Guard::User(user.clone(), u.version));
-                    if u.set_online(false, Utc::now()) {
+                    let now = Utc::now();
+                    if u.online {
+                        match self.flap_due(&u, now) {
+                            Some(due) => step.flaps = vec![(user.clone(), Some(due))],
+                            None => {
+                                u.set_online(false, now);
+                                step.broadcast.push(Event::user(u.clone()));
+                                step.users.push(u);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Plan { step, reply: None })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// When `u`'s `online` may change next, if not now: `presence.flap_window_ms`
+    /// after their last change. A user seen for the first time changes at once.
+    fn flap_due(&self, u: &UserState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let due = u.updated_at + self.settings.presence.flap_window;
+        (u.version > 0 && now < due).then_some(due)
+    }
+
+    /// Settles every held-back `online` change that is due: each user's
+    /// `online` becomes what their sessions are now. Returns how many were due.
+    pub async fn settle_flaps(&self) -> Result<usize> {
+        let due = self.store.claim_flaps(Utc::now()).await?;
+        self.each(&due, |u| self.settle_flap(u)).await?;
+        Ok(due.len())
+    }
+
+    async fn settle_flap(&self, user: &UserId) -> Result<()> {
+        let read = Read { users: vec![user.clone()], sessions_of: Some(user.clone()), ..Read::default() };
+        let accepted = now_us();
+        self.run(read, None, |s| {
+            let now = Utc::now();
+            let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len())).guard(Guard::User(user.clone(), s.version(user)));
+            step.flaps.push((user.clone(), None));
+            if let Some(mut u) = s.users.get(user).cloned()
+                && u.online == s.sessions.is_empty()
+            {
+                match self.flap_due(&u, now) {
+                    Some(due) => step.flaps = vec![(user.clone(), Some(due))],
+                    None => {
+                        u.set_online(!s.sessions.is_empty(), now);
                         step.broadcast.push(Event::user(u.clone()));
                         step.users.push(u);
                     }
@@ -152,6 +215,7 @@ impl Service {
             let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len()));
             step.expiries.push((user.clone(), None));
             if !s.sessions.is_empty() {
+                // A held-back change stays due: it settles to online.
                 // Back in time: only the claim goes.
                 return Ok(Plan { step, reply: None });
             }
@@ -159,6 +223,8 @@ impl Service {
                 .guard(Guard::User(user.clone(), s.version(user)))
                 .guard(Guard::Owned(user.clone(), s.owned.len()))
                 .guard(Guard::Watched(user.clone(), s.watched.len()));
+            // Offline now, whatever was held back.
+            step.flaps.push((user.clone(), None));
             if let Some(mut u) = s.users.get(user).cloned() {
                 // Both, for a session ended by a drain; one update_user either way.
                 let (off, gone) = (u.camera_off(now), u.set_online(false, now));

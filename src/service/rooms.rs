@@ -76,7 +76,7 @@ impl Service {
         step.events.push((to, Event::PutIce(PutIceData { room_id: room.clone(), user_id: caller.clone(), candidate })));
         match self.commit(&step).await? {
             Commit::Done => Ok(Executed { reply, replayed: false }),
-            Commit::Recorded(raw) => idem.expect("only a keyed step is recorded").replay(&raw),
+            Commit::Recorded(raw) => idem.expect("only a keyed step is recorded").replay(&raw, None),
             Commit::Closed => Err(Error::RoomClosed),
             Commit::Missing => Err(Error::RoomNotFound),
             Commit::Conflict => Err(Error::Unexpected(anyhow::anyhow!("ice has no conflicting guard"))),

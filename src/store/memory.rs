@@ -32,6 +32,8 @@ struct Inner {
     sessions: HashMap<UserId, HashMap<SessionId, String>>,
     /// Users in their grace period, and when it ends (or when a claim lapses).
     expiries: HashMap<UserId, DateTime<Utc>>,
+    /// Users with a held-back `online` change, and when it is due.
+    flaps: HashMap<UserId, DateTime<Utc>>,
     /// Offline users, and when they may be forgotten (or when a claim lapses).
     forgets: HashMap<UserId, DateTime<Utc>>,
     /// Idempotency records by (user, key), with when they lapse.
@@ -44,6 +46,8 @@ struct Inner {
     pairs: HashMap<MeetingId, BTreeMap<String, RoomId>>,
     /// Meetings by member.
     memberships: HashMap<UserId, BTreeSet<MeetingId>>,
+    /// Meetings by creator, pruned of gone ones when counted.
+    created: HashMap<UserId, BTreeSet<MeetingId>>,
 }
 
 fn index_len(ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> usize {
@@ -58,6 +62,11 @@ impl Inner {
     fn meeting(&self, id: &MeetingId) -> Option<&MeetingRead> {
         let (m, gone_at) = self.meetings.get(id)?;
         gone_at.is_none_or(|t| t > Instant::now()).then_some(m)
+    }
+
+    /// Meetings `user` created that are not gone.
+    fn created_by(&self, user: &UserId) -> usize {
+        self.created.get(user).into_iter().flatten().filter(|m| self.meeting(m).is_some()).count()
     }
 
     fn record(&self, user: &UserId, key: &str) -> Option<String> {
@@ -87,6 +96,7 @@ impl Inner {
             }
             Guard::HasSession(u, s) => self.sessions.get(u).is_some_and(|m| m.contains_key(s)),
             Guard::Meeting(id, rev) => self.meeting(id).map_or(0, |m| m.rev) == *rev,
+            Guard::Created(u, n) => self.created_by(u) == *n,
         };
         (!ok).then_some(Commit::Conflict)
     }
@@ -216,6 +226,9 @@ impl Store for MemoryStore {
         if let Some(u) = &q.meetings_of {
             s.member_of = inner.memberships.get(u).into_iter().flatten().filter(|m| inner.meeting(m).is_some()).cloned().collect();
         }
+        if let Some(u) = &q.created_by {
+            s.created = inner.created_by(u);
+        }
         Ok(s)
     }
 
@@ -235,6 +248,12 @@ impl Store for MemoryStore {
             let rev = inner.meeting(&id).map_or(0, |m| m.rev) + 1;
             let gone_at = w.gone_after.map(|d| Instant::now() + d);
             inner.meetings.insert(id, (MeetingRead { meeting: w.meeting.clone(), rev }, gone_at));
+        }
+        if let Some((u, m)) = &step.created {
+            let live: BTreeSet<MeetingId> = inner.created.get(u).into_iter().flatten().filter(|m| inner.meeting(m).is_some()).cloned().collect();
+            let set = inner.created.entry(u.clone()).or_default();
+            *set = live;
+            set.insert(m.clone());
         }
         for (u, m, joined) in &step.memberships {
             let set = inner.memberships.entry(u.clone()).or_default();
@@ -268,6 +287,12 @@ impl Store for MemoryStore {
                 None => inner.expiries.remove(u),
             };
         }
+        for (u, at) in &step.flaps {
+            match at {
+                Some(at) => inner.flaps.insert(u.clone(), *at),
+                None => inner.flaps.remove(u),
+            };
+        }
         for (u, at) in &step.forgets {
             match at {
                 Some(at) => inner.forgets.insert(u.clone(), *at),
@@ -275,8 +300,10 @@ impl Store for MemoryStore {
             };
         }
         for u in &step.forget {
+            inner.flaps.remove(u);
             inner.users.remove(u);
             inner.forgets.remove(u);
+            inner.created.remove(u);
         }
         if let Some(kept) = &step.record {
             let until = Instant::now() + std::time::Duration::from_secs(RECORD_KEEP_S);
@@ -327,6 +354,10 @@ impl Store for MemoryStore {
 
     async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
         Ok(claim(&mut self.lock().forgets, now))
+    }
+
+    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+        Ok(claim(&mut self.lock().flaps, now))
     }
 
     async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {

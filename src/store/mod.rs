@@ -84,6 +84,8 @@ pub struct Read {
     pub meeting_pairs: Option<MeetingId>,
     /// The meetings this user is a member of.
     pub meetings_of: Option<UserId>,
+    /// How many meetings this user created that are not gone.
+    pub created_by: Option<UserId>,
 }
 
 /// A room as read, with the revision its writes are checked against.
@@ -119,6 +121,8 @@ pub struct Snapshot {
     pub pairs: Vec<RoomRead>,
     /// The meetings of `meetings_of`.
     pub member_of: Vec<MeetingId>,
+    /// The count of `created_by`.
+    pub created: usize,
 }
 
 impl Snapshot {
@@ -154,6 +158,8 @@ pub enum Guard {
     HasSession(UserId, SessionId),
     /// The meeting's revision is still this one (0: there is no such meeting).
     Meeting(MeetingId, u64),
+    /// The user created exactly this many meetings that are not gone.
+    Created(UserId, usize),
 }
 
 /// A session registration a step adds or removes.
@@ -185,11 +191,16 @@ pub struct Step {
     pub meetings: Vec<MeetingWrite>,
     /// A user joins (true) or leaves (false) a meeting.
     pub memberships: Vec<(UserId, MeetingId, bool)>,
+    /// A meeting its creator made, counted until it is gone.
+    pub created: Option<(UserId, MeetingId)>,
     /// Signaling activity on an open room that changes nothing else (ice).
     pub touch: Option<(RoomId, DateTime<Utc>)>,
     pub sessions: Vec<SessionWrite>,
     /// A grace period that ends at the given time, or (None) is cancelled.
     pub expiries: Vec<(UserId, Option<DateTime<Utc>>)>,
+    /// A change of `online` held back by `presence.flap_window_ms`, due at the
+    /// given time, or (None) no longer pending.
+    pub flaps: Vec<(UserId, Option<DateTime<Utc>>)>,
     /// When an offline user may be forgotten, or (None) no longer.
     pub forgets: Vec<(UserId, Option<DateTime<Utc>>)>,
     /// Users whose record goes: their state and their directory entry.
@@ -230,9 +241,11 @@ impl Step {
             && self.rooms.is_empty()
             && self.meetings.is_empty()
             && self.memberships.is_empty()
+            && self.created.is_none()
             && self.touch.is_none()
             && self.sessions.is_empty()
             && self.expiries.is_empty()
+            && self.flaps.is_empty()
             && self.forgets.is_empty()
             && self.forget.is_empty()
             && self.events.is_empty()
@@ -268,6 +281,10 @@ pub trait Store: Send + Sync + 'static {
     /// Users whose grace period ended by `now`. Each is held for the caller for
     /// `CLAIM_HOLD_MS`; the expiry step itself removes it.
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
+
+    /// Users whose held-back `online` change is due by `now`, held for the
+    /// caller like expiries.
+    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
 
     /// Users due to be forgotten by `now`, held for the caller like expiries.
     async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;

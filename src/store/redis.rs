@@ -121,6 +121,7 @@ impl RedisStore {
                 Guard::CanShow { owner, abonent, max } => p.op("canshow").key(k.viewers(owner)).arg(abonent).arg(max),
                 Guard::HasSession(u, s) => p.op("has").key(k.sessions(u)).arg(s),
                 Guard::Meeting(m, rev) => p.op("feq").key(k.meeting(m)).arg("rev").arg(rev),
+                Guard::Created(u, n) => p.op("live").key(k.created(u)).arg(k.meeting_prefix()).arg(n),
             };
         }
         for u in &step.users {
@@ -181,6 +182,9 @@ impl RedisStore {
                 }
             }
         }
+        if let Some((u, m)) = &step.created {
+            p.op("created").key(k.created(u)).arg(k.meeting_prefix()).arg(m);
+        }
         for (u, m, joined) in &step.memberships {
             if *joined {
                 p.op("hset").key(k.memberships(u)).arg(1).arg(m).arg(1);
@@ -208,6 +212,12 @@ impl RedisStore {
                 None => p.op("zrem").key(k.expiries()).arg(u),
             };
         }
+        for (u, at) in &step.flaps {
+            match at {
+                Some(at) => p.op("zadd").key(k.flaps()).arg(ms(*at)).arg(u),
+                None => p.op("zrem").key(k.flaps()).arg(u),
+            };
+        }
         for (u, at) in &step.forgets {
             match at {
                 Some(at) => p.op("zadd").key(k.forgets()).arg(ms(*at)).arg(u),
@@ -216,8 +226,10 @@ impl RedisStore {
         }
         for u in &step.forget {
             p.op("del").key(k.user(u));
+            p.op("del").key(k.created(u));
             p.op("zrem").key(k.users()).arg(u);
             p.op("zrem").key(k.forgets()).arg(u);
+            p.op("zrem").key(k.flaps()).arg(u);
         }
         if let Some(kept) = &step.record {
             let u = &kept.user;
@@ -262,6 +274,7 @@ enum Slot {
     Meeting(MeetingId),
     Pairs,
     MemberOf,
+    Created,
 }
 
 #[async_trait]
@@ -310,6 +323,10 @@ impl Store for RedisStore {
             p.op("hash").key(k.memberships(u));
             slots.push(Slot::MemberOf);
         }
+        if let Some(u) = &q.created_by {
+            p.op("live").key(k.created(u)).arg(k.meeting_prefix());
+            slots.push(Slot::Created);
+        }
         let mut s = Snapshot::default();
         if p.is_empty() {
             return Ok(s);
@@ -343,6 +360,7 @@ impl Store for RedisStore {
                     }
                 }
                 Slot::Pairs => s.pairs = rooms(v)?,
+                Slot::Created => s.created = int(v)?,
                 Slot::MemberOf => s.member_of = hash(v).into_keys().filter_map(|m| MeetingId::parse(&m).ok()).collect(),
             }
         }
@@ -354,7 +372,7 @@ impl Store for RedisStore {
         if p.is_empty() {
             return Ok(Commit::Done);
         }
-        let out: Vec<Value> = self.r.run(&self.r.scripts.commit, p.keys(), p.args()).await?;
+        let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, p.keys(), p.args()).await?;
         match out.first().and_then(text).as_deref() {
             Some("ok") => Ok(Commit::Done),
             Some("conflict") => Ok(Commit::Conflict),
@@ -396,6 +414,11 @@ impl Store for RedisStore {
 
     async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
         let due = self.claim(self.keys().expiries(), now).await?;
+        Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
+    }
+
+    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+        let due = self.claim(self.keys().flaps(), now).await?;
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 

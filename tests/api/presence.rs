@@ -6,7 +6,12 @@ use crate::support::*;
 use serde_json::json;
 
 async fn app() -> TestApp {
-    spawn_app_with(|s| s.presence.grace = std::time::Duration::from_secs(1)).await
+    // Flapping is coalesced over a window (tests/abuse/presence_flaps.rs); here each change is heard.
+    spawn_app_with(|s| {
+        s.presence.grace = std::time::Duration::from_secs(1);
+        s.presence.flap_window = std::time::Duration::from_millis(1);
+    })
+    .await
 }
 
 /// Starts a grace period for `marker` now (cameraOn with no session) and waits,

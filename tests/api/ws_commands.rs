@@ -88,7 +88,8 @@ async fn ping_is_acked_and_garbage_leaves_the_session_open() {
 
 #[actix_web::test]
 async fn every_frame_is_rate_limited_ping_and_refresh_too() {
-    let app = spawn_app_with(|s| s.limits.rate_per_s = std::num::NonZeroU32::new(1).unwrap()).await;
+    // Two a second: the handshake is one, cameraOn the other.
+    let app = spawn_app_with(|s| s.limits.rate_per_s = std::num::NonZeroU32::new(2).unwrap()).await;
     let mut a = app.ws_query(&token("ann"), "?presence=false").await;
     assert_eq!(a.command(json!({"cmd": "cameraOn", "ack": 1})).await["cmd"], "ack");
     let r = a.command(json!({"cmd": "cameraOn", "ack": 2})).await;

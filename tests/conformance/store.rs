@@ -78,7 +78,7 @@ fn show_cam(room: &Connection) -> Event {
 }
 
 async fn log_after(b: &Backend, u: &UserId, since: camsig::domain::EventId) -> Vec<Frame> {
-    match b.broker.replay(u, since).await.unwrap() {
+    match b.broker.replay(u, since, 0).await.unwrap() {
         Replay::Events(f) => f,
         Replay::Gone { .. } => panic!("{}: the log lost events", b.name),
     }
@@ -184,7 +184,7 @@ async fn a_user_keeps_at_most_per_user_max_answers_and_the_oldest_go_first(kind:
 async fn events_of_one_step_are_logged_in_order_and_a_new_log_never_passes_for_complete(kind: Kind) {
     let b = backend(kind).await;
     let u = uid("logged");
-    assert!(matches!(b.broker.replay(&u, camsig::domain::EventId::START).await.unwrap(), Replay::Gone { .. }), "{}: 0-0 before any log", b.name);
+    assert!(matches!(b.broker.replay(&u, camsig::domain::EventId::START, 0).await.unwrap(), Replay::Gone { .. }), "{}: 0-0 before any log", b.name);
     let start = b.broker.last_id(&u).await.unwrap();
     assert_ne!(start, camsig::domain::EventId::START, "{}", b.name);
     let rooms: Vec<Connection> = (0..3).map(|_| Connection::new(uid("x"), uid("y"), Utc::now())).collect();

@@ -222,7 +222,7 @@ impl WsSession {
     /// event written, holding every later frame until then.
     fn catch_up(&mut self, tries: u32, ctx: &mut ws::WebsocketContext<Self>) {
         let (broker, user, since) = (self.node.service.broker.clone(), self.caller.user.clone(), self.position());
-        ctx.wait(async move { broker.replay(&user, since).await }.into_actor(self).map(move |res, act, ctx| match res {
+        ctx.wait(async move { broker.replay(&user, since, 0).await }.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Replay::Events(frames)) => {
                 tracing::debug!(parent: &act.span, events = frames.len(), "caught up after a live-delivery gap");
                 act.write_replayed(&frames, ctx);

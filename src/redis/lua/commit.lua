@@ -27,6 +27,17 @@ while more() do
   elseif op == 'canshow' then
     local k, f, max = key(), arg(), tonumber(arg())
     if redis.call('HEXISTS', k, f) == 1 or redis.call('HLEN', k) >= max then return {'conflict'} end
+  elseif op == 'live' then
+    local k, prefix, n = key(), arg(), tonumber(arg())
+    if live_count(k, prefix) ~= n then return {'conflict'} end
+  elseif op == 'created' then
+    -- A new meeting joins its creator's set; the gone ones leave it, so the
+    -- set stays within limits.max_meetings_per_user + 1.
+    local k, prefix, m = key(), arg(), arg()
+    for _, old in ipairs(redis.call('SMEMBERS', k)) do
+      if redis.call('EXISTS', prefix .. old) == 0 then redis.call('SREM', k, old) end
+    end
+    redis.call('SADD', k, m)
   elseif op == 'has' then
     local k, f = key(), arg()
     if redis.call('HEXISTS', k, f) == 0 then return {'conflict'} end

@@ -4,3 +4,11 @@ local a, i = ARGV, 1
 local function more() return i <= #a end
 local function arg() local v = a[i]; i = i + 1; return v end
 local function key() return KEYS[tonumber(arg())] end
+-- How many members of set k name a key prefix..member that still exists.
+local function live_count(k, prefix)
+  local n = 0
+  for _, m in ipairs(redis.call('SMEMBERS', k)) do
+    if redis.call('EXISTS', prefix .. m) == 1 then n = n + 1 end
+  end
+  return n
+end

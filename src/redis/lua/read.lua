@@ -5,6 +5,7 @@
 --   hlen k            HLEN
 --   index k prefix    HGETALL of an index (field -> id), then HGETALL prefix..id of each
 --   pair k field prefix   {HLEN k, HGETALL prefix..HGET(k, field) or {}}
+--   live k prefix     how many members m of set k have a key prefix..m
 local out = {}
 while more() do
   local op = arg()
@@ -26,6 +27,9 @@ while more() do
     local room = {}
     if id then room = redis.call('HGETALL', prefix .. id) end
     out[#out + 1] = {redis.call('HLEN', k), room}
+  elseif op == 'live' then
+    local k, prefix = key(), arg()
+    out[#out + 1] = live_count(k, prefix)
   else
     return redis.error_reply('read: unknown op ' .. tostring(op))
   end

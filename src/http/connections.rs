@@ -1,0 +1,153 @@
+//! What one client connection may hold before it has earned anything:
+//! - at most `server.max_conns_per_ip` connections per client address that
+//!   have not authenticated yet (a trusted proxy carries many clients and has
+//!   no cap). A connection's place is given back with its first authenticated
+//!   request: from then on the user's own bounds hold it (sessions, rate).
+//!   A connection past the cap runs nothing: each request on it is answered
+//!   429 `rate_limited` and the connection closed;
+//! - a request head must arrive within `server.header_timeout_s` (actix's
+//!   client request timeout, set in `startup`), and a body within
+//!   `server.body_timeout_s` (`extract::Body`);
+//! - a request whose body was not read to its end (refused before it was
+//!   read: 401, 429, 413, a body timeout) closes its connection with the
+//!   answer, so a client that sends one chunk and falls silent holds nothing.
+
+use actix_web::body::MessageBody;
+use actix_http::BoxedPayloadStream;
+use actix_web::HttpMessage;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{ConnectionType, header};
+use futures_util::Stream;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use crate::http::request_log::TrustedProxies;
+
+/// Open connections by client address, shared by every worker of a node.
+#[derive(Clone)]
+pub struct PerIp {
+    max: usize,
+    trusted: TrustedProxies,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection: a connection datum, so its place is given back
+/// when it authenticates, or else when it ends.
+pub struct Counted {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    released: Cell<bool>,
+}
+
+impl Counted {
+    fn release(&self) {
+        if self.released.replace(true) {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A connection past its address's cap: a connection datum.
+#[derive(Clone, Copy)]
+struct Refused;
+
+/// The request's connection has authenticated: it no longer counts against
+/// its address's cap.
+pub fn authenticated(req: &actix_web::HttpRequest) {
+    if let Some(c) = req.conn_data::<Rc<Counted>>() {
+        c.release();
+    }
+}
+
+impl PerIp {
+    pub fn new(max: usize, trusted: TrustedProxies) -> Self {
+        Self { max, trusted, open: Arc::default() }
+    }
+
+    /// For `HttpServer::on_connect`: counts the connection, or marks it
+    /// refused when its address already holds `max` unauthenticated ones.
+    /// (Shutting the socket here is not enough: a request already in its
+    /// receive buffer would still be read and run.)
+    pub fn on_connect(&self, conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+        let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+        let Ok(peer) = s.peer_addr() else { return };
+        let ip = peer.ip().to_canonical();
+        if self.trusted.trusts(ip) {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            drop(open);
+            tracing::debug!(%ip, max = self.max, "connection refused: server.max_conns_per_ip");
+            ext.insert(Refused);
+            return;
+        }
+        *n += 1;
+        ext.insert(Rc::new(Counted { ip, open: self.open.clone(), released: Cell::new(false) }));
+    }
+
+    /// Unauthenticated connections open from `ip` now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// Whether the request announces a body (a length above 0, or chunks).
+fn has_body(req: &ServiceRequest) -> bool {
+    let h = req.headers();
+    h.get(header::TRANSFER_ENCODING).is_some() || h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0")
+}
+
+/// Middleware, the outermost: a refused connection's request runs nothing
+/// and is answered 429; the answer to a request whose body was not read to
+/// its end closes the connection.
+pub async fn close_unread(
+    mut req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.conn_data::<Refused>().is_some() {
+        let mut res = actix_web::ResponseError::error_response(&crate::error::Error::RateLimited { retry_after_s: 1 });
+        res.head_mut().set_connection_type(ConnectionType::Close);
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    let read = Rc::new(Cell::new(true));
+    if has_body(&req) {
+        read.set(false);
+        let mut inner = req.take_payload();
+        let done = read.clone();
+        let tracked = futures_util::stream::poll_fn(move |cx| {
+            let r = Pin::new(&mut inner).poll_next(cx);
+            if let Poll::Ready(None) = r {
+                done.set(true);
+            }
+            r
+        });
+        req.set_payload(Payload::from(Box::pin(tracked) as BoxedPayloadStream));
+    }
+    // Handler and extractor errors arrive here as responses; an `Err` is a
+    // middleware's, answered by actix as it stands.
+    let mut res = next.call(req).await?.map_into_left_body();
+    if !read.get() {
+        res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+    }
+    Ok(res)
+}
