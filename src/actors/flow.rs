@@ -28,6 +28,17 @@ use futures_channel::{mpsc, oneshot};
 #[derive(Clone, Copy)]
 pub struct ConnFd(RawFd);
 
+impl ConnFd {
+    /// Ends the reading half of the connection: actix sees the end of the
+    /// request stream, answers what it has, and closes. Called only while a
+    /// request of this connection is being served, so `fd` is its own.
+    pub fn shutdown_read(&self) {
+        // SAFETY: see above; the descriptor is only borrowed for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) };
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// For `HttpServer::on_connect`: a socket whose unacknowledged (or, to a
 /// client that stopped reading, unsent) data is older than `user_timeout` is
 /// ended by the kernel; with `send_buffer` > 0, that is its SO_SNDBUF.

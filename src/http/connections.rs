@@ -148,6 +148,12 @@ pub async fn close_unread(
     let mut res = next.call(req).await?.map_into_left_body();
     if !read.get() {
         res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+        // actix would keep the connection to read the rest of the body first,
+        // for ever if it never comes: the read side ends here, so the
+        // connection closes once the answer is written.
+        if let Some(fd) = res.request().conn_data::<crate::actors::flow::ConnFd>() {
+            fd.shutdown_read();
+        }
     }
     Ok(res)
 }

@@ -9,6 +9,9 @@ pub mod support;
 mod node;
 
 mod broadcast;
+mod connections;
+mod flapping;
 mod input;
 mod logs;
+mod polls;
 mod resources;

@@ -191,3 +191,52 @@ async fn a_ping_flood_that_never_reads_is_closed_at_the_outbox_bound() {
     // A 4 MiB outbox, plus socket buffers and allocator slack.
     assert!(grown_mib < 48, "RSS grew {grown_mib} MiB for one session ({sent} frames of 60 KB taken)");
 }
+
+/// Issue #23, item 4: a kept `answer` reply held the peer's 61 KB offer
+/// (1 000 keys: +61 MB for one user). It keeps no SDP it can read again: a
+/// retry gets the offer from the room as it is then.
+/// Mutation (`peer_elided` skipped for answers): 600 kept answers grow RSS by
+/// about 37 MB.
+#[actix_web::test]
+async fn kept_answers_hold_no_copy_of_the_peers_offer() {
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__EVENTS__KEEP_MAX", "8")]).await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    let room = room(&node, &ann, &bob).await;
+    let round = |i: usize| {
+        let (node, ann, bob, room) = (&node, ann.clone(), bob.clone(), room.clone());
+        async move {
+            let (status, body) = node.post("offer", &ann, None, &json!({"room_id": room, "offer": big_offer(61 * 1024, i)})).await;
+            assert_eq!(status, 202, "{body}");
+            let answer = json!({"room_id": room, "answer": sdp_version("answer", i as u32)});
+            let (status, body) = node.post("answer", &bob, Some(&format!("answer-{i}")), &answer).await;
+            assert_eq!(status, 202, "{body}");
+            body
+        }
+    };
+    for i in 0..150 {
+        round(i).await;
+    }
+    let warm = node.rss_kib();
+    let mut last = Value::Null;
+    for i in 150..750 {
+        last = round(i).await;
+    }
+    let grown = node.rss_kib().saturating_sub(warm);
+    eprintln!("600 kept answers to 61 KB offers: RSS {warm} KiB -> +{grown} KiB");
+    assert!(grown < 12 * 1024, "600 kept answers grew RSS by {grown} KiB");
+    // The retry still answers as the first time did, the offer included.
+    let answer = json!({"room_id": room, "answer": sdp_version("answer", 749)});
+    let http = awc::Client::default();
+    let mut r = http
+        .post(node.url("/webrtc/answer"))
+        .insert_header(("Authorization", format!("Bearer {bob}")))
+        .insert_header(("Idempotency-Key", "answer-749"))
+        .send_json(&answer)
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("idempotent-replayed"));
+    let replayed: Value = r.json().limit(1 << 20).await.unwrap();
+    assert_eq!(replayed, last, "the replay is the first answer");
+    assert_eq!(replayed["connection"]["offer"], big_offer(61 * 1024, 749), "with the peer's offer");
+}
