@@ -33,8 +33,8 @@ fn chunked_head(auth: Option<&str>) -> String {
 
 /// Issue #23, item 3: a chunked body with no token, one chunk, then silence,
 /// was answered 401 and its socket kept for good (500 of them, 120 s later).
-/// Mutation (the unread-body close removed from `close_unread`): the
-/// connection is still open after 8 s.
+/// Mutation (the unread-body close removed from `close_unread`): answered,
+/// and still open after 8 s; so is the 408 of the next test.
 #[actix_web::test]
 async fn an_unauthenticated_chunked_body_that_stalls_is_answered_401_and_closed() {
     let node = ProcNode::start(&[("CAMSIG__SERVER__BODY_TIMEOUT_S", "30")]).await;
@@ -60,7 +60,7 @@ async fn an_authenticated_chunked_body_that_stalls_gets_408_and_is_closed() {
 
 /// A request head that never ends, or no request at all: closed once
 /// `server.header_timeout_s` passes, whoever it is.
-/// Mutation (no client request timeout): open after 8 s.
+/// Mutation (actix's default client request timeout): half a head held 5 s.
 #[actix_web::test]
 async fn a_request_head_not_sent_in_time_closes_the_connection() {
     let node = ProcNode::start(&[("CAMSIG__SERVER__HEADER_TIMEOUT_S", "1")]).await;

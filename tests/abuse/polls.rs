@@ -84,7 +84,7 @@ async fn a_poll_answers_at_most_poll_max_bytes_and_pages_through_the_rest() {
 /// Issue #23, item 2: one user's polls that never read their answers once
 /// held 15 MB each (+930 MB for 60). Now an answer is at most
 /// `poll_max_bytes` (256 KiB here) and the node's memory grows by that per
-/// poll, not by the log. Mutation (the budget ignored): +700 MB and more.
+/// poll, not by the log. Mutation (the budget ignored): +893 MiB.
 #[actix_web::test]
 async fn polls_that_never_read_their_answers_hold_at_most_poll_max_bytes_each() {
     let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__LIMITS__POLL_MAX_BYTES", "262144")]).await;

@@ -195,8 +195,7 @@ async fn a_ping_flood_that_never_reads_is_closed_at_the_outbox_bound() {
 /// Issue #23, item 4: a kept `answer` reply held the peer's 61 KB offer
 /// (1 000 keys: +61 MB for one user). It keeps no SDP it can read again: a
 /// retry gets the offer from the room as it is then.
-/// Mutation (`peer_elided` skipped for answers): 600 kept answers grow RSS by
-/// about 37 MB.
+/// Mutation (the peer's SDP kept): 600 kept answers grew RSS by 38 MiB.
 #[actix_web::test]
 async fn kept_answers_hold_no_copy_of_the_peers_offer() {
     let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__EVENTS__KEEP_MAX", "8")]).await;
