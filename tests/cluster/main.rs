@@ -8,6 +8,7 @@ pub mod support;
 
 mod proxy;
 
+mod bounds;
 mod failures;
 mod flow;
 mod lifecycle;

@@ -1,7 +1,8 @@
 //! A TCP proxy between nodes and Redis that a test turns against them: cut
 //! the pub/sub links, refuse new connections, black-hole the pub/sub links
 //! (half-open: nothing goes through, nothing is closed) or hold everything (a
-//! partition; bytes pass again when it heals, as TCP retransmits them). A link
+//! partition; bytes pass again when it heals, as TCP retransmits them), or
+//! let a command through and lose its answer (`lose_answers_after`). A link
 //! is pub/sub once its client sent SUBSCRIBE.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ struct Link {
 struct State {
     refuse: AtomicBool,
     partition: AtomicBool,
+    /// The first command link that sends these bytes passes them, then nothing more.
+    lose_after: Mutex<Option<Vec<u8>>>,
     links: Mutex<Vec<Arc<Link>>>,
 }
 
@@ -97,6 +100,12 @@ impl Proxy {
         links.len()
     }
 
+    /// The next command containing `pattern` reaches Redis and runs; its
+    /// answer, and everything after on that link, is held for good.
+    pub fn lose_answers_after(&self, pattern: &[u8]) {
+        *self.state.lose_after.lock().unwrap() = Some(pattern.to_vec());
+    }
+
     /// While set, nothing passes on any link, old or new.
     pub fn partition(&self, on: bool) {
         self.state.partition.store(on, Ordering::SeqCst);
@@ -126,6 +135,11 @@ async fn pump(client: TcpStream, server: TcpStream, link: Arc<Link>, state: Arc<
             held().await;
             if sw.write_all(&buf[..n]).await.is_err() {
                 return;
+            }
+            let mut lose = state.lose_after.lock().unwrap();
+            if lose.as_ref().is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == p.as_slice())) {
+                *lose = None;
+                link.blackholed.store(true, Ordering::SeqCst);
             }
         }
     };
