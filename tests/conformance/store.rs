@@ -22,6 +22,7 @@ on_both!(
     a_user_keeps_at_most_per_user_max_answers_and_the_oldest_go_first,
     events_of_one_step_are_logged_in_order_and_a_new_log_never_passes_for_complete,
     sessions_are_counted_and_guarded,
+    a_replay_with_a_byte_budget_pages_through_the_log_in_order,
 );
 
 /// Frames a broker handed to this node, by user.
@@ -218,4 +219,44 @@ async fn sessions_are_counted_and_guarded(kind: Kind) {
     assert_eq!(b.store.commit(&close).await.unwrap(), Commit::Done, "{}", b.name);
     assert_eq!(b.store.commit(&close).await.unwrap(), Commit::Conflict, "{}: closed twice", b.name);
     assert_eq!(b.store.read(&read).await.unwrap().sessions.len(), 1, "{}", b.name);
+}
+
+/// A long poll's answer is bounded where the log is read: at most the budget
+/// of event JSON, at least one event, the rest left for the next page.
+async fn a_replay_with_a_byte_budget_pages_through_the_log_in_order(kind: Kind) {
+    let b = backend(kind).await;
+    let u = uid("paged");
+    let start = b.broker.last_id(&u).await.unwrap();
+    let rooms: Vec<Connection> = (0..10).map(|_| Connection::new(uid("x"), uid("y"), Utc::now())).collect();
+    for r in &rooms {
+        let mut step = Step::new(0);
+        step.events.push((u.clone(), show_cam(r)));
+        assert_eq!(b.store.commit(&step).await.unwrap(), Commit::Done);
+    }
+    let all = log_after(&b, &u, start).await;
+    assert_eq!(all.len(), 10, "{}: budget 0 is the whole log", b.name);
+    let one = all[0].json.len();
+    let (b, u) = (&b, &u);
+    let page = move |since, budget| {
+        async move {
+            match b.broker.replay(u, since, budget).await.unwrap() {
+                Replay::Events(f) => f,
+                Replay::Gone { .. } => panic!("{}: the log lost events", b.name),
+            }
+        }
+    };
+    // Smaller than one event: still one, so a poll always moves on.
+    assert_eq!(page(start, 1).await.len(), 1, "{}", b.name);
+    let budget = one * 3 + one / 2;
+    let (mut since, mut got, mut pages) = (start, Vec::new(), 0);
+    while got.len() < all.len() {
+        let p = page(since, budget).await;
+        assert!(!p.is_empty() && p.len() <= 3, "{}: a page of {} events for about 3.5 of them", b.name, p.len());
+        since = p.last().unwrap().id.unwrap();
+        got.extend(p);
+        pages += 1;
+    }
+    assert!(pages >= 4, "{}: 10 events in {pages} pages of 3 at most", b.name);
+    let ids = |v: &[Frame]| v.iter().map(|f| f.id.unwrap()).collect::<Vec<_>>();
+    assert_eq!(ids(&got), ids(&all), "{}: every event once, in order", b.name);
 }
