@@ -65,7 +65,7 @@ pub fn start(node: Node) -> Sweeper {
                 failed("presence flaps", &e);
             }
             sweeps = sweeps.wrapping_add(1);
-            if sweeps % FORGET_EVERY_SWEEPS == 0 {
+            if sweeps.is_multiple_of(FORGET_EVERY_SWEEPS) {
                 match service.forget_due().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(users = n, "forgot long-gone users"),

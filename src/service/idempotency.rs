@@ -23,6 +23,9 @@ use crate::domain::{Connection, IdempotencyKey, SessionDescription, UserId};
 use crate::error::{Error, Result};
 use crate::store::{Guard, Kept, Snapshot, Step};
 
+/// Where a room keeps the SDP of the other side of a reply.
+type PeerField = fn(&Connection) -> &Option<SessionDescription>;
+
 /// What is kept under a key: the request's fingerprint and its answer.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -64,7 +67,7 @@ impl Idem {
     }
 
     /// The peer's SDP inside `reply`, and where the room keeps it.
-    fn peer_sdp(reply: &mut Reply) -> Option<(&mut Option<SessionDescription>, fn(&Connection) -> &Option<SessionDescription>)> {
+    fn peer_sdp(reply: &mut Reply) -> Option<(&mut Option<SessionDescription>, PeerField)> {
         match reply {
             Reply::Offer(r) => Some((&mut r.connection.answer, |c| &c.answer)),
             Reply::Answer(r) => Some((&mut r.connection.offer, |c| &c.offer)),

@@ -25,6 +25,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Open descriptors, from /proc (0 once the process is gone).
+    pub fn fd_count(&self) -> u64 {
+        fd_count(self.pid())
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
@@ -79,10 +84,20 @@ impl Cluster {
 
     /// One node with no Redis: the embedded broker, as `cargo run` gives.
     pub async fn solo(camsig: &Path) -> Result<Proc> {
-        let mut node = spawn_camsig(camsig, "bench-solo", None, &[])?;
+        Self::solo_with(camsig, &[]).await
+    }
+
+    /// The same, with extra camsig settings (`CAMSIG__...` variables).
+    pub async fn solo_with(camsig: &Path, env: &[(&str, &str)]) -> Result<Proc> {
+        let mut node = spawn_camsig(camsig, "bench-solo", None, env)?;
         wait_ready(&mut node, "/readyz", "camsig node").await?;
         Ok(node)
     }
+}
+
+/// Open descriptors of process `pid`, from /proc (0 once it is gone).
+pub fn fd_count(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
 }
 
 fn spawn_camsig(camsig: &Path, id: &str, redis: Option<u16>, env: &[(&str, &str)]) -> Result<Proc> {

@@ -15,8 +15,14 @@
 //! no Redis (the `ice` command on the sender's socket) and on the PeerJS
 //! server (`benches/peerjs-server`, its `CANDIDATE` frames), then opens the
 //! same number of idle sockets on a fresh one of each for memory per socket.
+//!
+//! The `hostile` scenario (`hostile.rs`) runs 64 honest signaling pairs beside
+//! every attack shape of docs/security.md, on one node and then on two nodes
+//! sharing one Redis, and prints PASS/FAIL lines; `--seconds` is its attack
+//! phase (default 300). A FAIL exits non-zero, except with `--smoke`.
 
 mod cluster;
+mod hostile;
 mod peerjs;
 mod report;
 mod scenarios;
@@ -27,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 8] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled"];
+const SCENARIOS: [&str; 9] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile"];
 
 struct Plan {
     pairs: usize,
@@ -100,7 +106,7 @@ async fn main() -> Result<()> {
             "--relay" => relay_dir = args.next().context("--relay <dir>")?.into(),
             "--peerjs" => peerjs_dir = args.next().context("--peerjs <dir>")?.into(),
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -120,11 +126,20 @@ async fn main() -> Result<()> {
     let started_at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
 
-    let cluster = cluster::Cluster::start(&camsig, 2).await?;
-    eprintln!("cluster: redis :{}, nodes :{} and :{}", cluster.redis.port, cluster.nodes[0].port, cluster.nodes[1].port);
+    // The shared cluster only for the scenarios that use it: the others start
+    // their own processes, and idle nodes beside them would only be noise.
+    let cluster = if ["control", "latency", "throughput", "socketio", "fanout"].iter().any(|s| runs(s)) {
+        let c = cluster::Cluster::start(&camsig, 2).await?;
+        eprintln!("cluster: redis :{}, nodes :{} and :{}", c.redis.port, c.nodes[0].port, c.nodes[1].port);
+        Some(c)
+    } else {
+        None
+    };
 
     let mut control = Vec::new();
-    if runs("control") {
+    if runs("control")
+        && let Some(cluster) = &cluster
+    {
         // The wire floor at every rate the latency scenario offers.
         for &rate in &plan.latency_rates {
             let c = scenarios::control(&cluster, rate, plan.latency_for).await?;
@@ -134,7 +149,9 @@ async fn main() -> Result<()> {
     }
 
     let (mut latency, mut throughput, mut max_delivered) = (Vec::new(), Vec::new(), 0.0);
-    if runs("latency") || runs("throughput") {
+    if (runs("latency") || runs("throughput"))
+        && let Some(cluster) = &cluster
+    {
         let mut pairs = scenarios::Pairs::setup(&cluster.nodes[0], &cluster.nodes[1], plan.pairs, scenarios::Via::Rest).await?;
         scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
         if runs("latency") {
@@ -169,6 +186,7 @@ async fn main() -> Result<()> {
                 socketio_skipped = Some(why);
             }
             None => {
+                let cluster = cluster.as_ref().context("the shared cluster")?;
                 let relay = cluster::Relay::start(&relay_dir, cluster.redis.port, 2).await?;
                 eprintln!("socketio-relay: nodes :{} and :{} on redis :{}", relay.nodes[0].port, relay.nodes[1].port, cluster.redis.port);
                 let mut pairs = scenarios::Pairs::setup_socketio(&relay, plan.pairs).await?;
@@ -216,7 +234,9 @@ async fn main() -> Result<()> {
     }
 
     let mut fanout = Vec::new();
-    if runs("fanout") {
+    if runs("fanout")
+        && let Some(cluster) = &cluster
+    {
         for &n in &plan.fanout {
             let f = scenarios::fanout(&cluster, n).await?;
             eprintln!("fanout   {:>6} sessions: last after {:.1} ms (rounds {:?}), p50 {:.1} ms, missing {}", n, f.last_ms, f.rounds_ms, f.arrival.p50_ms, f.missing);
@@ -252,6 +272,13 @@ async fn main() -> Result<()> {
         }
     }
 
+    // Honest pairs beside every attack, on one node and on two (their own processes).
+    let mut hostile = Vec::new();
+    if runs("hostile") {
+        let plan = hostile::Plan::new(smoke, seconds);
+        hostile = hostile::run(&camsig, &plan).await?;
+    }
+
     let run = report::Run {
         started_at,
         command,
@@ -269,10 +296,18 @@ async fn main() -> Result<()> {
         idle,
         stalled,
         control,
+        hostile,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));
+    print!("{}", report::hostile_table(&run));
     println!("wrote {} and {}", json.display(), svg.display());
+    let failed = run.hostile.iter().flat_map(|h| &h.checks).any(|c| !c.pass);
+    if failed && !smoke {
+        drop(cluster);
+        eprintln!("hostile: FAIL");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! What a run leaves behind: one JSON file with every number, and an SVG plot
 //! of cross-node latency against offered load, next to the Socket.IO relay
 //! and the Redis control; and a table of the load steps (the one-node
-//! comparison with PeerJS included) for the terminal.
+//! comparison with PeerJS included) for the terminal; and the hostile
+//! scenario's tables with its PASS/FAIL lines.
 
 use anyhow::Result;
 use plotters::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
+use crate::hostile::{HonestPhase, HostileResult};
 use crate::scenarios::{ControlResult, FanoutResult, IdleResult, LoadResult, StalledResult};
 
 #[derive(Debug, Serialize)]
@@ -65,6 +67,8 @@ pub struct Run {
     /// RSS growth with offers to readers that read, and to readers that stopped.
     pub stalled: Vec<StalledResult>,
     pub control: Vec<ControlResult>,
+    /// Honest pairs beside every attack: one node, then two nodes on one Redis.
+    pub hostile: Vec<HostileResult>,
 }
 
 pub fn write(run: &Run, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -109,6 +113,72 @@ pub fn load_table(run: &Run) -> String {
         out += &format!("peerjs: skipped ({why})\n");
     }
     out += "\n";
+    out
+}
+
+/// The hostile scenario, per topology: the nodes' peaks, the honest pairs
+/// quiet and under attack, what the attackers got, and the PASS/FAIL lines.
+pub fn hostile_table(run: &Run) -> String {
+    let mut out = String::new();
+    let mib = |k: u64| k as f64 / 1024.0;
+    for h in &run.hostile {
+        out += &format!(
+            "\n## hostile: {} — {} honest pairs, quiet {:.0} s, then {:.0} s under attack\n\n",
+            match h.topology {
+                "solo" => "one node, embedded broker",
+                _ => "two nodes, one Redis",
+            },
+            h.pairs,
+            h.quiet_s,
+            h.attack_s
+        );
+        out += "| process | RSS start / quiet peak / attack peak / end (MiB) | descriptors start / quiet peak / attack peak / end | attack fd peak: before last minute / last minute |\n|---|---|---|---|\n";
+        for n in &h.nodes {
+            out += &format!(
+                "| {} | {:.1} / {:.1} / {:.1} / {:.1} | {} / {} / {} / {} | {} / {} |\n",
+                n.name,
+                mib(n.rss_start_kib),
+                mib(n.rss_quiet_peak_kib),
+                mib(n.rss_peak_kib),
+                mib(n.rss_end_kib),
+                n.fds_start,
+                n.fds_quiet_peak,
+                n.fds_peak,
+                n.fds_end,
+                n.fds_peak_early,
+                n.fds_peak_last_minute
+            );
+        }
+        out += "\n| honest pairs | quiet | under attack |\n|---|---|---|\n";
+        let row = |name: &str, f: &dyn Fn(&HonestPhase) -> String| format!("| {name} | {} | {} |\n", f(&h.quiet), f(&h.attack));
+        out += &row("cycles", &|p| p.cycles.to_string());
+        out += &row("messages sent / received / lost", &|p| format!("{} / {} / {}", p.sent, p.received, p.lost));
+        out += &row("refused", &|p| if p.refused.is_empty() { "0".into() } else { format!("{:?}", p.refused) });
+        out += &row("accepted, no event", &|p| p.no_event.to_string());
+        out += &row("ICE out of order", &|p| p.out_of_order.to_string());
+        out += &row("sockets closed by the node", &|p| if p.socket_closes.is_empty() { "0".into() } else { format!("{:?}", p.socket_closes) });
+        out += &row("latency p50 / p99 / p99.9 / max (ms)", &|p| {
+            format!("{:.2} / {:.2} / {:.2} / {:.2}", p.latency.p50_ms, p.latency.p99_ms, p.latency.p999_ms, p.latency.max_ms)
+        });
+        out += &row("p99 by message (ms)", &|p| p.by_kind.iter().map(|(k, s)| format!("{k} {:.2}", s.p99_ms)).collect::<Vec<_>>().join(", "));
+        out += "\n| attack | outcome | count |\n|---|---|---|\n";
+        for (shape, outcomes) in &h.attacks {
+            for (outcome, count) in outcomes {
+                out += &format!("| {shape} | {outcome} | {count} |\n");
+            }
+        }
+        out += &format!(
+            "\nflapping: each of {} observers per node saw the flapping user's update_user {}–{} times in {:.0} s (presence.flap_window_ms 1000 allows {})\n",
+            h.flap.observers, h.flap.seen_min, h.flap.seen_max, h.attack_s, h.flap.allowed
+        );
+        out += &format!("settings: {}\n\n", h.settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+        for c in &h.checks {
+            out += &format!("{} [{}] {}: {}\n", if c.pass { "PASS" } else { "FAIL" }, h.topology, c.name, c.detail);
+        }
+    }
+    if !run.hostile.is_empty() && run.smoke {
+        out += "(--smoke: the checks are printed, not enforced)\n";
+    }
     out
 }
 

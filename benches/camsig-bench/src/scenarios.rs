@@ -30,7 +30,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Percentiles {
             count: h.len(),
@@ -42,11 +42,11 @@ impl Percentiles {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).max(1)
 }
 
@@ -269,11 +269,11 @@ impl Pairs {
     }
 }
 
-fn http_client() -> Result<reqwest::Client> {
+pub(crate) fn http_client() -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?)
 }
 
-async fn post(http: &reqwest::Client, base: &str, op: &str, token: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+pub(crate) async fn post(http: &reqwest::Client, base: &str, op: &str, token: &str, body: serde_json::Value) -> Result<serde_json::Value> {
     let res = http.post(format!("{base}/webrtc/{op}")).bearer_auth(token).json(&body).send().await?;
     let status = res.status();
     let body: serde_json::Value = res.json().await.unwrap_or_default();

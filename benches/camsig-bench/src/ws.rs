@@ -20,7 +20,7 @@ pub type Ws = WebSocketStream<TcpStream>;
 const SOURCES: u32 = 16;
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn config() -> WebSocketConfig {
+pub(crate) fn config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
@@ -32,11 +32,18 @@ async fn tcp(port: u16) -> Result<TcpStream> {
 /// The same, with a kernel receive buffer of `rcvbuf` bytes.
 async fn tcp_with(port: u16, rcvbuf: Option<u32>) -> Result<TcpStream> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
+    tcp_from(port, Ipv4Addr::new(127, 0, 0, 1 + n as u8), rcvbuf).await
+}
+
+/// A TCP connection to `port` on loopback from the source address `src`
+/// (any of 127/8), with a kernel receive buffer of `rcvbuf` bytes if given
+/// (set before connecting, so the window it advertises is small from the start).
+pub async fn tcp_from(port: u16, src: Ipv4Addr, rcvbuf: Option<u32>) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(b) = rcvbuf {
         socket.set_recv_buffer_size(b)?;
     }
-    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)), 0))?;
+    socket.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
     let stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
     Ok(stream)
