@@ -230,6 +230,7 @@ impl Handler<Detach> for UserActor {
                 if last_here && let Err(e) = service.broker().unsubscribe(&user).await {
                     tracing::warn!(error = %e, "unsubscribe failed");
                 }
+                crate::failpoint::here("session.end");
                 if let Err(e) = service.close_session(&user, &msg.session).await {
                     tracing::warn!(error = %e, "could not record the end of a session");
                 }

@@ -59,7 +59,12 @@ impl Service {
             }
             let sessions = self.store.lease_sessions(&lease).await?;
             tracing::warn!(dead = %lease, sessions = sessions.len(), "lease ended; closing its sessions");
+            crate::failpoint::here("sweep.claimed");
             let expire_at = lease_end + self.grace();
+            if let Some((u, s)) = sessions.first() {
+                self.end_session(u, s, expire_at, false).await?;
+                crate::failpoint::here("sweep.partial");
+            }
             self.each(&sessions, |(u, s)| self.end_session(u, s, expire_at, false)).await?;
             // Only once every session is closed: a sweeper dying half-way leaves the
             // lease claimed, and another node takes it over when the claim lapses.

@@ -127,6 +127,7 @@ impl Service {
                 Ok(_) | Err(Error::MeetingNotFound | Error::Forbidden(_)) => {}
                 Err(e) => return Err(e),
             }
+            crate::failpoint::here("leave.between");
         }
         Ok(())
     }

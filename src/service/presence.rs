@@ -163,6 +163,9 @@ impl Service {
     /// `online` becomes what their sessions are now. Returns how many were due.
     pub async fn settle_flaps(&self) -> Result<usize> {
         let due = self.store.claim_flaps(Utc::now()).await?;
+        if !due.is_empty() {
+            crate::failpoint::here("flaps.claimed");
+        }
         self.each(&due, |u| self.settle_flap(u)).await?;
         Ok(due.len())
     }
@@ -197,6 +200,9 @@ impl Service {
     /// watch close with `gone`. Returns how many were due.
     pub async fn expire_due(&self) -> Result<usize> {
         let due = self.store.claim_expired(Utc::now()).await?;
+        if !due.is_empty() {
+            crate::failpoint::here("expire.claimed");
+        }
         self.each(&due, |u| self.expire(u)).await?;
         Ok(due.len())
     }
@@ -240,6 +246,7 @@ impl Service {
         })
         .await?;
         // Each meeting is a step of its own; each checks the user is still gone.
+        crate::failpoint::here("expire.before_meetings");
         self.leave_meetings(user, "gone").await
     }
 
