@@ -7,7 +7,7 @@
 //! - the points between the steps of a multi-step path (`here`), the first
 //!   time one is reached: `sweep.claimed` (a dead lease claimed, none of its
 //!   sessions ended), `sweep.partial` (one of them ended), `expire.claimed`,
-//!   `expire.before_meetings` (offline, meetings not yet left),
+//!   `expire.between` (meetings left, the user not yet offline),
 //!   `leave.between` (one meeting left of several), `flaps.claimed`,
 //!   `session.end` (a socket gone, its end not yet recorded).
 

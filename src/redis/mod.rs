@@ -76,6 +76,7 @@ pub struct Scripts {
     pub log_read: Script,
     pub claim_due: Script,
     pub lease: Script,
+    pub idle: Script,
 }
 
 impl Scripts {
@@ -86,6 +87,7 @@ impl Scripts {
             log_read: Script::new(&format!("{LOG_LUA}\n{}", include_str!("lua/log_read.lua"))),
             claim_due: Script::new(include_str!("lua/claim_due.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
+            idle: Script::new(include_str!("lua/idle.lua")),
         }
     }
 }

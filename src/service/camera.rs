@@ -1,7 +1,6 @@
 //! Cameras: turning one on or off (broadcast to everyone), and asking to see
 //! one, which opens a room between owner and viewer.
 
-use chrono::{DateTime, Utc};
 use tracing::Span;
 
 use super::idempotency::Idem;
@@ -13,12 +12,13 @@ use crate::error::{Error, Result};
 use crate::store::{Guard, Read, Step};
 
 impl Service {
-    pub(super) async fn camera_on(&self, caller: &UserId, meta: Option<Meta>, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn camera_on(&self, caller: &UserId, meta: Option<Meta>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let read = Read { users: vec![caller.clone()], sessions_of: Some(caller.clone()), ..Read::default() };
         let meta = meta.map(Meta::into_value);
-        let expire_at = now + self.grace();
         self
             .call(read, idem, |s| {
+                let now = s.now;
+                let expire_at = now + self.grace();
                 let mut u = s.users.get(caller).cloned().unwrap_or_else(|| UserState::new(caller.clone(), now));
                 let mut step = Step::new(accepted).guard(Guard::User(caller.clone(), u.version));
                 if s.sessions.is_empty() {
@@ -35,10 +35,11 @@ impl Service {
             .await
     }
 
-    pub(super) async fn camera_off(&self, caller: &UserId, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn camera_off(&self, caller: &UserId, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let read = Read { users: vec![caller.clone()], owned_by: Some(caller.clone()), ..Read::default() };
         self
             .call(read, idem, |s| {
+                let now = s.now;
                 let mut u = s.users.get(caller).cloned().unwrap_or_else(|| UserState::new(caller.clone(), now));
                 let mut step = Step::new(accepted);
                 if u.camera_off(now) {
@@ -52,7 +53,7 @@ impl Service {
             .await
     }
 
-    pub(super) async fn show(&self, caller: &UserId, owner: UserId, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn show(&self, caller: &UserId, owner: UserId, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         if owner == *caller {
             return Err(Error::CannotShowSelf);
         }
@@ -72,7 +73,7 @@ impl Service {
                 if s.viewers >= max {
                     return Err(Error::TooManyViewers);
                 }
-                let room = Connection::new(owner.clone(), caller.clone(), now);
+                let room = Connection::new(owner.clone(), caller.clone(), s.now);
                 let mut step = Step::new(accepted)
                     .guard(Guard::User(owner.clone(), o.version))
                     .guard(Guard::CanShow { owner: owner.clone(), abonent: caller.clone(), max });

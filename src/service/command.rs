@@ -1,7 +1,6 @@
 //! Commands: every call that changes something, typed at the edge (REST body
 //! or WebSocket frame), and `Service::execute`, the one entry both take.
 
-use chrono::Utc;
 use tracing::Span;
 
 use super::Service;
@@ -79,26 +78,26 @@ impl Service {
         let accepted = crate::domain::event::now_us();
         let idem = key.map(|k| Idem::new(caller, k, &cmd, cmd.sent_sdp(), self.settings.limits.max_idempotency_keys));
         let idem = idem.as_ref();
-        let now = Utc::now();
+        // Every time a step writes is the store's (`Snapshot::now`), never this node's.
         match cmd {
-            Command::CameraOn { meta } => self.camera_on(caller, meta, now, accepted, idem).await,
-            Command::CameraOff => self.camera_off(caller, now, accepted, idem).await,
-            Command::CameraShow { owner } => self.show(caller, owner, now, accepted, idem).await,
+            Command::CameraOn { meta } => self.camera_on(caller, meta, accepted, idem).await,
+            Command::CameraOff => self.camera_off(caller, accepted, idem).await,
+            Command::CameraShow { owner } => self.show(caller, owner, accepted, idem).await,
             Command::Offer { room, offer } => {
                 let ev = |c: &Connection| Event::PutOffer(PutOfferData { room_id: c.room_id.clone(), user_id: caller.clone(), offer: offer.clone() });
-                self.room_op(room, accepted, idem, |c| c.offer(caller, offer.clone(), now).map(|()| Role::Abonent), ev, Reply::Offer).await
+                self.room_op(room, accepted, idem, |c, now| c.offer(caller, offer.clone(), now).map(|()| Role::Abonent), ev, Reply::Offer).await
             }
             Command::Answer { room, answer } => {
                 let ev = |c: &Connection| Event::PutAnswer(PutAnswerData { room_id: c.room_id.clone(), user_id: caller.clone(), answer: answer.clone() });
-                self.room_op(room, accepted, idem, |c| c.answer(caller, answer.clone(), now).map(|()| Role::Owner), ev, Reply::Answer).await
+                self.room_op(room, accepted, idem, |c, now| c.answer(caller, answer.clone(), now).map(|()| Role::Owner), ev, Reply::Answer).await
             }
             Command::Hangup { room, reason } => {
                 let ev = |c: &Connection| Event::hangup(c, caller, reason.as_str());
-                self.room_op(room, accepted, idem, |c| c.hangup(caller, reason.as_str(), now), ev, Reply::Hangup).await
+                self.room_op(room, accepted, idem, |c, now| c.hangup(caller, reason.as_str(), now), ev, Reply::Hangup).await
             }
-            Command::Ice { room, candidate, dest } => self.ice(caller, room, candidate, dest, now, accepted, idem).await,
-            Command::MeetingCreate { title, max_members } => self.meeting_create(caller, title, max_members, now, accepted, idem).await,
-            Command::MeetingJoin { meeting, name } => self.meeting_join(caller, meeting, name, now, accepted, idem).await,
+            Command::Ice { room, candidate, dest } => self.ice(caller, room, candidate, dest, accepted, idem).await,
+            Command::MeetingCreate { title, max_members } => self.meeting_create(caller, title, max_members, accepted, idem).await,
+            Command::MeetingJoin { meeting, name } => self.meeting_join(caller, meeting, name, accepted, idem).await,
             Command::MeetingLeave { meeting } => self.meeting_leave(caller, meeting, accepted, idem).await,
         }
     }

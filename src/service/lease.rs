@@ -41,8 +41,7 @@ impl Service {
                 continue;
             }
             let sessions = self.store.lease_sessions(&lease).await?;
-            let expire_at = Utc::now() + self.grace();
-            self.each(&sessions, |(u, s)| self.end_session(u, s, expire_at, false)).await?;
+            self.each(&sessions, |(u, s)| self.end_session(u, s, None, false)).await?;
             self.store.forget_lease(&lease).await?;
             tracing::warn!(predecessor = %lease, sessions = sessions.len(), "restarted under a used node id: ended the sessions of the earlier incarnation");
         }
@@ -52,7 +51,7 @@ impl Service {
     /// Ends the sessions of every peer whose lease ran out; their users' grace
     /// periods count from when the lease ended.
     pub async fn sweep_dead_leases(&self) -> Result<()> {
-        for (lease, lease_end) in self.store.claim_dead_leases(Utc::now()).await? {
+        for (lease, lease_end) in self.store.claim_dead_leases().await? {
             if *lease == *self.lease {
                 // Our own, claimed after a stall: the next renewal sees it and re-registers.
                 continue;
@@ -60,7 +59,8 @@ impl Service {
             let sessions = self.store.lease_sessions(&lease).await?;
             tracing::warn!(dead = %lease, sessions = sessions.len(), "lease ended; closing its sessions");
             crate::failpoint::here("sweep.claimed");
-            let expire_at = lease_end + self.grace();
+            // Both Redis's clock: the lease's end, and the grace counted from it.
+            let expire_at = Some(lease_end + self.grace());
             if let Some((u, s)) = sessions.first() {
                 self.end_session(u, s, expire_at, false).await?;
                 crate::failpoint::here("sweep.partial");
@@ -87,8 +87,7 @@ impl Service {
     /// it (any left are ended as the drain ends them). Returns how many were left.
     pub async fn release_lease(&self) -> Result<usize> {
         let left = self.store.lease_sessions(&self.lease).await?;
-        let expire_at = Utc::now() + self.grace();
-        self.each(&left, |(u, s)| self.end_session(u, s, expire_at, true)).await?;
+        self.each(&left, |(u, s)| self.end_session(u, s, None, true)).await?;
         self.store.forget_lease(&self.lease).await?;
         Ok(left.len())
     }
@@ -104,21 +103,24 @@ pub struct Keeper {
     sweep_from: Instant,
     /// The lease was found swept: local sessions must be registered again.
     resync: bool,
+    /// The last renewal did not come back: no claim is sent until one does.
+    failed: bool,
 }
 
 impl Keeper {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, held_until: None, renewed: None, sweep_from: Instant::now(), resync: false }
+        Self { ttl, held_until: None, renewed: None, sweep_from: Instant::now(), resync: false, failed: false }
     }
 
-    /// Renews the lease when a third of `ttl` has passed; if a peer swept or
-    /// claimed it meanwhile, re-registers `local` at once.
+    /// Renews the lease when a third of `ttl` has passed (at once after a
+    /// failed renewal); if a peer swept or claimed it meanwhile, re-registers
+    /// `local` at once. Then records the session ends that failed before.
     pub async fn renew(&mut self, service: &Service, local: impl FnOnce() -> Vec<(UserId, SessionId)>) {
-        if self.renewed.is_none_or(|t| t.elapsed() >= self.ttl / 3) {
-            let valid = self.ttl - slack(self.ttl);
-            let until = Utc::now() + valid;
-            match service.store().renew_lease(service.lease(), until, self.held_until).await {
-                Ok(kept) => {
+        let valid = self.ttl - slack(self.ttl);
+        if self.failed || self.renewed.is_none_or(|t| t.elapsed() >= self.ttl / 3) {
+            match service.store().renew_lease(service.lease(), valid, self.held_until).await {
+                Ok((kept, until)) => {
+                    self.failed = false;
                     let cut_off = self.renewed.map(|t| t.elapsed()).filter(|gap| *gap > valid);
                     (self.held_until, self.renewed) = (Some(until), Some(Instant::now()));
                     if let Some(gap) = cut_off {
@@ -129,8 +131,19 @@ impl Keeper {
                     self.resync |= !kept;
                 }
                 // Redis away is told once, by `redis::Redis`.
-                Err(e @ crate::error::Error::Unavailable(_)) => tracing::debug!(error = %e, "could not renew the node lease"),
-                Err(e) => tracing::warn!(error = %e, "could not renew the node lease"),
+                Err(e) => {
+                    self.failed = true;
+                    match e {
+                        crate::error::Error::Unavailable(_) | crate::error::Error::OutcomeUnknown(_) => tracing::debug!(error = %e, "could not renew the node lease"),
+                        e => tracing::warn!(error = %e, "could not renew the node lease"),
+                    }
+                }
+            }
+        }
+        if !self.failed {
+            let pending = service.record_pending_ends().await;
+            if pending > 0 {
+                tracing::debug!(pending, "session ends still to record");
             }
         }
         if self.resync {
@@ -145,8 +158,12 @@ impl Keeper {
         }
     }
 
-    /// Whether this node may sweep its peers now.
+    /// Whether this node may sweep its peers now: its own lease is renewed
+    /// and current (a claim sent after a renewal that did not come back could
+    /// run after a stall, before the peers renew), and it was not cut off
+    /// itself within a `ttl`.
     pub fn may_sweep(&self) -> bool {
-        Instant::now() >= self.sweep_from
+        let valid = self.ttl - slack(self.ttl);
+        !self.failed && self.renewed.is_some_and(|t| t.elapsed() < valid) && Instant::now() >= self.sweep_from
     }
 }

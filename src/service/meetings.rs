@@ -3,7 +3,6 @@
 //! `member_joined` are written together, guarded by the meeting's revision.
 //! Leaving closes the leaver's pairs and tells the others, in one step too.
 
-use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use super::idempotency::Idem;
@@ -20,13 +19,12 @@ impl Service {
         self.settings.connections.idle_ttl
     }
 
-    pub(super) async fn meeting_create(&self, caller: &UserId, title: Option<String>, max: Option<usize>, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn meeting_create(&self, caller: &UserId, title: Option<String>, max: Option<usize>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let limit = self.settings.limits.max_meeting_members;
         let max = max.unwrap_or(limit);
         if !(1..=limit).contains(&max) {
             return Err(Error::BadRequest(format!("max_members is 1 to {limit}")));
         }
-        let meeting = Meeting::new(caller.clone(), title, max, now);
         let ttl = self.empty_meeting_ttl();
         let most = self.settings.limits.max_meetings_per_user;
         let read = Read { created_by: Some(caller.clone()), ..Read::default() };
@@ -36,6 +34,7 @@ impl Service {
                 if s.created >= most {
                     return Err(Error::TooManyMeetings);
                 }
+                let meeting = Meeting::new(caller.clone(), title.clone(), max, s.now);
                 let mut step = Step::new(accepted).guard(Guard::Meeting(meeting.meeting_id.clone(), 0)).guard(Guard::Created(caller.clone(), s.created));
                 step.created = Some((caller.clone(), meeting.meeting_id.clone()));
                 step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: Some(ttl) });
@@ -44,11 +43,11 @@ impl Service {
             .await
     }
 
-    pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), sessions_of: Some(caller.clone()), ..Read::default() };
-        let expire_at = now + self.grace();
         self
             .call(read, idem, |s| {
+                let (now, expire_at) = (s.now, s.now + self.grace());
                 let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
                 let mut meeting = m.meeting.clone();
                 let mut step = Step::new(accepted);
@@ -93,7 +92,7 @@ impl Service {
         }
         let ttl = self.empty_meeting_ttl();
         self.run(read, idem, |s| {
-            let now = Utc::now();
+            let now = s.now;
             let m = s.meetings.get(id).ok_or(Error::MeetingNotFound)?;
             let mut meeting = m.meeting.clone();
             meeting.require_member(user)?;

@@ -26,12 +26,12 @@ pub mod rooms;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::broker::Broker;
 use crate::config::Settings;
-use crate::domain::{Event, RoomId, UserId};
+use crate::domain::{Event, RoomId, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::store::{Commit, Read, RoomRead, Snapshot, Step, Store};
 use idempotency::{Idem, InFlight};
@@ -63,13 +63,18 @@ pub struct Service {
     /// Rooms' members, which never change (see `rooms`).
     members: Arc<Mutex<HashMap<RoomId, (UserId, UserId)>>>,
     in_flight: Arc<InFlight>,
+    /// Session ends that could not be recorded yet, by session: user, and
+    /// whether the user stays online (a drain). See `close_session`.
+    unrecorded: Arc<Mutex<HashMap<SessionId, (UserId, bool)>>>,
+    /// The highest `version` this node has seen (see `keep_versions_ahead`).
+    version_floor: Arc<AtomicU64>,
 }
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, settings: Arc<Settings>, node_id: Arc<str>) -> Self {
         // A lease is this process's incarnation of the node id.
         let lease = format!("{node_id}#{}", ulid::Ulid::new()).into();
-        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default() }
+        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default(), unrecorded: Arc::default(), version_floor: Arc::default() }
     }
 
     /// This incarnation's lease name.
@@ -103,7 +108,8 @@ impl Service {
             read.record = Some((i.user.clone(), i.key.clone()));
         }
         for _ in 0..MAX_TRIES {
-            let snap = self.store.read(&read).await?;
+            let mut snap = self.store.read(&read).await?;
+            self.keep_versions_ahead(&mut snap);
             if let (Some(i), Some(raw)) = (idem, &snap.record) {
                 return i.replay(raw, Some(&snap)).map(Some);
             }
@@ -116,7 +122,12 @@ impl Service {
                 return fresh(reply);
             }
             match self.commit(&step).await? {
-                Commit::Done => return fresh(reply),
+                Commit::Done => {
+                    for u in &step.users {
+                        self.version_floor.fetch_max(u.version, Ordering::Relaxed);
+                    }
+                    return fresh(reply);
+                }
                 Commit::Conflict => continue,
                 // Another node won the key: the next read finds its answer
                 // with the room the answer's peer SDP is taken from.
@@ -127,6 +138,20 @@ impl Service {
         }
         tracing::warn!("gave up after {MAX_TRIES} conflicting tries");
         Err(Error::unavailable(anyhow::anyhow!("too many concurrent changes; retry")))
+    }
+
+    /// `version` never goes back, even across a Redis that came back empty
+    /// with its clock behind: every version this node has seen is a floor,
+    /// and a step's time is at least just above it (a new version is at
+    /// least its time in µs, see `UserState`).
+    fn keep_versions_ahead(&self, snap: &mut Snapshot) {
+        let seen = snap.users.values().map(|u| u.version).max().unwrap_or(0);
+        let floor = self.version_floor.fetch_max(seen, Ordering::Relaxed).max(seen);
+        if let Some(above) = DateTime::<Utc>::from_timestamp_micros(floor.saturating_add(1).min(i64::MAX as u64) as i64)
+            && snap.now < above
+        {
+            snap.now = above;
+        }
     }
 
     /// `run` for a client's call, whose every plan carries its reply.

@@ -78,7 +78,7 @@ impl Service {
         let accepted = now_us();
         let max = self.settings.limits.max_sessions_per_user;
         self.run(read, None, |s| {
-            let now = Utc::now();
+            let now = s.now;
             let mut u = s.users.get(user).cloned().unwrap_or_else(|| UserState::new(user.clone(), now));
             let mut step = Step::new(accepted).guard(Guard::User(user.clone(), u.version));
             if capped && !s.sessions.contains_key(session) {
@@ -112,14 +112,39 @@ impl Service {
     /// A session ends; if it was the user's last, they go offline and their
     /// grace period starts. While the node drains, they stay online through
     /// the grace period, so a client reconnecting elsewhere changes nothing.
+    ///
+    /// An end that cannot be recorded (Redis away, or its answer lost) is
+    /// kept here and recorded again by every sweep until Redis takes it
+    /// (`record_pending_ends`): it never lives only in a log line.
     pub async fn close_session(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        self.end_session(user, session, Utc::now() + self.grace(), self.is_draining()).await
+        let keep_online = self.is_draining();
+        let ended = self.end_session(user, session, None, keep_online).await;
+        if ended.is_err() {
+            self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(session.clone(), (user.clone(), keep_online));
+        }
+        ended
+    }
+
+    /// Records the session ends that could not be recorded when they
+    /// happened; each stays pending until it is. Returns how many remain.
+    pub async fn record_pending_ends(&self) -> usize {
+        let pending: Vec<_> = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(s, (u, k))| (s.clone(), u.clone(), *k)).collect();
+        for (session, user, keep_online) in pending {
+            // The grace period runs from when the end is recorded: until then
+            // the user has been shown online, so nobody saw it start.
+            if self.end_session(&user, &session, None, keep_online).await.is_ok() {
+                self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).remove(&session);
+                tracing::info!(user_id = %user, session_id = %session, "recorded a session end that had failed");
+            }
+        }
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Forgets a session; if it was the user's last, everyone hears they went
     /// offline (unless `keep_online`), and the camera goes off at `expire_at`
-    /// unless they come back.
-    pub(crate) async fn end_session(&self, user: &UserId, session: &SessionId, expire_at: DateTime<Utc>, keep_online: bool) -> Result<()> {
+    /// (by default `presence.grace_s` from now, by the store's clock) unless
+    /// they come back.
+    pub(crate) async fn end_session(&self, user: &UserId, session: &SessionId, expire_at: Option<DateTime<Utc>>, keep_online: bool) -> Result<()> {
         let read = Read { users: vec![user.clone()], sessions_of: Some(user.clone()), ..Read::default() };
         let accepted = now_us();
         self.run(read, None, |s| {
@@ -128,12 +153,12 @@ impl Service {
             step = step.guard(Guard::HasSession(user.clone(), session.clone())).guard(Guard::Sessions(user.clone(), s.sessions.len()));
             step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: node.clone(), open: false });
             if s.sessions.len() == 1 {
-                step.expiries.push((user.clone(), Some(expire_at)));
+                step.expiries.push((user.clone(), Some(expire_at.unwrap_or(s.now + self.grace()))));
                 // Kept online (a drain): nothing is held back either.
                 step.flaps.push((user.clone(), None));
                 if !keep_online && let Some(mut u) = s.users.get(user).cloned() {
                     step = step.guard(Guard::User(user.clone(), u.version));
-                    let now = Utc::now();
+                    let now = s.now;
                     if u.online {
                         match self.flap_due(&u, now) {
                             Some(due) => step.flaps = vec![(user.clone(), Some(due))],
@@ -162,7 +187,7 @@ impl Service {
     /// Settles every held-back `online` change that is due: each user's
     /// `online` becomes what their sessions are now. Returns how many were due.
     pub async fn settle_flaps(&self) -> Result<usize> {
-        let due = self.store.claim_flaps(Utc::now()).await?;
+        let due = self.store.claim_flaps().await?;
         if !due.is_empty() {
             crate::failpoint::here("flaps.claimed");
         }
@@ -174,7 +199,7 @@ impl Service {
         let read = Read { users: vec![user.clone()], sessions_of: Some(user.clone()), ..Read::default() };
         let accepted = now_us();
         self.run(read, None, |s| {
-            let now = Utc::now();
+            let now = s.now;
             let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len())).guard(Guard::User(user.clone(), s.version(user)));
             step.flaps.push((user.clone(), None));
             if let Some(mut u) = s.users.get(user).cloned()
@@ -199,7 +224,7 @@ impl Service {
     /// their camera goes off with every effect of cameraOff, and rooms they
     /// watch close with `gone`. Returns how many were due.
     pub async fn expire_due(&self) -> Result<usize> {
-        let due = self.store.claim_expired(Utc::now()).await?;
+        let due = self.store.claim_expired().await?;
         if !due.is_empty() {
             crate::failpoint::here("expire.claimed");
         }
@@ -207,53 +232,71 @@ impl Service {
         Ok(due.len())
     }
 
+    /// The meetings go first, each a step of its own that checks the user is
+    /// still gone; the expiry's own step (offline, camera off, rooms closed)
+    /// comes last and removes the claim. So a node dying anywhere between
+    /// leaves the expiry claimed, and whoever claims it next finishes it.
     async fn expire(&self, user: &UserId) -> Result<()> {
         let read = Read {
             users: vec![user.clone()],
             sessions_of: Some(user.clone()),
             owned_by: Some(user.clone()),
             watched_by: Some(user.clone()),
+            meetings_of: Some(user.clone()),
             ..Read::default()
         };
         let accepted = now_us();
-        self.run(read, None, |s| {
-            let now = Utc::now();
-            let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len()));
-            step.expiries.push((user.clone(), None));
-            if !s.sessions.is_empty() {
-                // A held-back change stays due: it settles to online.
-                // Back in time: only the claim goes.
-                return Ok(Plan { step, reply: None });
-            }
-            step = step
-                .guard(Guard::User(user.clone(), s.version(user)))
-                .guard(Guard::Owned(user.clone(), s.owned.len()))
-                .guard(Guard::Watched(user.clone(), s.watched.len()));
-            // Offline now, whatever was held back.
-            step.flaps.push((user.clone(), None));
-            if let Some(mut u) = s.users.get(user).cloned() {
-                // Both, for a session ended by a drain; one update_user either way.
-                let (off, gone) = (u.camera_off(now), u.set_online(false, now));
-                if off || gone {
-                    step.broadcast.push(Event::user(u.clone()));
-                    step.users.push(u);
+        // Twice at most: once finding meetings to leave, once after leaving them.
+        for _ in 0..2 {
+            let mut in_meetings = false;
+            self.run(read.clone(), None, |s| {
+                let now = s.now;
+                in_meetings = false;
+                let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len()));
+                step.expiries.push((user.clone(), None));
+                if !s.sessions.is_empty() {
+                    // A held-back change stays due: it settles to online.
+                    // Back in time: only the claim goes.
+                    return Ok(Plan { step, reply: None });
                 }
-                step.forgets.push((user.clone(), Some(now + self.forget_after())));
+                if !s.member_of.is_empty() {
+                    in_meetings = true;
+                    return Ok(Plan { step: Step::new(accepted), reply: None });
+                }
+                step = step
+                    .guard(Guard::User(user.clone(), s.version(user)))
+                    .guard(Guard::Owned(user.clone(), s.owned.len()))
+                    .guard(Guard::Watched(user.clone(), s.watched.len()));
+                // Offline now, whatever was held back.
+                step.flaps.push((user.clone(), None));
+                if let Some(mut u) = s.users.get(user).cloned() {
+                    // Both, for a session ended by a drain; one update_user either way.
+                    let (off, gone) = (u.camera_off(now), u.set_online(false, now));
+                    if off || gone {
+                        step.broadcast.push(Event::user(u.clone()));
+                        step.users.push(u);
+                    }
+                    step.forgets.push((user.clone(), Some(now + self.forget_after())));
+                }
+                close_rooms(&mut step, &s.owned, user, "camera_off", now);
+                close_rooms(&mut step, &s.watched, user, "gone", now);
+                Ok(Plan { step, reply: None })
+            })
+            .await?;
+            if !in_meetings {
+                return Ok(());
             }
-            close_rooms(&mut step, &s.owned, user, "camera_off", now);
-            close_rooms(&mut step, &s.watched, user, "gone", now);
-            Ok(Plan { step, reply: None })
-        })
-        .await?;
-        // Each meeting is a step of its own; each checks the user is still gone.
-        crate::failpoint::here("expire.before_meetings");
-        self.leave_meetings(user, "gone").await
+            self.leave_meetings(user, "gone").await?;
+            crate::failpoint::here("expire.between");
+        }
+        // Joined again meanwhile, with no session: the claim stays, and comes due again.
+        Ok(())
     }
 
     /// Forgets every user whose time came: their state and directory entry go.
     /// Returns how many were due.
     pub async fn forget_due(&self) -> Result<usize> {
-        let due = self.store.claim_forgettable(Utc::now()).await?;
+        let due = self.store.claim_forgettable().await?;
         self.each(&due, |u| self.forget(u)).await?;
         Ok(due.len())
     }

@@ -25,7 +25,7 @@ impl Service {
         room: RoomId,
         accepted: i64,
         idem: Option<&Idem>,
-        op: impl Fn(&mut Connection) -> Result<Role>,
+        op: impl Fn(&mut Connection, DateTime<Utc>) -> Result<Role>,
         event: impl Fn(&Connection) -> Event,
         reply: fn(ConnectionReply) -> Reply,
     ) -> Result<Executed> {
@@ -35,7 +35,7 @@ impl Service {
                 let r = s.rooms.get(&room).ok_or(Error::RoomNotFound)?;
                 self.remember(&r.room);
                 let mut c = r.room.clone();
-                let to = op(&mut c)?;
+                let to = op(&mut c, s.now)?;
                 let mut step = Step::new(accepted).guard(Guard::Room(room.clone(), r.rev));
                 step.events.push((c.user(to).clone(), event(&c)));
                 step.rooms.push((c.clone(), false));
@@ -47,7 +47,7 @@ impl Service {
     /// One round trip when this node knows the room's members: the commit
     /// checks that the room is still open, touches it, and sends the candidate.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn ice(&self, caller: &UserId, room: RoomId, candidate: IceCandidate, dest: Option<Role>, now: DateTime<Utc>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+    pub(super) async fn ice(&self, caller: &UserId, room: RoomId, candidate: IceCandidate, dest: Option<Role>, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
         let (owner, abonent) = match self.members(&room) {
             Some(m) => m,
             None => {
@@ -72,7 +72,9 @@ impl Service {
         if let Some(i) = idem {
             i.seal(&mut step, &reply);
         }
-        step.touch = Some((room.clone(), now));
+        // No read, so no store clock here: Redis touches the room by its own
+        // (`touch`); the memory store's clock is this process's.
+        step.touch = Some((room.clone(), Utc::now()));
         step.events.push((to, Event::PutIce(PutIceData { room_id: room.clone(), user_id: caller.clone(), candidate })));
         match self.commit(&step).await? {
             Commit::Done => Ok(Executed { reply, replayed: false }),
@@ -113,19 +115,18 @@ impl Service {
 
     /// Closes rooms stuck negotiating; both sides hear `hangup` with reason `timeout`.
     pub async fn close_idle(&self) -> Result<usize> {
-        let now = Utc::now();
-        let cutoff = now - self.settings.connections.idle_ttl;
+        let idle = self.settings.connections.idle_ttl;
         let mut closed = 0;
-        for room in self.store.idle_rooms(cutoff).await? {
+        for room in self.store.idle_rooms(idle).await? {
             let read = Read { rooms: vec![room.clone()], ..Read::default() };
             let accepted = crate::domain::event::now_us();
             let mut closes = false;
             self.run(read, None, |s| {
                 let mut step = Step::new(accepted);
                 closes = false;
-                if let Some(r) = s.rooms.get(&room).filter(|r| r.room.is_idle(cutoff)) {
+                if let Some(r) = s.rooms.get(&room).filter(|r| r.room.is_idle(s.now - idle)) {
                     let mut c = r.room.clone();
-                    c.close("timeout", now);
+                    c.close("timeout", s.now);
                     step = step.guard(Guard::Room(room.clone(), r.rev));
                     // Closed by the server: both sides hear it, each naming the other.
                     for role in [Role::Owner, Role::Abonent] {

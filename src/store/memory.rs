@@ -187,7 +187,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn read(&self, q: &Read) -> Result<Snapshot> {
         let inner = self.lock();
-        let mut s = Snapshot::default();
+        let mut s = Snapshot { now: Utc::now(), ..Snapshot::default() };
         for u in &q.users {
             if let Some(x) = inner.users.get(u) {
                 s.users.insert(u.clone(), x.clone());
@@ -345,22 +345,24 @@ impl Store for MemoryStore {
         Ok(UserPage::from_overfetch(users, q.limit))
     }
 
-    async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
+    async fn claim_expired(&self) -> Result<Vec<UserId>> {
+        let now = Utc::now();
         let mut inner = self.lock();
         let due = claim(&mut inner.expiries, now);
         inner.purge(now);
         Ok(due)
     }
 
-    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        Ok(claim(&mut self.lock().forgets, now))
+    async fn claim_forgettable(&self) -> Result<Vec<UserId>> {
+        Ok(claim(&mut self.lock().forgets, Utc::now()))
     }
 
-    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        Ok(claim(&mut self.lock().flaps, now))
+    async fn claim_flaps(&self) -> Result<Vec<UserId>> {
+        Ok(claim(&mut self.lock().flaps, Utc::now()))
     }
 
-    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {
+    async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>> {
+        let cutoff = Utc::now() - idle;
         let inner = self.lock();
         Ok(inner
             .rooms

@@ -24,7 +24,10 @@ pub const CLOSED_ROOM_KEEP_S: u64 = 600;
 pub const RECORD_KEEP_S: u64 = 600;
 /// How long a claimed piece of housekeeping (an expiry, a dead node) is held by
 /// the node that claimed it; if that node dies, another takes it after this.
-pub const CLAIM_HOLD_MS: i64 = 5_000;
+/// Short, so that a sweeper dying mid-sweep still leaves the ghost bound
+/// (`ttl_s + grace_s`) whole: every step of a claimed job is guarded, so a
+/// slow claimant and the one that takes over cannot both apply it.
+pub const CLAIM_HOLD_MS: i64 = 1_000;
 
 /// A page of `GET /webrtc/users`.
 #[derive(Debug, Clone)]
@@ -123,6 +126,10 @@ pub struct Snapshot {
     pub member_of: Vec<MeetingId>,
     /// The count of `created_by`.
     pub created: usize,
+    /// The store's clock when it read (Redis's `TIME`; the memory store's,
+    /// the process clock): every time a step writes comes from here, so
+    /// nodes' clocks never matter.
+    pub now: DateTime<Utc>,
 }
 
 impl Snapshot {
@@ -278,29 +285,30 @@ pub trait Store: Send + Sync + 'static {
 
     async fn users(&self, q: &UserQuery) -> Result<UserPage>;
 
-    /// Users whose grace period ended by `now`. Each is held for the caller for
-    /// `CLAIM_HOLD_MS`; the expiry step itself removes it.
-    async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
+    /// Users whose grace period has ended, by the store's clock. Each is held
+    /// for the caller for `CLAIM_HOLD_MS`; the expiry step itself removes it.
+    async fn claim_expired(&self) -> Result<Vec<UserId>>;
 
-    /// Users whose held-back `online` change is due by `now`, held for the
-    /// caller like expiries.
-    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
+    /// Users whose held-back `online` change is due, held for the caller
+    /// like expiries.
+    async fn claim_flaps(&self) -> Result<Vec<UserId>>;
 
-    /// Users due to be forgotten by `now`, held for the caller like expiries.
-    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>>;
+    /// Users due to be forgotten, held for the caller like expiries.
+    async fn claim_forgettable(&self) -> Result<Vec<UserId>>;
 
-    /// Rooms still negotiating with no activity since `cutoff`.
-    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>>;
+    /// Rooms still negotiating with no activity for `idle`, by the store's clock.
+    async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>>;
 
     /// Ok when the store can serve.
     async fn ping(&self) -> Result<()>;
 
-    /// Renews a lease (one incarnation of a node, see `crate::lease`) until
-    /// `until`. False when it was not as this node left it (`held_until`):
-    /// a peer swept it, or claimed it to sweep. The memory store serves one
-    /// node, which never outlives itself.
-    async fn renew_lease(&self, _lease: &str, _until: DateTime<Utc>, _held_until: Option<DateTime<Utc>>) -> Result<bool> {
-        Ok(true)
+    /// Renews a lease (one incarnation of a node, see `crate::lease`) for
+    /// `valid` from now, by the store's clock; returns whether it was as this
+    /// node left it (`held_until`; false when a peer swept it, or claimed it
+    /// to sweep), and its new end. The memory store serves one node, which
+    /// never outlives itself.
+    async fn renew_lease(&self, _lease: &str, valid: std::time::Duration, _held_until: Option<DateTime<Utc>>) -> Result<(bool, DateTime<Utc>)> {
+        Ok((true, Utc::now() + valid))
     }
 
     /// Every lease held or not yet swept.
@@ -308,9 +316,9 @@ pub trait Store: Send + Sync + 'static {
         Ok(vec![])
     }
 
-    /// Leases that ended by `now`, with when each ended. Each is held for the
-    /// caller for `CLAIM_HOLD_MS`, until `forget_lease`.
-    async fn claim_dead_leases(&self, _now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    /// Leases that have ended, by the store's clock, with when each ended.
+    /// Each is held for the caller for `CLAIM_HOLD_MS`, until `forget_lease`.
+    async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
         Ok(vec![])
     }
 

@@ -192,9 +192,8 @@ impl RedisStore {
                 p.op("hdel").key(k.memberships(u)).arg(m);
             }
         }
-        if let Some((r, at)) = &step.touch {
-            p.op("hset").key(k.room(r)).arg(1).arg("t").arg(ms(*at));
-            p.op("zaddxx").key(k.negotiating()).arg(ms(*at)).arg(r);
+        if let Some((r, _)) = &step.touch {
+            p.op("touch").key(k.room(r)).key(k.negotiating()).arg(r);
         }
         for w in &step.sessions {
             let member = Keys::node_session_member(&w.user, &w.session);
@@ -240,7 +239,6 @@ impl RedisStore {
                 .arg(kept.key.as_str())
                 .arg(&kept.record)
                 .arg(RECORD_KEEP_S * 1000)
-                .arg(step.accepted_us / 1000)
                 .arg(kept.per_user_max);
         }
         // Everyone hears the state change before its consequences (a camera
@@ -255,8 +253,8 @@ impl RedisStore {
         p
     }
 
-    async fn claim(&self, key: String, now: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
-        let args = [ms(now).to_string().into_bytes(), (ms(now) + CLAIM_HOLD_MS).to_string().into_bytes()];
+    async fn claim(&self, key: String) -> Result<Vec<(String, i64)>> {
+        let args = [CLAIM_HOLD_MS.to_string().into_bytes()];
         let flat: Vec<String> = self.r.run(&self.r.scripts.claim_due, &[key], &args).await?;
         Ok(flat.chunks(2).map(|p| (p[0].clone(), p[1].parse::<f64>().unwrap_or(0.0) as i64)).collect())
     }
@@ -275,6 +273,7 @@ enum Slot {
     Pairs,
     MemberOf,
     Created,
+    Time,
 }
 
 #[async_trait]
@@ -329,8 +328,13 @@ impl Store for RedisStore {
         }
         let mut s = Snapshot::default();
         if p.is_empty() {
+            // Nothing read, nothing decided on: the time is only for what the step writes.
+            s.now = Utc::now();
             return Ok(s);
         }
+        // Redis's clock, in the same round trip: the step's time.
+        p.op("time");
+        slots.push(Slot::Time);
         let out: Vec<Value> = self.r.run(&self.r.scripts.read, p.keys(), p.args()).await?;
         let rooms = |v: &Value| -> Result<Vec<RoomRead>> { Ok(items(v).iter().map(|h| room_of(&hash(h))).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect()) };
         for (slot, v) in slots.into_iter().zip(out.iter()) {
@@ -361,6 +365,11 @@ impl Store for RedisStore {
                 }
                 Slot::Pairs => s.pairs = rooms(v)?,
                 Slot::Created => s.created = int(v)?,
+                Slot::Time => {
+                    // TIME answers two strings: seconds and microseconds.
+                    let part = |i: usize| items(v).get(i).and_then(text).and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| corrupt(format!("TIME answered {v:?}")));
+                    s.now = Utc.timestamp_micros(part(0)? * 1_000_000 + part(1)?).single().ok_or_else(|| corrupt("TIME out of range"))?;
+                }
                 Slot::MemberOf => s.member_of = hash(v).into_keys().filter_map(|m| MeetingId::parse(&m).ok()).collect(),
             }
         }
@@ -412,23 +421,24 @@ impl Store for RedisStore {
         Ok(UserPage::from_overfetch(users, q.limit))
     }
 
-    async fn claim_expired(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().expiries(), now).await?;
+    async fn claim_expired(&self) -> Result<Vec<UserId>> {
+        let due = self.claim(self.keys().expiries()).await?;
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
-    async fn claim_flaps(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().flaps(), now).await?;
+    async fn claim_flaps(&self) -> Result<Vec<UserId>> {
+        let due = self.claim(self.keys().flaps()).await?;
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
-    async fn claim_forgettable(&self, now: DateTime<Utc>) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().forgets(), now).await?;
+    async fn claim_forgettable(&self) -> Result<Vec<UserId>> {
+        let due = self.claim(self.keys().forgets()).await?;
         Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
-    async fn idle_rooms(&self, cutoff: DateTime<Utc>) -> Result<Vec<RoomId>> {
-        let ids: Vec<String> = self.r.query(redis::cmd("ZRANGEBYSCORE").arg(self.keys().negotiating()).arg("-inf").arg(ms(cutoff)).arg("LIMIT").arg(0).arg(100)).await?;
+    async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>> {
+        let args = [idle.as_millis().to_string().into_bytes()];
+        let ids: Vec<String> = self.r.run(&self.r.scripts.idle, &[self.keys().negotiating()], &args).await?;
         Ok(ids.iter().filter_map(|id| RoomId::parse(id).ok()).collect())
     }
 
@@ -436,20 +446,21 @@ impl Store for RedisStore {
         self.r.query::<()>(&redis::cmd("PING")).await
     }
 
-    async fn renew_lease(&self, lease: &str, until: DateTime<Utc>, held_until: Option<DateTime<Utc>>) -> Result<bool> {
+    async fn renew_lease(&self, lease: &str, valid: std::time::Duration, held_until: Option<DateTime<Utc>>) -> Result<(bool, DateTime<Utc>)> {
         let held = held_until.map(|t| ms(t).to_string()).unwrap_or_default();
-        let args = [lease.as_bytes().to_vec(), ms(until).to_string().into_bytes(), held.into_bytes()];
-        let kept: i64 = self.r.run(&self.r.scripts.lease, &[self.keys().leases()], &args).await?;
-        Ok(kept == 1)
+        let args = [lease.as_bytes().to_vec(), valid.as_millis().to_string().into_bytes(), held.into_bytes()];
+        let (kept, until): (i64, i64) = self.r.run(&self.r.scripts.lease, &[self.keys().leases()], &args).await?;
+        let until = Utc.timestamp_millis_opt(until).single().ok_or_else(|| corrupt("lease end out of range"))?;
+        Ok((kept == 1, until))
     }
 
     async fn leases(&self) -> Result<Vec<String>> {
         self.r.query(redis::cmd("ZRANGE").arg(self.keys().leases()).arg(0).arg(-1)).await
     }
 
-    async fn claim_dead_leases(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let dead = self.claim(self.keys().leases(), now).await?;
-        Ok(dead.into_iter().map(|(n, at)| (n, Utc.timestamp_millis_opt(at).single().unwrap_or(now))).collect())
+    async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let dead = self.claim(self.keys().leases()).await?;
+        Ok(dead.into_iter().filter_map(|(n, at)| Some((n, Utc.timestamp_millis_opt(at).single()?))).collect())
     }
 
     async fn lease_sessions(&self, lease: &str) -> Result<Vec<(UserId, SessionId)>> {

@@ -58,6 +58,12 @@ while more() do
   elseif op == 'zaddxx' then
     local k, score, m = key(), arg(), arg()
     redis.call('ZADD', k, 'XX', score, m)
+  elseif op == 'touch' then
+    -- A room's last activity, by Redis's clock (ICE commits without a read).
+    local k, z, r = key(), key(), arg()
+    local now = now_ms()
+    redis.call('HSET', k, 't', now)
+    redis.call('ZADD', z, 'XX', now, r)
   elseif op == 'zrem' then
     redis.call('ZREM', key(), arg())
   elseif op == 'sadd' then
@@ -68,7 +74,8 @@ while more() do
     -- An idempotent answer, and the user's index of kept keys (scored by
     -- when each was kept); past `max`, the oldest are deleted. Their key
     -- names are built here: the same prefix as the kept one.
-    local k, idx, prefix, member, v, ms, now, max = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
+    local k, idx, prefix, member, v, ms, max = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())
+    local now = now_ms()
     redis.call('SET', k, v, 'PX', ms)
     redis.call('ZREMRANGEBYSCORE', idx, '-inf', now - ms)
     redis.call('ZADD', idx, now, member)

@@ -6,10 +6,13 @@
 --   index k prefix    HGETALL of an index (field -> id), then HGETALL prefix..id of each
 --   pair k field prefix   {HLEN k, HGETALL prefix..HGET(k, field) or {}}
 --   live k prefix     how many members m of set k have a key prefix..m
+--   time              Redis's clock: {seconds, microseconds}
 local out = {}
 while more() do
   local op = arg()
-  if op == 'hash' then
+  if op == 'time' then
+    out[#out + 1] = redis.call('TIME')
+  elseif op == 'hash' then
     out[#out + 1] = redis.call('HGETALL', key())
   elseif op == 'get' then
     out[#out + 1] = redis.call('GET', key()) or ''
