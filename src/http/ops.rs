@@ -240,8 +240,15 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
     // Registered (and counted against the cap) before the 101 goes out; the
     // session records its end however it stops.
     let id = SessionId::new();
-    node.service.register_new(&caller.user, &id).await?;
-    let opts = Options { session: id.clone(), since, presence: q.presence.unwrap_or(true) };
+    // Redis away: the contract's answer is the WebSocket's own (an error
+    // frame, close 1013), not an HTTP one; the session's end is recorded
+    // like any other's, in case the register step ran after all (504).
+    let refused = match node.service.register_new(&caller.user, &id).await {
+        Ok(()) => None,
+        Err(e @ (Error::Unavailable(_) | Error::OutcomeUnknown(_))) => Some(e),
+        Err(e) => return Err(e.into()),
+    };
+    let opts = Options { session: id.clone(), since, presence: q.presence.unwrap_or(true), refused };
     session::start(&req, stream, node.actors.clone(), caller.clone(), opts).inspect_err(|_| {
         let (service, user) = (node.service.clone(), caller.user.clone());
         actix_web::rt::spawn(async move {

@@ -89,6 +89,11 @@ impl Keys {
         format!("{u}{SEP}{s}")
     }
 
+    /// Written by `/readyz`: a store that refuses writes is not ready.
+    pub fn ready(&self) -> String {
+        format!("{}:ready", self.p)
+    }
+
     /// Sorted set: lease (`node#incarnation`) scored by when it ends (ms).
     pub fn leases(&self) -> String {
         format!("{}:leases", self.p)

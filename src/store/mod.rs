@@ -299,7 +299,7 @@ pub trait Store: Send + Sync + 'static {
     /// Rooms still negotiating with no activity for `idle`, by the store's clock.
     async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>>;
 
-    /// Ok when the store can serve.
+    /// Ok when the store can serve: read and write.
     async fn ping(&self) -> Result<()>;
 
     /// Renews a lease (one incarnation of a node, see `crate::lease`) for

@@ -442,8 +442,10 @@ impl Store for RedisStore {
         Ok(ids.iter().filter_map(|id| RoomId::parse(id).ok()).collect())
     }
 
+    /// A write, not a PING: a Redis that answers but refuses writes
+    /// (maxmemory, a read-only replica) cannot serve either.
     async fn ping(&self) -> Result<()> {
-        self.r.query::<()>(&redis::cmd("PING")).await
+        self.r.query::<()>(redis::cmd("SET").arg(self.keys().ready()).arg(1).arg("PX").arg(10_000)).await
     }
 
     async fn renew_lease(&self, lease: &str, valid: std::time::Duration, held_until: Option<DateTime<Utc>>) -> Result<(bool, DateTime<Utc>)> {

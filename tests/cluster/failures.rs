@@ -1,6 +1,7 @@
 //! A node dies, Redis restarts: no ghost cameras, 503 instead of hangs, and
 //! recovery on the same sockets.
 
+use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,25 @@ async fn redis_restart_gives_503_then_events_flow_on_the_same_sockets() {
     // The sockets stay open: a ping command is still acked.
     let ack = ows.command(json!({"cmd": "ping", "ack": 1})).await;
     assert_eq!(ack["cmd"], "ack");
+    // A new socket opens to say so, as the contract has it: an error frame, close 1013.
+    let url = format!("{}?token={}", nodes[1].ws_url("/ws"), token("late"));
+    let (mut late, _) = tokio_tungstenite::connect_async(url).await.expect("the handshake is answered 101");
+    let first = loop {
+        match late.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => break serde_json::from_str::<serde_json::Value>(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("no error frame: {other:?}"),
+        }
+    };
+    assert_eq!((first["cmd"].as_str(), first["error"]["code"].as_str()), (Some("error"), Some("unavailable")), "{first}");
+    let close = loop {
+        match late.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("not closed: {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1013));
 
     redis.restart().await;
     wait_until(Duration::from_secs(15), "readyz after the restart", async || nodes[0].get("/readyz", None).await.status == 200).await;
@@ -218,4 +238,22 @@ async fn a_meeting_member_whose_node_dies_leaves_with_gone() {
     let m = nodes[0].get(&format!("/webrtc/meetings/{id}"), Some(&a)).await.body;
     let members: Vec<_> = m["members"].as_array().unwrap().iter().map(|x| x["user_id"].as_str().unwrap()).collect();
     assert_eq!(members, ["ma", "mb"]);
+}
+
+/// Issue #24: `/readyz` said 200 while Redis refused every write
+/// (maxmemory). It writes now, so a node that cannot serve says so.
+#[actix_web::test]
+async fn readyz_fails_while_redis_refuses_writes() {
+    let redis = Redis::start().await;
+    let n = node(&redis, "oom").await;
+    assert_eq!(n.get("/readyz", None).await.status, 200);
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1").query_async(&mut conn).await.unwrap();
+    let r = n.get("/readyz", None).await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.body);
+    // And a call that writes is refused as unavailable, with nothing done.
+    assert_eq!(n.camera_on(&token("oom-user")).await.status, 503);
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query_async(&mut conn).await.unwrap();
+    wait_until(Duration::from_secs(10), "readyz once Redis takes writes", async || n.get("/readyz", None).await.status == 200).await;
 }

@@ -62,6 +62,9 @@ pub struct Options {
     pub session: SessionId,
     pub since: Option<EventId>,
     pub presence: bool,
+    /// The shared store could not register the session: the socket opens
+    /// only to say so (an error frame, close 1013).
+    pub refused: Option<Error>,
 }
 
 /// 400 unless `req` is a WebSocket handshake (checked before a session is registered).
@@ -360,6 +363,13 @@ impl Actor for WsSession {
         let _e = self.span.clone().entered();
         tracing::debug!("session opened");
         self.node.metrics.sessions_open.inc();
+        if let Some(e) = self.opts.refused.take() {
+            tracing::debug!(error = %e, "session could not be registered");
+            self.error(ctx, &Value::Null, &e);
+            ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Again, description: Some(e.to_string()) }));
+            ctx.stop();
+            return;
+        }
         ctx.run_interval(self.heartbeat, |act, ctx| {
             if act.last_seen.elapsed() > act.heartbeat * WsSettings::MISSED_HEARTBEATS {
                 tracing::info!(parent: &act.span, "session silent too long; closing");
