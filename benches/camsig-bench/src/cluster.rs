@@ -25,11 +25,6 @@ impl Proc {
         self.child.id()
     }
 
-    /// Open descriptors, from /proc (0 once the process is gone).
-    pub fn fd_count(&self) -> u64 {
-        fd_count(self.pid())
-    }
-
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();

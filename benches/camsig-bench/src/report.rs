@@ -132,15 +132,17 @@ pub fn hostile_table(run: &Run) -> String {
             h.quiet_s,
             h.attack_s
         );
-        out += "| process | RSS start / quiet peak / attack peak / end (MiB) | descriptors start / quiet peak / attack peak / end | attack fd peak: before last minute / last minute |\n|---|---|---|---|\n";
+        out += "| process | RSS start / quiet peak / attack peak / end (MiB) | attack RSS peak: before last minute / last minute (MiB) | descriptors start / quiet peak / attack peak / end | attack fd peak: before last minute / last minute |\n|---|---|---|---|---|\n";
         for n in &h.nodes {
             out += &format!(
-                "| {} | {:.1} / {:.1} / {:.1} / {:.1} | {} / {} / {} / {} | {} / {} |\n",
+                "| {} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {} / {} / {} / {} | {} / {} |\n",
                 n.name,
                 mib(n.rss_start_kib),
                 mib(n.rss_quiet_peak_kib),
                 mib(n.rss_peak_kib),
                 mib(n.rss_end_kib),
+                mib(n.rss_peak_early_kib),
+                mib(n.rss_peak_last_minute_kib),
                 n.fds_start,
                 n.fds_quiet_peak,
                 n.fds_peak,
