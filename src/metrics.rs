@@ -18,6 +18,8 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     /// Requests sent to Redis and answered (a script or a pipeline counts once).
     pub redis_round_trips: IntCounter,
+    /// Session ends Redis has not taken yet, recorded again at every sweep.
+    pub session_ends_pending: IntGauge,
 }
 
 impl Metrics {
@@ -48,6 +50,8 @@ impl Metrics {
         let redis_round_trips = IntCounter::new("redis_round_trips_total", "Round trips to Redis (a script or a pipeline counts once)").unwrap();
         registry.register(Box::new(delivery_seconds.clone())).unwrap();
         registry.register(Box::new(redis_round_trips.clone())).unwrap();
+        let session_ends_pending = IntGauge::new("session_ends_pending", "Session ends Redis has not taken yet; each sweep records them again").unwrap();
+        registry.register(Box::new(session_ends_pending.clone())).unwrap();
         // Every series exists from the start, at 0, so rates and alerts work
         // before the first event of a kind.
         for action in crate::domain::names::EVENTS.iter().map(|e| e.name) {
@@ -55,7 +59,7 @@ impl Metrics {
         }
         let process = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into())).expect("valid registry labels");
         process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).unwrap();
-        Self { registry, process, http_requests, sessions_open, polls_waiting, events_delivered, delivery_seconds, redis_round_trips }
+        Self { registry, process, http_requests, sessions_open, polls_waiting, events_delivered, delivery_seconds, redis_round_trips, session_ends_pending }
     }
 
     /// Counts one event written to a socket and how long it took to get there.

@@ -53,6 +53,7 @@ pub fn start(node: Node) -> Sweeper {
             }
             let service = &node.service;
             lease.renew(service, || node.registry.local_sessions()).await;
+            node.metrics.session_ends_pending.set(service.pending_ends() as i64);
             if lease.may_sweep()
                 && let Err(e) = service.sweep_dead_leases().await
             {

@@ -125,6 +125,11 @@ impl Service {
         ended
     }
 
+    /// Session ends not recorded yet.
+    pub fn pending_ends(&self) -> usize {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Records the session ends that could not be recorded when they
     /// happened; each stays pending until it is. Returns how many remain.
     pub async fn record_pending_ends(&self) -> usize {

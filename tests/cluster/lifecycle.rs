@@ -386,3 +386,44 @@ async fn a_half_open_command_connection_is_replaced() {
     eprintln!("half-open command link: served again {:?} after it went silent ({refused} calls answered 503)", silent.elapsed());
     assert!(refused >= 1, "the silent link was never used");
 }
+
+/// Issue #24, item 1: sockets closed while Redis stalled (a lease long
+/// enough that no peer sweeps) left their users online, cameras on, for as
+/// long as the node ran: the failed end was only logged. The node keeps each
+/// end and records it once Redis is back.
+/// Mutation (the failed end not kept): no end is kept, and the users stay
+/// online with their cameras on.
+#[actix_web::test]
+async fn sockets_closed_while_redis_stalls_end_once_it_is_back() {
+    let redis = Redis::start().await;
+    let n = node_with(&redis, "keeps-ends", |s| s.presence.ttl = Duration::from_secs(30)).await;
+    let users: Vec<String> = (0..4).map(|i| format!("stalled-{i}")).collect();
+    let mut socks = Vec::new();
+    for u in &users {
+        let t = token(u);
+        socks.push(n.ws(&t).await);
+        assert_eq!(n.camera_on(&t).await.status, 200);
+    }
+    redis.pause();
+    for ws in socks {
+        ws.close().await;
+    }
+    let metrics = async || {
+        let text = n.get_text("/metrics").await;
+        text.lines().find(|l| l.starts_with("camsig_session_ends_pending")).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    wait_until(Duration::from_secs(20), "the four ends to be kept, Redis being away", async || metrics().await >= 4.0).await;
+    redis.resume();
+    let asker = token("asker");
+    wait_until(Duration::from_secs(20), "every user offline with the camera off", async || {
+        for u in &users {
+            let s = user(&n, &asker, u).await;
+            if s["online"] != false || s["camera"] != "off" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(metrics().await, 0.0, "nothing left pending");
+}

@@ -179,6 +179,12 @@ impl TestApp {
         self.send(self.http.get(self.url(path)), token, None).await
     }
 
+    /// GET a text document (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let mut r = self.http.get(self.url(path)).send().await.expect("request sent");
+        String::from_utf8_lossy(&r.body().limit(8 << 20).await.expect("body read")).into_owned()
+    }
+
     pub async fn camera_on(&self, token: &str) -> Res {
         self.post("cameraOn", token, json!({})).await
     }
