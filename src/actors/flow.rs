@@ -119,22 +119,32 @@ impl Outbox {
 
     /// Counts a frame of `payload` bytes about to be written; false when it
     /// would make more than `max_frames` frames or `max_bytes` bytes wait:
-    /// the session is too slow, and nothing may be written. A replayed frame
-    /// (`replay`) is counted but never refused: a resume writes at most the
-    /// log (`events.keep_max` events), and the live frames after it find the
-    /// outbox as full as the replay left it.
-    pub fn admit(&mut self, payload: usize, replay: bool) -> bool {
-        let pulled = self.pulled.bytes.load(Ordering::Acquire);
-        while self.ends.front().is_some_and(|end| *end <= pulled) {
-            self.ends.pop_front();
-        }
+    /// the session is too slow, and nothing may be written. Replays are no
+    /// exception: a resume reads the log a page at a time, each page the size
+    /// of the room left (`room`), and the next once the client took it.
+    pub fn admit(&mut self, payload: usize) -> bool {
+        self.forget_pulled();
         let len = frame_len(payload);
-        if !replay && (self.ends.len() >= self.max_frames || self.written.saturating_sub(pulled) + len > self.max_bytes) {
+        if self.ends.len() >= self.max_frames || self.written.saturating_sub(self.pulled.bytes.load(Ordering::Acquire)) + len > self.max_bytes {
             return false;
         }
         self.written += len;
         self.ends.push_back(self.written);
         true
+    }
+
+    fn forget_pulled(&mut self) {
+        let pulled = self.pulled.bytes.load(Ordering::Acquire);
+        while self.ends.front().is_some_and(|end| *end <= pulled) {
+            self.ends.pop_front();
+        }
+    }
+
+    /// Room left now: frames, and bytes of payload.
+    pub fn room(&mut self) -> (usize, usize) {
+        self.forget_pulled();
+        let waiting = self.written.saturating_sub(self.pulled.bytes.load(Ordering::Acquire));
+        (self.max_frames.saturating_sub(self.ends.len()), (self.max_bytes.saturating_sub(waiting)) as usize)
     }
 
     /// The session is too slow: unless the client takes everything queued
@@ -175,12 +185,20 @@ where
             }
         }
     });
-    Ok(res.streaming(Queued { rx, pulled, _held: held }))
+    Ok(res.streaming(Queued { rx, pulled, part: Bytes::new(), _held: held }))
 }
+
+/// The most the HTTP layer takes at once. It takes more only when its own
+/// buffer is nearly empty, so what it took (`pulled`) is what went to the
+/// kernel, within about this much: a chunk of megabytes would count as
+/// taken while it still sat in the HTTP layer's buffer.
+const PULL_AT_MOST: usize = 16 * 1024;
 
 struct Queued {
     rx: mpsc::UnboundedReceiver<Result<Bytes, actix_web::Error>>,
     pulled: Arc<Pulled>,
+    /// What is left of the chunk being handed out.
+    part: Bytes,
     /// Dropped with the response: tells the task the connection is gone.
     _held: oneshot::Receiver<()>,
 }
@@ -196,12 +214,15 @@ impl Stream for Queued {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        this.rx.poll_next_unpin(cx).map(|item| {
-            if let Some(Ok(b)) = &item {
-                this.pulled.bytes.fetch_add(b.len() as u64, Ordering::AcqRel);
+        if this.part.is_empty() {
+            match this.rx.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => this.part = b,
+                other => return other,
             }
-            item
-        })
+        }
+        let piece = this.part.split_to(this.part.len().min(PULL_AT_MOST));
+        this.pulled.bytes.fetch_add(piece.len() as u64, Ordering::AcqRel);
+        Poll::Ready(Some(Ok(piece)))
     }
 }
 
@@ -213,16 +234,17 @@ mod tests {
     fn frames_wait_until_pulled_at_most_max_frames_and_bytes() {
         let pulled = Arc::new(Pulled::new(None));
         let mut out = Outbox::new(2, 1_000, pulled.clone());
-        assert!(out.admit(10, false));
-        assert!(out.admit(200, false), "a reply counts as any frame");
-        assert!(!out.admit(10, false), "a third frame waits: too slow");
-        assert!(out.admit(10, true), "a replayed one is counted, not refused");
-        pulled.bytes.store(12 + 204 + 12, Ordering::Release);
-        assert!(!out.admit(1000, false), "not past max_bytes");
-        assert!(out.admit(700, false));
-        pulled.bytes.store(12 + 204 + 12 + 704, Ordering::Release);
-        assert!(out.admit(996, false), "everything taken: a frame of max_bytes fits");
-        assert!(!out.admit(0, false));
+        assert!(out.admit(10));
+        assert!(out.admit(200), "a reply counts as any frame");
+        assert!(!out.admit(10), "a third frame waits: too slow");
+        assert_eq!(out.room(), (0, 1_000 - 12 - 204));
+        pulled.bytes.store(12 + 204, Ordering::Release);
+        assert_eq!(out.room(), (2, 1_000));
+        assert!(!out.admit(1000), "not past max_bytes");
+        assert!(out.admit(700));
+        pulled.bytes.store(12 + 204 + 704, Ordering::Release);
+        assert!(out.admit(996), "everything taken: a frame of max_bytes fits");
+        assert!(!out.admit(0));
     }
 
     #[actix_web::test]

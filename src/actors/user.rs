@@ -39,6 +39,8 @@ pub struct Attach {
     pub since: Option<EventId>,
     /// Registered before the handshake was answered (`Service::register_new`).
     pub registered: bool,
+    /// The most bytes of events the replay after `since` may bring at once.
+    pub budget: usize,
 }
 
 /// A long poll of this user waits on this node, woken by each of their events.
@@ -204,7 +206,7 @@ impl Handler<Attach> for UserActor {
                 if first {
                     service.broker().subscribe(&user).await?;
                 }
-                service.open_session(&user, &session, msg.since, msg.registered).await
+                service.open_session(&user, &session, msg.since, msg.registered, msg.budget).await
             }
             .instrument(self.span())
             .into_actor(self)
@@ -274,7 +276,7 @@ impl Handler<Listen> for UserActor {
                     service.broker().subscribe(&user).await?;
                 }
                 if let Some(s) = &open {
-                    service.open_session(&user, s, None, false).await?;
+                    service.open_session(&user, s, None, false, 0).await?;
                 }
                 Ok(())
             }

@@ -37,12 +37,14 @@ impl Service {
     /// A session that cannot open is not left registered: its end is recorded
     /// before the error goes back. `registered`: `register_new` already ran
     /// (a WebSocket registers before its handshake is answered).
-    pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>, registered: bool) -> Result<Opened> {
+    /// `budget`: the most bytes of events the replay after `since` brings
+    /// (0: all); the session reads on from the log as its client takes them.
+    pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>, registered: bool, budget: usize) -> Result<Opened> {
         // Online only now that the session hears events, so it hears its own `update_user` too.
         self.register_as(user, session, !registered, true).await?;
         let read = async {
             let replay = match since {
-                Some(since) => Some(self.broker.replay(user, since, 0).await?),
+                Some(since) => Some(self.broker.replay(user, since, budget).await?),
                 None => None,
             };
             Ok(Opened { last_id: self.broker.last_id(user).await?, replay })

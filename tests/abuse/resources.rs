@@ -239,3 +239,65 @@ async fn kept_answers_hold_no_copy_of_the_peers_offer() {
     assert_eq!(replayed, last, "the replay is the first answer");
     assert_eq!(replayed["connection"]["offer"], big_offer(61 * 1024, 749), "with the peer's offer");
 }
+
+/// A resume's replay once bypassed the outbox's byte bound: 200 offers of
+/// 62 KB waiting, and ten sessions of one user resuming with `since` that
+/// never read, held ~13 MB each (+200 MB). The log is now read a page at a
+/// time, each the room the outbox has; a client that reads gets it all, in
+/// order. Measured: +73 MiB (about 2 × `ws.max_queued_bytes` a session at
+/// peak: the outbox, and its frames as encoded); the attack that found it,
+/// with the whole replay written at once: +201 MiB.
+#[actix_web::test]
+async fn a_resume_replays_the_log_a_page_at_a_time() {
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000")]).await;
+    let (ann, bob) = (token("ann"), token("bob"));
+    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    let mut first = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={bob}&presence=false", node.port)).await.unwrap().0;
+    let hello: Value = match first.next().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => serde_json::from_str(&t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let since = hello["data"]["last_id"].as_str().unwrap().to_owned();
+    drop(first);
+    let room = room(&node, &ann, &bob).await;
+    for i in 0..200 {
+        let (status, body) = node.post("offer", &ann, None, &json!({"room_id": room, "offer": big_offer(62 * 1024, i)})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let before = node.rss_kib();
+    let mut stalled = Vec::new();
+    for _ in 0..9 {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let tcp = tokio::net::TcpSocket::from_std_stream(sock.into()).connect(([127, 0, 0, 1], node.port).into()).await.unwrap();
+        let url = format!("ws://127.0.0.1:{}/ws?token={bob}&presence=false&since={since}", node.port);
+        stalled.push(tokio_tungstenite::client_async(url, tcp).await.unwrap().0);
+    }
+    // A tenth reads: everything, in order, once.
+    let url = format!("ws://127.0.0.1:{}/ws?token={bob}&presence=false&since={since}", node.port);
+    let mut reader = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let mut offers = Vec::new();
+    let mut peak = node.rss_kib();
+    let started = Instant::now();
+    while offers.len() < 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the replay stopped at {} offers", offers.len());
+        let msg = tokio::time::timeout(Duration::from_secs(20), reader.next()).await.expect("the replay goes on").unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["action"] == "server-action:put_offer" {
+                offers.push(v["data"]["offer"]["sdp"].as_str().unwrap().to_owned());
+                if offers.len() % 20 == 0 {
+                    peak = peak.max(node.rss_kib());
+                }
+            }
+        }
+    }
+    for (i, sdp) in offers.iter().enumerate() {
+        assert_eq!(sdp, big_offer(62 * 1024, i)["sdp"].as_str().unwrap(), "offer {i} in order, once");
+    }
+    let grown = peak.max(node.rss_kib()).saturating_sub(before) / 1024;
+    eprintln!("nine stalled resumes and one reader over 200 offers of 62 KB: RSS +{grown} MiB");
+    // Ten outboxes of 4 MiB, each as written and as encoded.
+    assert!(grown < 110, "RSS grew {grown} MiB");
+    drop(stalled);
+}

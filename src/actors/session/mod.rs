@@ -138,10 +138,6 @@ impl WsSession {
     /// one outbox: events, replays, replies, pings and pongs. False when it
     /// was not written (the session is closing, or is now closed as too slow).
     fn send(&mut self, out: Outgoing, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        self.send_as(out, false, ctx)
-    }
-
-    fn send_as(&mut self, out: Outgoing, replay: bool, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         if ctx.state() != ActorState::Running {
             return false;
         }
@@ -150,7 +146,7 @@ impl WsSession {
             Outgoing::Ping => 0,
             Outgoing::Pong(p) => p.len(),
         };
-        if !self.out.admit(len, replay) {
+        if !self.out.admit(len) {
             self.too_slow(ctx);
             return false;
         }
@@ -163,26 +159,70 @@ impl WsSession {
     }
 
     fn write(&mut self, frame: &Frame, ctx: &mut ws::WebsocketContext<Self>) {
-        self.write_as(frame, false, ctx);
-    }
-
-    fn write_as(&mut self, frame: &Frame, replay: bool, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(id) = frame.id {
             if self.last_id.is_some_and(|last| id <= last) {
                 return;
             }
             self.last_id = Some(id);
         }
-        if self.send_as(Outgoing::Text(frame.json.to_string()), replay, ctx) {
+        if self.send(Outgoing::Text(frame.json.to_string()), ctx) {
             self.node.metrics.delivered(frame.action, frame.accepted_us);
         }
     }
 
-    /// A replay is counted in the outbox but never refused (see `Outbox::admit`).
-    fn write_replayed(&mut self, frames: &[Frame], ctx: &mut ws::WebsocketContext<Self>) {
-        for f in frames {
-            self.write_as(f, true, ctx);
+    /// The room one logged event may need: the biggest body, and its envelope.
+    fn one_event(&self) -> usize {
+        (self.node.settings.limits.max_body_bytes + 4096).min(self.node.settings.ws.max_queued_bytes)
+    }
+
+    /// Writes a page of the log, read with at most `budget` bytes (0: all).
+    /// What does not fit the outbox, and what a page cut short left in the
+    /// log, is read on once the client has taken enough (`read_on`). Live
+    /// frames wait meanwhile (`ctx.wait`), so the order holds.
+    /// `from`: the id the page was read after (a resume's `since` is before
+    /// `hello`'s position, so the position cannot say where to read on).
+    fn write_page(&mut self, frames: Vec<Frame>, budget: usize, from: EventId, ctx: &mut ws::WebsocketContext<Self>) {
+        let (mut bytes, mut next) = (0, from);
+        for f in &frames {
+            let (n, room) = self.out.room();
+            if n == 0 || room < f.json.len() + 16 {
+                return self.read_on(next, Instant::now(), ctx);
+            }
+            bytes += f.json.len();
+            self.write(f, ctx);
+            next = f.id.unwrap_or(next);
         }
+        if budget > 0 && !frames.is_empty() && bytes + self.one_event() > budget {
+            self.read_on(next, Instant::now(), ctx);
+        }
+    }
+
+    /// Reads the next page of the log once the outbox has room for an event;
+    /// a client that takes nothing for a heartbeat meanwhile is too slow (4008).
+    fn read_on(&mut self, from: EventId, waiting_since: Instant, ctx: &mut ws::WebsocketContext<Self>) {
+        let (n, room) = self.out.room();
+        if n == 0 || room < self.one_event() {
+            if waiting_since.elapsed() > self.heartbeat {
+                return self.too_slow(ctx);
+            }
+            ctx.wait(actix::clock::sleep(Duration::from_millis(20)).into_actor(self).map(move |_, act, ctx| act.read_on(from, waiting_since, ctx)));
+            return;
+        }
+        let (broker, user) = (self.node.service.broker.clone(), self.caller.user.clone());
+        ctx.wait(async move { broker.replay(&user, from, room).await }.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(Replay::Events(frames)) => act.write_page(frames, room, from, ctx),
+            Ok(Replay::Gone { last_id }) => act.resync(last_id, ctx),
+            Err(e) => {
+                tracing::warn!(parent: &act.span, error = %e, "could not read on from the log; closing");
+                ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Again, description: Some("replay failed; reconnect with since".into()) }));
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// The first page of a resume: the outbox's bytes, but for the hello.
+    fn replay_budget(&self) -> usize {
+        self.node.settings.ws.max_queued_bytes.saturating_sub(4096).max(1)
     }
 
     /// Everything up to here was written (or was before `hello`): where to resume from.
@@ -204,7 +244,10 @@ impl WsSession {
         self.write(&Frame::from_event(None, &hello, now_us()), ctx);
         match opened.replay {
             None => {}
-            Some(Replay::Events(frames)) => self.write_replayed(&frames, ctx),
+            Some(Replay::Events(frames)) => {
+                let from = self.opts.since.unwrap_or_default();
+                self.write_page(frames, self.replay_budget(), from, ctx)
+            }
             Some(Replay::Gone { last_id }) => self.resync(last_id, ctx),
         }
         self.schedule_expiry(ctx);
@@ -225,10 +268,11 @@ impl WsSession {
     /// event written, holding every later frame until then.
     fn catch_up(&mut self, tries: u32, ctx: &mut ws::WebsocketContext<Self>) {
         let (broker, user, since) = (self.node.service.broker.clone(), self.caller.user.clone(), self.position());
-        ctx.wait(async move { broker.replay(&user, since, 0).await }.into_actor(self).map(move |res, act, ctx| match res {
+        let budget = self.out.room().1.max(1);
+        ctx.wait(async move { broker.replay(&user, since, budget).await }.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Replay::Events(frames)) => {
                 tracing::debug!(parent: &act.span, events = frames.len(), "caught up after a live-delivery gap");
-                act.write_replayed(&frames, ctx);
+                act.write_page(frames, budget, since, ctx);
             }
             Ok(Replay::Gone { last_id }) => act.resync(last_id, ctx),
             // Redis may still be coming back: a few tries, holding later frames meanwhile.
@@ -383,7 +427,7 @@ impl Actor for WsSession {
             self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
         }
         self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
-        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since, registered: true };
+        let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since, registered: true, budget: self.replay_budget() };
         let (node, user) = (self.node.clone(), self.caller.user.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
         ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
