@@ -58,6 +58,7 @@ impl Application {
             .disable_signals()
             .on_connect(move |conn, ext| {
                 per_ip.on_connect(conn, ext);
+                crate::http::connections::watch(conn, ext, header_timeout);
                 crate::actors::flow::on_connect(conn, ext, user_timeout, send_buffer);
             })
             // The request head, authenticated or not, within `server.header_timeout_s`.

@@ -13,6 +13,11 @@ pub fn init(settings: &LogSettings) {
     if !filter.to_string().contains("webrtc_sdp") {
         filter = filter.add_directive("webrtc_sdp=off".parse().expect("a valid directive"));
     }
+    // actix-http writes an ERROR line for every malformed request a client
+    // sends ("stream error: request parse error"): anyone could fill the log.
+    if !filter.to_string().contains("actix_http") {
+        filter = filter.add_directive("actix_http::h1::dispatcher=off".parse().expect("a valid directive"));
+    }
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _ = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -5,9 +5,10 @@
 //!   request: from then on the user's own bounds hold it (sessions, rate).
 //!   A connection past the cap runs nothing: each request on it is answered
 //!   429 `rate_limited` and the connection closed;
-//! - a request head must arrive within `server.header_timeout_s` (actix's
-//!   client request timeout, set in `startup`), and a body within
-//!   `server.body_timeout_s` (`extract::Body`);
+//! - a request head must arrive within `server.header_timeout_s` of the
+//!   connection opening or of the previous answer ending, the first as every
+//!   later one on a kept-alive connection (`Watch`: actix times only the
+//!   first), and a body within `server.body_timeout_s` (`extract::Body`);
 //! - a request whose body was not read to its end (refused before it was
 //!   read: 401, 429, 413, a body timeout) closes its connection with the
 //!   answer, so a client that sends one chunk and falls silent holds nothing.
@@ -111,6 +112,85 @@ impl PerIp {
     }
 }
 
+/// A connection's watchdog state: requests under way, and since when none
+/// is. A connection with none under way for `server.header_timeout_s` is
+/// waiting for a head that does not come (or idling): it is shut. A
+/// WebSocket is a request under way for as long as it lives.
+pub struct Watch {
+    busy: Cell<u32>,
+    idle_since: Cell<std::time::Instant>,
+}
+
+/// For `HttpServer::on_connect`: starts the connection's watchdog. It lives
+/// on the connection's worker and stops with the connection (it holds the
+/// state weakly, and the state is a connection datum).
+pub fn watch(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, header_timeout: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+    let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    let fd = s.as_raw_fd();
+    let w = Rc::new(Watch { busy: Cell::new(0), idle_since: Cell::new(std::time::Instant::now()) });
+    let weak = Rc::downgrade(&w);
+    ext.insert(w);
+    let period = (header_timeout / 4).max(std::time::Duration::from_millis(100));
+    actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(period).await;
+            // Gone with its connection: the descriptor may be another's now.
+            let Some(w) = weak.upgrade() else { return };
+            if w.busy.get() == 0 && w.idle_since.get().elapsed() > header_timeout {
+                // SAFETY: the connection (and so `fd`) is open while its data lives.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    });
+}
+
+/// Marks a request under way until its answer's body has been handed out
+/// (or dropped).
+struct Busy(Rc<Watch>);
+
+impl Busy {
+    fn start(w: &Rc<Watch>) -> Self {
+        w.busy.set(w.busy.get() + 1);
+        Busy(w.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+        self.0.idle_since.set(std::time::Instant::now());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body that holds its request's `Busy` until it ends.
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B: MessageBody> MessageBody for Tracked<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        let this = self.project();
+        let r = this.body.poll_next(cx);
+        if let Poll::Ready(None) = r {
+            *this.busy = None;
+        }
+        r
+    }
+}
+
 /// Whether the request announces a body (a length above 0, or chunks).
 fn has_body(req: &ServiceRequest) -> bool {
     let h = req.headers();
@@ -129,6 +209,7 @@ pub async fn close_unread(
         res.head_mut().set_connection_type(ConnectionType::Close);
         return Ok(req.into_response(res).map_into_right_body());
     }
+    let busy = req.conn_data::<Rc<Watch>>().map(Busy::start);
     let read = Rc::new(Cell::new(true));
     if has_body(&req) {
         read.set(false);
@@ -145,7 +226,7 @@ pub async fn close_unread(
     }
     // Handler and extractor errors arrive here as responses; an `Err` is a
     // middleware's, answered by actix as it stands.
-    let mut res = next.call(req).await?.map_into_left_body();
+    let mut res = next.call(req).await?.map_body(|_, body| Tracked { body, busy }).map_into_left_body();
     if !read.get() {
         res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
         // actix would keep the connection to read the rest of the body first,

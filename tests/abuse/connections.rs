@@ -125,3 +125,39 @@ async fn healthz(node: &ProcNode) -> String {
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: camsig\r\nConnection: close\r\n\r\n").await.unwrap();
     read_to_close(&mut c, Duration::from_secs(8)).await.0
 }
+
+/// Found by the no-list attack of issue #23: after one authenticated request,
+/// a kept-alive connection that trickled its next head a byte every 2 s was
+/// held for good (1 002 of them took every descriptor of a node). Every head
+/// is now timed, the later ones as the first.
+/// Mutation (no watchdog): still open after 8 s.
+#[actix_web::test]
+async fn a_kept_alive_connection_that_trickles_its_next_head_is_closed() {
+    let node = ProcNode::start(&[("CAMSIG__SERVER__HEADER_TIMEOUT_S", "1")]).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    let first = format!("GET /webrtc/users/ann HTTP/1.1\r\nHost: camsig\r\nAuthorization: Bearer {}\r\n\r\n", token("ann"));
+    tcp.write_all(first.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 "), "{}", String::from_utf8_lossy(&buf[..n]));
+    let (mut rd, mut wr) = tcp.into_split();
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: camsig\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for b in head {
+            if wr.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(8), rd.read(&mut buf)).await {
+            Err(_) => panic!("still open after 8 s"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+        }
+    }
+    trickle.abort();
+    assert!(start.elapsed() < Duration::from_secs(4), "held {:?}", start.elapsed());
+}

@@ -86,3 +86,30 @@ async fn handshakes_count_against_the_users_rate() {
     }
     assert!(refused >= 4, "{refused} of 10 handshakes refused at 5 a second");
 }
+
+/// Found by the no-list attack of issue #23: WebSocket pings and binary
+/// frames were not counted (43 000 pongs and 72 000 error replies a second).
+/// Past the rate they are dropped unanswered. Mutation (not counted): 300
+/// pongs and 300 errors for 300 of each.
+#[actix_web::test]
+async fn protocol_pings_and_binary_frames_count_against_the_rate() {
+    use futures_util::SinkExt;
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "10")]).await;
+    let mut ws = open(&node, "pinger").await.unwrap();
+    for i in 0..300u32 {
+        ws.send(Message::Ping(i.to_be_bytes().to_vec().into())).await.unwrap();
+        ws.send(Message::Binary(vec![1u8].into())).await.unwrap();
+    }
+    let (mut pongs, mut errors) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(end.into(), ws.next()).await {
+        match msg {
+            Message::Pong(_) => pongs += 1,
+            Message::Text(t) if t.contains("bad_request") => errors += 1,
+            _ => {}
+        }
+    }
+    eprintln!("300 pings and 300 binary frames at 10 a second: {pongs} pongs, {errors} errors");
+    // A burst of 10, and at most 2 s of refill.
+    assert!(pongs + errors <= 40, "{pongs} pongs and {errors} errors");
+}

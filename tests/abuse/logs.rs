@@ -94,3 +94,22 @@ async fn unauthenticated_clients_cannot_flood_the_log() {
     eprintln!("2 000 refused requests: {written} bytes of log");
     assert!(written < 512, "2 000 refused requests wrote {written} bytes of log");
 }
+
+/// Found by the no-list attack of issue #23: actix-http wrote an ERROR line
+/// for each malformed request head (a control byte in a header value), 38
+/// KiB of log a second from one client. Mutation (the directive removed from
+/// `telemetry`): 39 300 bytes for 300 connections.
+#[actix_web::test]
+async fn malformed_request_heads_write_nothing_to_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = ProcNode::start(&[]).await;
+    let before = node.log_bytes();
+    for _ in 0..300 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+    }
+    let written = node.log_bytes() - before;
+    assert!(written < 512, "300 malformed heads wrote {written} bytes of log");
+}

@@ -246,7 +246,7 @@ async fn a_meeting_member_whose_node_dies_leaves_with_gone() {
 async fn readyz_fails_while_redis_refuses_writes() {
     let redis = Redis::start().await;
     let n = node(&redis, "oom").await;
-    assert_eq!(n.get("/readyz", None).await.status, 200);
+    wait_until(Duration::from_secs(10), "readyz at start", async || n.get("/readyz", None).await.status == 200).await;
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1").query_async(&mut conn).await.unwrap();

@@ -489,12 +489,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 let _e = self.span.clone().entered();
                 self.on_text(&text, ctx);
             }
+            // Each makes a reply, so each counts against the rate; past it,
+            // they are dropped unanswered (a pong or an error per frame is
+            // what a flood wants).
             Ok(ws::Message::Ping(p)) => {
-                self.send(Outgoing::Pong(p), ctx);
+                if self.node.rates.check_call(&self.caller.user).is_ok() {
+                    self.send(Outgoing::Pong(p), ctx);
+                }
             }
             Ok(ws::Message::Pong(_)) => {}
             Ok(ws::Message::Binary(_)) => {
-                self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));
+                if self.node.rates.check_call(&self.caller.user).is_ok() {
+                    self.error(ctx, &Value::Null, &Error::BadRequest("commands are JSON text frames".into()));
+                }
             }
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
