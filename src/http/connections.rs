@@ -119,6 +119,15 @@ impl PerIp {
 pub struct Watch {
     busy: Cell<u32>,
     idle_since: Cell<std::time::Instant>,
+    /// A WebSocket now: its session keeps its own heartbeat, and the watchdog ends.
+    upgraded: Cell<bool>,
+}
+
+/// The request's connection became a WebSocket: its session times it from here.
+pub fn upgraded(req: &actix_web::HttpRequest) {
+    if let Some(w) = req.conn_data::<Rc<Watch>>() {
+        w.upgraded.set(true);
+    }
 }
 
 /// For `HttpServer::on_connect`: starts the connection's watchdog. It lives
@@ -128,7 +137,7 @@ pub fn watch(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, hea
     use std::os::fd::AsRawFd;
     let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
     let fd = s.as_raw_fd();
-    let w = Rc::new(Watch { busy: Cell::new(0), idle_since: Cell::new(std::time::Instant::now()) });
+    let w = Rc::new(Watch { busy: Cell::new(0), idle_since: Cell::new(std::time::Instant::now()), upgraded: Cell::new(false) });
     let weak = Rc::downgrade(&w);
     ext.insert(w);
     let period = (header_timeout / 4).max(std::time::Duration::from_millis(100));
@@ -137,6 +146,9 @@ pub fn watch(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, hea
             actix_web::rt::time::sleep(period).await;
             // Gone with its connection: the descriptor may be another's now.
             let Some(w) = weak.upgrade() else { return };
+            if w.upgraded.get() {
+                return;
+            }
             if w.busy.get() == 0 && w.idle_since.get().elapsed() > header_timeout {
                 // SAFETY: the connection (and so `fd`) is open while its data lives.
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };

@@ -249,6 +249,7 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
         Err(e) => return Err(e.into()),
     };
     let opts = Options { session: id.clone(), since, presence: q.presence.unwrap_or(true), refused };
+    crate::http::connections::upgraded(&req);
     session::start(&req, stream, node.actors.clone(), caller.clone(), opts).inspect_err(|_| {
         let (service, user) = (node.service.clone(), caller.user.clone());
         actix_web::rt::spawn(async move {
