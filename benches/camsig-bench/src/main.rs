@@ -19,7 +19,9 @@
 //! The `hostile` scenario (`hostile.rs`) runs 64 honest signaling pairs beside
 //! every attack shape of docs/security.md, on one node and then on two nodes
 //! sharing one Redis, and prints PASS/FAIL lines; `--seconds` is its attack
-//! phase (default 300). A FAIL exits non-zero, except with `--smoke`.
+//! phase (default 300). A FAIL exits non-zero, except with `--smoke`. To see
+//! which attack costs what: `--attacks slow,poll` runs only those shapes,
+//! `--topology solo` (or `two-nodes`) only that half.
 
 mod cluster;
 mod hostile;
@@ -89,6 +91,7 @@ async fn main() -> Result<()> {
     let (mut rates, mut seconds): (Option<Vec<u64>>, Option<u64>) = (None, None);
     let mut relay_dir = cluster::Relay::default_dir();
     let mut peerjs_dir = cluster::PeerJs::default_dir();
+    let (mut attacks, mut topologies): (Option<Vec<String>>, Option<Vec<String>>) = (None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
@@ -105,8 +108,22 @@ async fn main() -> Result<()> {
             }
             "--relay" => relay_dir = args.next().context("--relay <dir>")?.into(),
             "--peerjs" => peerjs_dir = args.next().context("--peerjs <dir>")?.into(),
+            "--attacks" => {
+                let a: Vec<String> = args.next().context("--attacks slow,ping,...")?.split(',').map(str::to_owned).collect();
+                if let Some(x) = a.iter().find(|x| !hostile::ATTACKS.contains(&x.as_str())) {
+                    bail!("--attacks: unknown attack {x} (one of {})", hostile::ATTACKS.join(", "));
+                }
+                attacks = Some(a);
+            }
+            "--topology" => {
+                let t: Vec<String> = args.next().context("--topology solo,two-nodes")?.split(',').map(str::to_owned).collect();
+                if let Some(x) = t.iter().find(|x| !["solo", "two-nodes"].contains(&x.as_str())) {
+                    bail!("--topology: unknown topology {x} (solo or two-nodes)");
+                }
+                topologies = Some(t);
+            }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -142,7 +159,7 @@ async fn main() -> Result<()> {
     {
         // The wire floor at every rate the latency scenario offers.
         for &rate in &plan.latency_rates {
-            let c = scenarios::control(&cluster, rate, plan.latency_for).await?;
+            let c = scenarios::control(cluster, rate, plan.latency_for).await?;
             eprintln!("control  redis pub/sub {}/s: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms", c.rate_per_s, c.latency.p50_ms, c.latency.p99_ms, c.latency.p999_ms);
             control.push(c);
         }
@@ -156,14 +173,14 @@ async fn main() -> Result<()> {
         scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
         if runs("latency") {
             for &rate in &plan.latency_rates {
-                let r = measured_load(&cluster, &cluster.nodes, &mut pairs, rate, plan.latency_for).await;
+                let r = measured_load(cluster, &cluster.nodes, &mut pairs, rate, plan.latency_for).await;
                 print_load("latency", &r);
                 latency.push(r);
             }
         }
         if runs("throughput") {
             for &rate in &plan.ramp {
-                let r = measured_load(&cluster, &cluster.nodes, &mut pairs, rate, plan.ramp_for).await;
+                let r = measured_load(cluster, &cluster.nodes, &mut pairs, rate, plan.ramp_for).await;
                 print_load("ramp", &r);
                 let good = r.latency.p99_ms <= 50.0 && r.lost == 0 && r.duplicates == 0 && r.out_of_order == 0;
                 if good {
@@ -193,7 +210,7 @@ async fn main() -> Result<()> {
                 scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
                 for &rate in &plan.latency_rates {
                     // No round-trip counter there: each call is one PUBLISH, which the command count shows.
-                    let r = measured_load(&cluster, &[], &mut pairs, rate, plan.latency_for).await;
+                    let r = measured_load(cluster, &[], &mut pairs, rate, plan.latency_for).await;
                     print_load("socketio-relay", &r);
                     socketio.push(r);
                 }
@@ -238,7 +255,7 @@ async fn main() -> Result<()> {
         && let Some(cluster) = &cluster
     {
         for &n in &plan.fanout {
-            let f = scenarios::fanout(&cluster, n).await?;
+            let f = scenarios::fanout(cluster, n).await?;
             eprintln!("fanout   {:>6} sessions: last after {:.1} ms (rounds {:?}), p50 {:.1} ms, missing {}", n, f.last_ms, f.rounds_ms, f.arrival.p50_ms, f.missing);
             fanout.push(f);
         }
@@ -275,7 +292,10 @@ async fn main() -> Result<()> {
     // Honest pairs beside every attack, on one node and on two (their own processes).
     let mut hostile = Vec::new();
     if runs("hostile") {
-        let plan = hostile::Plan::new(smoke, seconds);
+        let mut plan = hostile::Plan::new(smoke, seconds);
+        // To find which attack costs what: a subset of the shapes, on one topology.
+        plan.attacks = attacks;
+        plan.topologies = topologies;
         hostile = hostile::run(&camsig, &plan).await?;
     }
 

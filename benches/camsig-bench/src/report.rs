@@ -169,8 +169,20 @@ pub fn hostile_table(run: &Run) -> String {
                 out += &format!("| {shape} | {outcome} | {count} |\n");
             }
         }
+        let c = |u: &crate::hostile::CpuUse| format!("machine {:.2}, camsig {:.2}, redis {:.2}, this tool {:.2}, other processes {:.2}", u.machine, u.camsig, u.redis, u.bench, u.other);
+        out += &format!("\nCPU in cores of {}: quiet: {}; under attack: {}\n", h.cores, c(&h.cpu_quiet), c(&h.cpu_attack));
+        let windows: Vec<String> = h
+            .p99_by_10s
+            .iter()
+            .map(|(t, _, p99)| format!("{}{p99:.1}", if *t <= h.quiet_s && h.quiet_s < *t + 10.0 { "| " } else { "" }))
+            .collect();
+        out += &format!("honest p99 per 10 s (ms; `|` before the window where the attack starts): {}\n", windows.join(" "));
+        let lag: Vec<String> = h.tool_lag_p99_by_10s.iter().map(|(_, _, p)| format!("{p:.1}")).collect();
+        out += &format!("this tool's own timer lag p99 per 10 s (ms; a lag here is in the latencies above too): {}\n", lag.join(" "));
+        let cpu: Vec<String> = h.cpu_by_10s.iter().map(|(_, c, r, b, m)| format!("{c:.2}/{r:.2}/{b:.2}/{m:.2}")).collect();
+        out += &format!("CPU per 10 s, cores (camsig/redis/this tool/machine): {}\n", cpu.join(" "));
         out += &format!(
-            "\nflapping: each of {} observers per node saw the flapping user's update_user {}–{} times in {:.0} s (presence.flap_window_ms 1000 allows {})\n",
+            "flapping: each of {} observers per node saw the flapping user's update_user {}–{} times in {:.0} s (presence.flap_window_ms 1000 allows {})\n",
             h.flap.observers, h.flap.seen_min, h.flap.seen_max, h.attack_s, h.flap.allowed
         );
         out += &format!("settings: {}\n\n", h.settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
