@@ -3,8 +3,9 @@
 //!   have not authenticated yet (a trusted proxy carries many clients and has
 //!   no cap). A connection's place is given back with its first authenticated
 //!   request: from then on the user's own bounds hold it (sessions, rate).
-//!   A connection past the cap runs nothing: each request on it is answered
-//!   429 `rate_limited` and the connection closed;
+//!   A connection past the cap is shut at once, and runs nothing even if a
+//!   request of it was already read (it would be answered 429
+//!   `rate_limited`, had the socket not gone);
 //! - a request head must arrive within `server.header_timeout_s` of the
 //!   connection opening or of the previous answer ending, the first as every
 //!   later one on a kept-alive connection (`Watch`: actix times only the
@@ -83,10 +84,10 @@ impl PerIp {
         Self { max, trusted, open: Arc::default() }
     }
 
-    /// For `HttpServer::on_connect`: counts the connection, or marks it
-    /// refused when its address already holds `max` unauthenticated ones.
-    /// (Shutting the socket here is not enough: a request already in its
-    /// receive buffer would still be read and run.)
+    /// For `HttpServer::on_connect`: counts the connection, or shuts it and
+    /// marks it refused when its address already holds `max`
+    /// unauthenticated ones. (The mark matters: a request already in the
+    /// receive buffer would still be read, and must not run.)
     pub fn on_connect(&self, conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
         let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
         let Ok(peer) = s.peer_addr() else { return };
@@ -100,6 +101,7 @@ impl PerIp {
             drop(open);
             tracing::debug!(%ip, max = self.max, "connection refused: server.max_conns_per_ip");
             ext.insert(Refused);
+            let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Both);
             return;
         }
         *n += 1;

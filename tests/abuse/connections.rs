@@ -77,8 +77,10 @@ async fn a_request_head_not_sent_in_time_closes_the_connection() {
 }
 
 /// Issue #23, item 1: past `server.max_conns_per_ip` unauthenticated
-/// connections, one more runs nothing (429, closed); a connection that
-/// authenticates gives its place back; descriptors stay bounded.
+/// connections, one more is shut at once and runs nothing; a connection that
+/// authenticates gives its place back; descriptors stay bounded, however many
+/// more come and sit on half a head (the hostile bench held 1 119 when the
+/// refused ones were kept until their head timed out).
 /// Mutation (the cap at 100 000): the 21st connection's request is served.
 #[actix_web::test]
 async fn an_address_holds_at_most_max_conns_per_ip_unauthenticated_connections() {
@@ -90,14 +92,23 @@ async fn an_address_holds_at_most_max_conns_per_ip_unauthenticated_connections()
     }
     let what = "the node to have accepted the 20 connections";
     wait_until(Duration::from_secs(10), what, async || node.fds() >= baseline + 20).await;
-    // One more: refused, whatever it asks, and closed.
+    // One more: shut at once, whatever it asks (a 429 if the answer got out first).
     for _ in 0..50 {
         let mut extra = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
-        extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: camsig\r\n\r\n").await.unwrap();
-        let (text, _) = read_to_close(&mut extra, Duration::from_secs(8)).await;
-        assert!(text.starts_with("HTTP/1.1 429"), "the 21st connection: {text}");
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: camsig\r\n\r\n").await;
+        let (text, took) = read_to_close(&mut extra, Duration::from_secs(8)).await;
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 429"), "the 21st connection: {text}");
+        assert!(took < Duration::from_secs(1), "held {took:?}");
     }
-    assert!(node.fds() <= baseline + 20 + 4, "descriptors: {} (baseline {baseline})", node.fds());
+    // Many more sitting on half a head hold nothing either.
+    let mut halves = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: camsig\r\nX-Slow: ").await;
+        halves.push(c);
+    }
+    let what = format!("descriptors back to at most {baseline} + 20 + 4");
+    wait_until(Duration::from_secs(5), &what, async || node.fds() <= baseline + 20 + 4).await;
     // An authenticated request on a held connection gives its place back.
     let mut first = held.remove(0);
     let req = format!("GET /webrtc/users/ann HTTP/1.1\r\nHost: camsig\r\nAuthorization: Bearer {}\r\n\r\n", token("ann"));
