@@ -141,6 +141,10 @@ pub fn watch(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, hea
     let fd = s.as_raw_fd();
     let w = Rc::new(Watch { busy: Cell::new(0), idle_since: Cell::new(std::time::Instant::now()), upgraded: Cell::new(false) });
     let weak = Rc::downgrade(&w);
+    // A counted connection (one not yet authenticated, from an address that is
+    // not a trusted proxy) gets `header_timeout` in all to authenticate.
+    let counted = ext.get::<Rc<Counted>>().map(Rc::downgrade);
+    let opened = std::time::Instant::now();
     ext.insert(w);
     let period = (header_timeout / 4).max(std::time::Duration::from_millis(100));
     actix_web::rt::spawn(async move {
@@ -151,7 +155,9 @@ pub fn watch(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions, hea
             if w.upgraded.get() {
                 return;
             }
-            if w.busy.get() == 0 && w.idle_since.get().elapsed() > header_timeout {
+            let unauthenticated = counted.as_ref().and_then(|c| c.upgrade()).is_some_and(|c| !c.released.get());
+            let idle = w.busy.get() == 0 && w.idle_since.get().elapsed() > header_timeout;
+            if idle || (w.busy.get() == 0 && unauthenticated && opened.elapsed() > header_timeout) {
                 // SAFETY: the connection (and so `fd`) is open while its data lives.
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                 let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);

@@ -172,3 +172,29 @@ async fn a_kept_alive_connection_that_trickles_its_next_head_is_closed() {
     trickle.abort();
     assert!(start.elapsed() < Duration::from_secs(4), "held {:?}", start.elapsed());
 }
+
+/// Issue #23, item 1: a connection that has not authenticated within
+/// `server.header_timeout_s` is closed, whatever it does meanwhile: one
+/// asking `/healthz` twice a second on a kept-alive connection too.
+#[actix_web::test]
+async fn a_connection_that_never_authenticates_is_closed_after_the_head_timeout() {
+    let node = ProcNode::start(&[("CAMSIG__SERVER__HEADER_TIMEOUT_S", "1")]).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut answered = 0;
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(5), "still served after {:?} ({answered} answers)", start.elapsed());
+        if tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: camsig\r\n\r\n").await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => answered += 1,
+            Err(_) => panic!("no answer and not closed"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(answered >= 1, "served until the timeout");
+    assert!(start.elapsed() < Duration::from_secs(3), "closed after {:?}", start.elapsed());
+}
