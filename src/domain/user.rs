@@ -94,6 +94,17 @@ impl UserState {
         true
     }
 
+    /// A user the store did not know (never seen, or lost with a Redis that
+    /// came back empty) is given a real version before anyone is told of
+    /// them: never 0, which would go back. Returns whether it was new.
+    pub fn first_seen(&mut self, now: DateTime<Utc>) -> bool {
+        if self.version != 0 {
+            return false;
+        }
+        self.bump(now);
+        true
+    }
+
     /// Turns the camera off. Returns false when it was already off (no change, no event).
     pub fn camera_off(&mut self, now: DateTime<Utc>) -> bool {
         if self.camera == Camera::Off {

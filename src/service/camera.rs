@@ -47,6 +47,10 @@ impl Service {
                     close_rooms(&mut step, &s.owned, caller, "camera_off", now);
                     step.broadcast.push(Event::user(u.clone()));
                     step.users.push(u.clone());
+                } else if u.first_seen(now) {
+                    // Unknown to the store: the answer's version is a real one, and kept.
+                    step = step.guard(Guard::User(caller.clone(), 0));
+                    step.users.push(u.clone());
                 }
                 Ok(Plan { step, reply: Some(Reply::User(UserReply { user: u })) })
             })
@@ -59,7 +63,7 @@ impl Service {
         }
         let max = self.settings.limits.max_viewers;
         let ice_servers = self.ice_servers(caller).ice_servers;
-        let read = Read { users: vec![owner.clone()], pair: Some((owner.clone(), caller.clone())), ..Read::default() };
+        let read = Read { users: vec![owner.clone()], pair: Some((owner.clone(), caller.clone())), sessions_of: Some(caller.clone()), ..Read::default() };
         let done = self
             .call(read, idem, |s| {
                 let o = s.users.get(&owner).ok_or(Error::UserNotFound)?;
@@ -79,6 +83,11 @@ impl Service {
                     .guard(Guard::CanShow { owner: owner.clone(), abonent: caller.clone(), max });
                 step.events.push((owner.clone(), Event::ShowCam(ShowCamData { room_id: room.room_id.clone(), user_id: caller.clone() })));
                 step.rooms.push((room.clone(), true));
+                if s.sessions.is_empty() {
+                    // As cameraOn: a viewer with no session anywhere has a grace
+                    // period from now, whose end closes the rooms they watch.
+                    step.expiries.push((caller.clone(), Some(s.now + self.grace())));
+                }
                 Ok(Plan { step, reply: Some(reply(room, true)) })
             })
             .await?;
