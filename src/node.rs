@@ -57,6 +57,7 @@ impl Node {
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::new(&id));
         let bounds = LogBounds { keep: settings.events.keep, keep_max: settings.events.keep_max };
+        let claim_hold = crate::store::claim_hold(settings.presence.grace);
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
@@ -64,11 +65,11 @@ impl Node {
                 let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
-                (Arc::new(RedisStore::new(r, bounds)), b.clone(), None, Some(b))
+                (Arc::new(RedisStore::new(r, bounds, claim_hold)), b.clone(), None, Some(b))
             }
             None => {
                 let b = Arc::new(MemoryBroker::new(registry.clone(), bounds));
-                (Arc::new(MemoryStore::new(b.clone())), b.clone(), Some(b), None)
+                (Arc::new(MemoryStore::new(b.clone(), claim_hold)), b.clone(), Some(b), None)
             }
         };
         let service = Service::new(store, broker, settings.clone(), id.clone());

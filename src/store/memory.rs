@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{
-    CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+    CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
 };
 use crate::broker::memory::MemoryBroker;
 use crate::domain::meeting::pair_key;
@@ -153,10 +153,10 @@ impl Inner {
     }
 }
 
-/// The due entries of a schedule, each re-dated to `CLAIM_HOLD_MS` from now
+/// The due entries of a schedule, each re-dated to the claim hold from now
 /// (as `claim_due.lua` does): the step that finishes the job removes it.
-fn claim(schedule: &mut HashMap<UserId, DateTime<Utc>>, now: DateTime<Utc>) -> Vec<UserId> {
-    let hold = now + Duration::milliseconds(CLAIM_HOLD_MS);
+fn claim(schedule: &mut HashMap<UserId, DateTime<Utc>>, now: DateTime<Utc>, hold: Duration) -> Vec<UserId> {
+    let hold = now + hold;
     let mut due = Vec::new();
     for (u, at) in schedule.iter_mut() {
         if *at <= now {
@@ -170,11 +170,13 @@ fn claim(schedule: &mut HashMap<UserId, DateTime<Utc>>, now: DateTime<Utc>) -> V
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     broker: Arc<MemoryBroker>,
+    claim_hold: Duration,
 }
 
 impl MemoryStore {
-    pub fn new(broker: Arc<MemoryBroker>) -> Self {
-        Self { inner: Mutex::new(Inner::default()), broker }
+    pub fn new(broker: Arc<MemoryBroker>, claim_hold: std::time::Duration) -> Self {
+        let claim_hold = Duration::from_std(claim_hold).unwrap_or(Duration::seconds(1));
+        Self { inner: Mutex::new(Inner::default()), broker, claim_hold }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -348,17 +350,17 @@ impl Store for MemoryStore {
     async fn claim_expired(&self) -> Result<Vec<UserId>> {
         let now = Utc::now();
         let mut inner = self.lock();
-        let due = claim(&mut inner.expiries, now);
+        let due = claim(&mut inner.expiries, now, self.claim_hold);
         inner.purge(now);
         Ok(due)
     }
 
     async fn claim_forgettable(&self) -> Result<Vec<UserId>> {
-        Ok(claim(&mut self.lock().forgets, Utc::now()))
+        Ok(claim(&mut self.lock().forgets, Utc::now(), self.claim_hold))
     }
 
     async fn claim_flaps(&self) -> Result<Vec<UserId>> {
-        Ok(claim(&mut self.lock().flaps, Utc::now()))
+        Ok(claim(&mut self.lock().flaps, Utc::now(), self.claim_hold))
     }
 
     async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>> {

@@ -24,10 +24,14 @@ pub const CLOSED_ROOM_KEEP_S: u64 = 600;
 pub const RECORD_KEEP_S: u64 = 600;
 /// How long a claimed piece of housekeeping (an expiry, a dead node) is held by
 /// the node that claimed it; if that node dies, another takes it after this.
-/// Short, so that a sweeper dying mid-sweep still leaves the ghost bound
-/// (`ttl_s + grace_s`) whole: every step of a claimed job is guarded, so a
-/// slow claimant and the one that takes over cannot both apply it.
-pub const CLAIM_HOLD_MS: i64 = 1_000;
+/// A quarter of `grace_s`, at most 1 s (at least 100 ms): a sweeper that dies
+/// right after its claim is taken over (hold plus two 250 ms sweeps) before
+/// the grace periods it was to start end, so the ghost bound (`ttl_s +
+/// grace_s`) holds whole. Short is safe: every step of a claimed job is
+/// guarded, so a slow claimant and the one that takes over cannot both apply it.
+pub fn claim_hold(grace: std::time::Duration) -> std::time::Duration {
+    (grace / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1))
+}
 
 /// A page of `GET /webrtc/users`.
 #[derive(Debug, Clone)]
@@ -286,7 +290,7 @@ pub trait Store: Send + Sync + 'static {
     async fn users(&self, q: &UserQuery) -> Result<UserPage>;
 
     /// Users whose grace period has ended, by the store's clock. Each is held
-    /// for the caller for `CLAIM_HOLD_MS`; the expiry step itself removes it.
+    /// for the caller for the claim hold; the expiry step itself removes it.
     async fn claim_expired(&self) -> Result<Vec<UserId>>;
 
     /// Users whose held-back `online` change is due, held for the caller
@@ -317,7 +321,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Leases that have ended, by the store's clock, with when each ended.
-    /// Each is held for the caller for `CLAIM_HOLD_MS`, until `forget_lease`.
+    /// Each is held for the caller for the claim hold, until `forget_lease`.
     async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
         Ok(vec![])
     }

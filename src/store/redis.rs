@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{
-    CLAIM_HOLD_MS, CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+    CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
 };
 use crate::broker::LogBounds;
 use crate::domain::meeting::pair_key;
@@ -29,6 +29,8 @@ pub const PRESENCE_LOG_MAX: usize = 10_000;
 pub struct RedisStore {
     r: Arc<Redis>,
     bounds: LogBounds,
+    /// `super::claim_hold`, in ms.
+    claim_hold_ms: i64,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -97,8 +99,8 @@ fn room_of(h: &HashMap<String, String>) -> Result<Option<RoomRead>> {
 }
 
 impl RedisStore {
-    pub fn new(r: Arc<Redis>, bounds: LogBounds) -> Self {
-        Self { r, bounds }
+    pub fn new(r: Arc<Redis>, bounds: LogBounds, claim_hold: std::time::Duration) -> Self {
+        Self { r, bounds, claim_hold_ms: claim_hold.as_millis() as i64 }
     }
 
     fn keys(&self) -> &Keys {
@@ -254,7 +256,7 @@ impl RedisStore {
     }
 
     async fn claim(&self, key: String) -> Result<Vec<(String, i64)>> {
-        let args = [CLAIM_HOLD_MS.to_string().into_bytes()];
+        let args = [self.claim_hold_ms.to_string().into_bytes()];
         let flat: Vec<String> = self.r.run(&self.r.scripts.claim_due, &[key], &args).await?;
         Ok(flat.chunks(2).map(|p| (p[0].clone(), p[1].parse::<f64>().unwrap_or(0.0) as i64)).collect())
     }

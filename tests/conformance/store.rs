@@ -50,7 +50,7 @@ async fn backend(kind: Kind) -> Backend {
     match kind {
         Kind::Memory => {
             let mem = Arc::new(MemoryBroker::new(Arc::new(Collect::default()), BOUNDS));
-            Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone())), broker: mem, _redis: None }
+            Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone(), camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: mem, _redis: None }
         }
         Kind::Redis => {
             let redis = Redis::start().await;
@@ -58,7 +58,7 @@ async fn backend(kind: Kind) -> Backend {
             let counter = prometheus::IntCounter::new("rt", "round trips").unwrap();
             let r = Arc::new(camsig::redis::Redis::new(client, "conf", counter));
             let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS, std::time::Duration::from_secs(2)));
-            Backend { name: "redis", store: Arc::new(RedisStore::new(r, BOUNDS)), broker: rb, _redis: Some(redis) }
+            Backend { name: "redis", store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: rb, _redis: Some(redis) }
         }
     }
 }

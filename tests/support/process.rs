@@ -19,14 +19,17 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the binary with `env` on top of `CAMSIG__SERVER__BIND=127.0.0.1:0`
+    /// Starts the binary (`CAMSIG_BIN`, or this tree's) with `env` on top of `CAMSIG__SERVER__BIND=127.0.0.1:0`
     /// and JSON logs. Without `RUST_LOG` in `env`, the configured level applies.
     pub async fn spawn(env: &[(&str, &str)]) -> Process {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = std::env::temp_dir().join(format!("camsig-test-{}-{n}.log", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_camsig"))
+        // CAMSIG_BIN: another build of the binary (the chaos bench runs a copy,
+        // so that rebuilding the tree meanwhile changes nothing under it).
+        let bin = std::env::var_os("CAMSIG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_camsig").into());
+        let child = Command::new(bin)
             .env("CAMSIG__SERVER__BIND", "127.0.0.1:0")
             .env("CAMSIG__LOG__FORMAT", "json")
             .env_remove("RUST_LOG")
