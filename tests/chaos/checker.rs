@@ -578,6 +578,22 @@ pub fn break_on_purpose(work: &Workload, list: &str) {
 }
 
 /// What happened in the run, in numbers.
+/// How many facts each invariant was checked on, for the bench's report:
+/// users (I1), rooms and meetings (I2), acknowledged events and `update_user`
+/// frames (I3), versions seen (I4), and calls (I5).
+pub fn checked(work: &Workload) -> BTreeMap<&'static str, usize> {
+    let rec = work.rec.borrow();
+    let updates: usize = rec.sessions.iter().map(|s| s.versions.len()).sum();
+    let frames: usize = rec.chains.iter().map(|c| c.frames.len()).sum();
+    BTreeMap::from([
+        ("I1", work.live_users().len()),
+        ("I2", rec.rooms.len() + rec.meetings.len()),
+        ("I3", rec.deliverables.len() + frames),
+        ("I4", updates + rec.obs.len()),
+        ("I5", rec.calls.len()),
+    ])
+}
+
 pub fn summary(work: &Workload, cluster: &Cluster) -> String {
     let rec = work.rec.borrow();
     let mut s = String::from("---- chaos run summary ----\n");

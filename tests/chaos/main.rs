@@ -8,6 +8,11 @@
 //!   with real time is not, so a replay is close, not identical).
 //! - `CHAOS_SECONDS=<n>` sets the fault phase (default 90); quiescence and
 //!   the checks add about 10 to 30 s.
+//! - `CHAOS_REPORT=<file>` writes the run's counts there as JSON (faults,
+//!   facts checked per invariant, violations): `camsig-bench --only chaos`
+//!   reads it.
+//! - `CAMSIG_BIN=<path>` runs another build of the node (a debug one: the
+//!   failpoints exist only there).
 //! - `CHAOS_BREAK=i1,i2,i3,i4,i5` corrupts what the clients recorded before
 //!   the checks (never the system under test): each named invariant must
 //!   then fail, which shows the checker can see it.
@@ -172,6 +177,29 @@ async fn chaos() {
     violations.extend(checker::from_records(&work, &cluster));
     eprintln!("{}", checker::summary(&work, &cluster));
     cluster.save_logs();
+    if let Ok(path) = std::env::var("CHAOS_REPORT") {
+        // One JSON object per run, for `camsig-bench --only chaos`.
+        let mut faults: std::collections::BTreeMap<&str, usize> = Default::default();
+        for k in &cluster.injected {
+            *faults.entry(k.as_str()).or_default() += 1;
+        }
+        let mut by_inv: std::collections::BTreeMap<&str, usize> = Default::default();
+        for x in &violations {
+            *by_inv.entry(x.inv).or_default() += 1;
+        }
+        let report = serde_json::json!({
+            "seed": seed,
+            "fault_seconds": seconds,
+            "faults": cluster.injected.len(),
+            "fault_kinds": faults,
+            "failpoints_reached": cluster.failpoints.iter().filter(|(_, hit)| *hit).count(),
+            "checked": checker::checked(&work),
+            "violations": violations.len(),
+            "violations_by_invariant": by_inv,
+            "first_violations": violations.iter().take(5).map(|x| format!("{}: {}", x.inv, x.what)).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, report.to_string()).unwrap_or_else(|e| panic!("CHAOS_REPORT {path}: {e}"));
+    }
 
     if violations.is_empty() {
         eprintln!("chaos seed {seed}: every invariant held");

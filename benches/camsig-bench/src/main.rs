@@ -22,7 +22,15 @@
 //! phase (default 300). A FAIL exits non-zero, except with `--smoke`. To see
 //! which attack costs what: `--attacks slow,poll` runs only those shapes,
 //! `--topology solo` (or `two-nodes`) only that half.
+//!
+//! The `chaos` scenario (`chaos.rs`) runs the chaos suite of `tests/chaos`
+//! round after round, three nodes on one Redis under a seeded schedule of
+//! faults, for `--seconds` (default 1800), and reports the faults injected,
+//! the facts checked per invariant and the violations; `--seed` fixes the
+//! first round's seed. It runs only when asked (`--only chaos`), and one
+//! short round in `--smoke`. A violation exits non-zero, except with `--smoke`.
 
+mod chaos;
 mod cluster;
 mod hostile;
 mod peerjs;
@@ -35,7 +43,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 9] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile"];
+const SCENARIOS: [&str; 10] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos"];
 
 struct Plan {
     pairs: usize,
@@ -92,6 +100,7 @@ async fn main() -> Result<()> {
     let mut relay_dir = cluster::Relay::default_dir();
     let mut peerjs_dir = cluster::PeerJs::default_dir();
     let (mut attacks, mut topologies): (Option<Vec<String>>, Option<Vec<String>>) = (None, None);
+    let mut seed: Option<u64> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
@@ -99,6 +108,7 @@ async fn main() -> Result<()> {
             "--out" => out = args.next().context("--out <dir>")?.into(),
             "--rates" => rates = Some(args.next().context("--rates 1000,5000")?.split(',').map(str::parse).collect::<Result<_, _>>()?),
             "--seconds" => seconds = Some(args.next().context("--seconds N")?.parse()?),
+            "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
             "--only" => {
                 let o: Vec<String> = args.next().context("--only a,b")?.split(',').map(str::to_owned).collect();
                 if let Some(x) = o.iter().find(|x| !SCENARIOS.contains(&x.as_str())) {
@@ -123,13 +133,17 @@ async fn main() -> Result<()> {
                 topologies = Some(t);
             }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile] [--rates R1,R2] [--seconds S] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
         }
     }
-    let runs = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    // Chaos is half an hour of one machine's both cores: only when asked for.
+    let runs = |s: &str| match &only {
+        Some(o) => o.iter().any(|x| x == s),
+        None => s != "chaos" || smoke,
+    };
     let mut plan = if smoke { Plan::smoke() } else { Plan::full() };
     if let Some(r) = rates {
         plan.latency_rates = r;
@@ -299,6 +313,14 @@ async fn main() -> Result<()> {
         hostile = hostile::run(&camsig, &plan).await?;
     }
 
+    let mut chaos_report = None;
+    if runs("chaos") {
+        let seed = seed.unwrap_or_else(|| chrono::Utc::now().timestamp_subsec_nanos() as u64 % 1_000_000_000);
+        let total = Duration::from_secs(seconds.unwrap_or(1800));
+        eprintln!("chaos: seed {seed}, {total:?} in all");
+        chaos_report = Some(chaos::run(&out, total, seed, smoke).await?);
+    }
+
     let run = report::Run {
         started_at,
         command,
@@ -317,15 +339,24 @@ async fn main() -> Result<()> {
         stalled,
         control,
         hostile,
+        chaos: chaos_report,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));
     print!("{}", report::hostile_table(&run));
+    if let Some(c) = &run.chaos {
+        print!("{}", chaos::table(c));
+    }
     println!("wrote {} and {}", json.display(), svg.display());
     let failed = run.hostile.iter().flat_map(|h| &h.checks).any(|c| !c.pass);
     if failed && !smoke {
         drop(cluster);
         eprintln!("hostile: FAIL");
+        std::process::exit(1);
+    }
+    if run.chaos.as_ref().is_some_and(chaos::Report::failed) && !smoke {
+        drop(cluster);
+        eprintln!("chaos: FAIL");
         std::process::exit(1);
     }
     Ok(())

@@ -69,6 +69,8 @@ pub struct Run {
     pub control: Vec<ControlResult>,
     /// Honest pairs beside every attack: one node, then two nodes on one Redis.
     pub hostile: Vec<HostileResult>,
+    /// The chaos suite's rounds, when asked for.
+    pub chaos: Option<crate::chaos::Report>,
 }
 
 pub fn write(run: &Run, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
