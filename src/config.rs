@@ -160,11 +160,13 @@ pub struct RedisSettings {
     /// How often the pub/sub connection is pinged; a silent one is replaced.
     #[serde(rename = "probe_s", deserialize_with = "de::secs")]
     pub probe: Duration,
+    /// Replicas each step must reach (`WAIT`) before its call is answered.
+    pub min_replicas_acked: u32,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, prefix: "camsig".into(), probe: Duration::from_secs(2) }
+        Self { url: None, prefix: "camsig".into(), probe: Duration::from_secs(2), min_replicas_acked: 0 }
     }
 }
 
@@ -562,6 +564,12 @@ impl Settings {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
                 return Err(bad("redis.url", "must be a redis:// URL"));
             }
+        }
+        if self.redis.min_replicas_acked > 16 {
+            return Err(bad("redis.min_replicas_acked", "must be 0 to 16"));
+        }
+        if self.redis.min_replicas_acked > 0 && self.redis.url.is_none() {
+            return Err(bad("redis.min_replicas_acked", "needs redis.url: the embedded broker has no replicas"));
         }
         if let Some(s) = &self.auth.jwt_secret
             && !strong_secret(s.expose_secret().as_bytes())

@@ -62,7 +62,7 @@ impl Node {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
                 let client = crate::redis::client(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-                let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()));
+                let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
                 (Arc::new(RedisStore::new(r, bounds, claim_hold)), b.clone(), None, Some(b))

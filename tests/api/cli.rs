@@ -130,6 +130,7 @@ fn every_key_with_a_bad_value_stops_the_server_with_one_line_naming_it() {
         ("redis.url", "http://127.0.0.1:6379"),
         ("redis.prefix", "a b"),
         ("redis.probe_s", "0"),
+        ("redis.min_replicas_acked", "17"),
         ("auth.jwt_secret", "short"),
         ("auth.refresh_before_s", "-1"),
         ("presence.ttl_s", "0"),

@@ -13,5 +13,6 @@ mod failures;
 mod flow;
 mod lifecycle;
 mod nginx;
+mod replicas;
 mod rolling;
 mod slow_clients;

@@ -30,6 +30,8 @@ pub fn free_port_run(n: u16) -> u16 {
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// `--replicaof` arguments: this server replicates another.
+    replica_of: Option<u16>,
 }
 
 impl Redis {
@@ -38,8 +40,25 @@ impl Redis {
     /// `process_id`), and a start that lost the port tries another.
     pub async fn start() -> Redis {
         for _ in 0..5 {
-            let mut r = Redis { port: free_port(), child: None };
+            let mut r = Redis { port: free_port(), child: None, replica_of: None };
             if r.try_start().await {
+                return r;
+            }
+        }
+        panic!("redis-server could not get a port in five tries");
+    }
+
+    /// A replica of `master`, once its link to the master is up and synced.
+    pub async fn start_replica_of(master: &Redis) -> Redis {
+        for _ in 0..5 {
+            let mut r = Redis { port: free_port(), child: None, replica_of: Some(master.port) };
+            if r.try_start().await {
+                let mut c = r.conn().await;
+                wait_until(Duration::from_secs(10), "the replica to sync with its master", async || {
+                    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap_or_default();
+                    info.lines().any(|l| l.trim() == "master_link_status:up")
+                })
+                .await;
                 return r;
             }
         }
@@ -62,8 +81,12 @@ impl Redis {
 
     /// Whether our redis-server came up on `port` (false: it exited, the port was taken).
     async fn try_start(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"]);
+        if let Some(m) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");

@@ -50,6 +50,8 @@ impl Drop for Proc {
 pub struct Cluster {
     pub redis: Proc,
     pub nodes: Vec<Proc>,
+    /// A replica of `redis`, in the `replicas` scenario.
+    pub replica: Option<Proc>,
 }
 
 impl Cluster {
@@ -59,6 +61,15 @@ impl Cluster {
 
     /// With extra camsig settings (`CAMSIG__...` variables) on every node.
     pub async fn start_with(camsig: &Path, nodes: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        Self::start_full(camsig, nodes, env, false).await
+    }
+
+    /// Redis with one replica (synced before the nodes start), and the nodes on the master.
+    pub async fn start_replicated(camsig: &Path, nodes: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        Self::start_full(camsig, nodes, env, true).await
+    }
+
+    async fn start_full(camsig: &Path, nodes: usize, env: &[(&str, &str)], replicated: bool) -> Result<Cluster> {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -67,6 +78,30 @@ impl Cluster {
             .context("redis-server must be installed")?;
         let redis = Proc { child, port };
         wait_until("redis", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await?;
+        let mut replica = None;
+        if replicated {
+            let rport = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &port.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("redis-server must be installed")?;
+            replica = Some(Proc { child, port: rport });
+            let start = Instant::now();
+            loop {
+                let info = async {
+                    let mut c = redis::Client::open(format!("redis://127.0.0.1:{rport}/")).ok()?.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("INFO").arg("replication").query_async::<String>(&mut c).await.ok()
+                };
+                if info.await.is_some_and(|i| i.lines().any(|l| l.trim() == "master_link_status:up")) {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    bail!("the replica did not sync with its master");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let mut procs = Vec::new();
         for i in 0..nodes {
             procs.push(spawn_camsig(camsig, &format!("bench-{i}"), Some(redis.port), env)?);
@@ -74,7 +109,7 @@ impl Cluster {
         for n in &mut procs {
             wait_ready(n, "/readyz", "camsig node").await?;
         }
-        Ok(Cluster { redis, nodes: procs })
+        Ok(Cluster { redis, nodes: procs, replica })
     }
 
     /// One node with no Redis: the embedded broker, as `cargo run` gives.

@@ -43,7 +43,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 10] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos"];
+const SCENARIOS: [&str; 11] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas"];
 
 struct Plan {
     pairs: usize,
@@ -133,7 +133,7 @@ async fn main() -> Result<()> {
                 topologies = Some(t);
             }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -313,6 +313,24 @@ async fn main() -> Result<()> {
         hostile = hostile::run(&camsig, &plan).await?;
     }
 
+    // The cost of redis.min_replicas_acked = 1: the same load on the same
+    // topology (a master with one replica), without and with the WAIT.
+    let mut replicas = Vec::new();
+    if runs("replicas") {
+        for acked in ["0", "1"] {
+            let c = cluster::Cluster::start_replicated(&camsig, 2, &[("CAMSIG__REDIS__MIN_REPLICAS_ACKED", acked)]).await?;
+            eprintln!("replicas: redis :{} with its replica :{}, min_replicas_acked = {acked}", c.redis.port, c.replica.as_ref().map_or(0, |r| r.port));
+            let mut pairs = scenarios::Pairs::setup(&c.nodes[0], &c.nodes[1], plan.pairs, scenarios::Via::Rest).await?;
+            scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
+            for &rate in &plan.latency_rates {
+                let mut r = measured_load(&c, &c.nodes, &mut pairs, rate, plan.latency_for).await;
+                r.system = if acked == "0" { "camsig replicated, acked=0" } else { "camsig replicated, acked=1" };
+                print_load(&format!("acked={acked}"), &r);
+                replicas.push(r);
+            }
+        }
+    }
+
     let mut chaos_report = None;
     if runs("chaos") {
         let seed = seed.unwrap_or_else(|| chrono::Utc::now().timestamp_subsec_nanos() as u64 % 1_000_000_000);
@@ -340,6 +358,7 @@ async fn main() -> Result<()> {
         control,
         hostile,
         chaos: chaos_report,
+        replicas,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));

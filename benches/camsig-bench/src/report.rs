@@ -69,6 +69,8 @@ pub struct Run {
     pub control: Vec<ControlResult>,
     /// Honest pairs beside every attack: one node, then two nodes on one Redis.
     pub hostile: Vec<HostileResult>,
+    /// The latency load on a master with one replica, `min_replicas_acked` 0 then 1.
+    pub replicas: Vec<LoadResult>,
     /// The chaos suite's rounds, when asked for.
     pub chaos: Option<crate::chaos::Report>,
 }
@@ -93,6 +95,7 @@ pub fn load_table(run: &Run) -> String {
         .chain(run.throughput.iter().map(|r| ("ramp", r)))
         .chain(run.socketio.iter().map(|r| ("latency", r)))
         .chain(run.one_node.iter().map(|r| ("one node", r)))
+        .chain(run.replicas.iter().map(|r| ("latency", r)))
         .collect();
     let mut out = String::new();
     if rows.is_empty() {
