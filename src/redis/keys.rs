@@ -1,7 +1,7 @@
 //! The key table: every Redis key and channel camsig uses, under one prefix
 //! (`redis.prefix`, default `camsig`). `docs/architecture.md` has the same table.
 
-use crate::domain::{IdempotencyKey, MeetingId, RoomId, SessionId, UserId};
+use crate::domain::{MeetingId, RoomId, SessionId, UserId};
 
 /// Separates the parts of a composite member; user ids and keys hold no spaces.
 pub const SEP: char = ' ';
@@ -59,14 +59,11 @@ impl Keys {
         format!("{}:meeting:{m}:pairs", self.p)
     }
 
-    /// Set: the meetings this user created (gone ones pruned on each create).
+    /// Sorted set: the meetings this user created, each scored by when it is
+    /// gone (ms; `+inf` while it has members), as its meeting's writes set
+    /// it; the gone ones are pruned on each create.
     pub fn created(&self, u: &UserId) -> String {
         format!("{}:created:{u}", self.p)
-    }
-
-    /// What a meeting's key is, less its id (for counting the live ones in a script).
-    pub fn meeting_prefix(&self) -> String {
-        format!("{}:meeting:", self.p)
     }
 
     /// Hash: meeting id → "1", for the meetings this user is a member of.
@@ -125,17 +122,15 @@ impl Keys {
         format!("{}:negotiating", self.p)
     }
 
-    /// String: the kept answer to an `Idempotency-Key` (10 minutes).
-    pub fn record(&self, u: &UserId, k: &IdempotencyKey) -> String {
-        format!("{}{}", self.record_prefix(u), k.as_str())
+    /// Hash: `Idempotency-Key` → the kept answer, for 10 minutes each (as
+    /// `records` dates them).
+    pub fn kept(&self, u: &UserId) -> String {
+        format!("{}:idem:{u}", self.p)
     }
 
-    pub fn record_prefix(&self, u: &UserId) -> String {
-        format!("{}:idem:{u}{SEP}", self.p)
-    }
-
-    /// Sorted set: the user's kept keys, scored by when they were kept (ms),
-    /// so the oldest go first past `limits.max_idempotency_keys`.
+    /// Sorted set: the user's kept keys, scored by when they were kept (ms):
+    /// an answer older than 10 minutes is gone, and the oldest go first past
+    /// `limits.max_idempotency_keys`.
     pub fn records(&self, u: &UserId) -> String {
         format!("{}:idems:{u}", self.p)
     }

@@ -83,7 +83,7 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             commit: Script::new(&format!("{PROGRAM_LUA}\n{LOG_LUA}\n{}", include_str!("lua/commit.lua"))),
             read: Script::new(&format!("{PROGRAM_LUA}\n{}", include_str!("lua/read.lua"))),
@@ -92,6 +92,17 @@ impl Scripts {
             lease: Script::new(include_str!("lua/lease.lua")),
             idle: Script::new(include_str!("lua/idle.lua")),
         }
+    }
+
+    /// Each script with its name, for the key checker (tests/conformance/script_keys.rs).
+    pub fn all(&self) -> [(&'static str, &Script); 6] {
+        [("commit", &self.commit), ("read", &self.read), ("log_read", &self.log_read), ("claim_due", &self.claim_due), ("lease", &self.lease), ("idle", &self.idle)]
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -113,7 +113,7 @@ impl RedisStore {
         let mut p = Program::new();
         for g in &step.guards {
             match g {
-                Guard::Fresh(u, key) => p.op("fresh").key(k.record(u, key)),
+                Guard::Fresh(u, key) => p.op("fresh").key(k.kept(u)).key(k.records(u)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000),
                 Guard::User(u, v) => p.op("feq").key(k.user(u)).arg("v").arg(v),
                 Guard::Room(r, rev) => p.op("feq").key(k.room(r)).arg("rev").arg(rev),
                 Guard::Open(r) => p.op("open").key(k.room(r)),
@@ -123,7 +123,7 @@ impl RedisStore {
                 Guard::CanShow { owner, abonent, max } => p.op("canshow").key(k.viewers(owner)).arg(abonent).arg(max),
                 Guard::HasSession(u, s) => p.op("has").key(k.sessions(u)).arg(s),
                 Guard::Meeting(m, rev) => p.op("feq").key(k.meeting(m)).arg("rev").arg(rev),
-                Guard::Created(u, n) => p.op("live").key(k.created(u)).arg(k.meeting_prefix()).arg(n),
+                Guard::Created(u, n) => p.op("alive").key(k.created(u)).arg(n),
             };
         }
         for u in &step.users {
@@ -169,10 +169,15 @@ impl RedisStore {
                 }
             }
         }
+        // Before the meeting's own writes, which date it in this set.
+        if let Some((u, m)) = &step.created {
+            p.op("created").key(k.created(u)).arg(m);
+        }
         for w in &step.meetings {
             let (mk, pk) = (k.meeting(&w.meeting.meeting_id), k.meeting_pairs(&w.meeting.meeting_id));
             p.op("hset").key(mk.clone()).arg(1).arg("doc").arg(to_json(&w.meeting));
             p.op("hincr").key(mk.clone()).arg("rev");
+            let gone = w.gone_after.map_or(String::new(), |d| d.as_millis().to_string());
             match w.gone_after {
                 Some(d) => {
                     p.op("pexpire").key(mk).arg(d.as_millis());
@@ -183,9 +188,8 @@ impl RedisStore {
                     p.op("persist").key(pk);
                 }
             }
-        }
-        if let Some((u, m)) = &step.created {
-            p.op("created").key(k.created(u)).arg(k.meeting_prefix()).arg(m);
+            // The creator's count of meetings not gone, by the same date.
+            p.op("gone").key(k.created(&w.meeting.created_by)).arg(&w.meeting.meeting_id).arg(gone);
         }
         for (u, m, joined) in &step.memberships {
             if *joined {
@@ -235,9 +239,8 @@ impl RedisStore {
         if let Some(kept) = &step.record {
             let u = &kept.user;
             p.op("keep")
-                .key(k.record(u, &kept.key))
+                .key(k.kept(u))
                 .key(k.records(u))
-                .arg(k.record_prefix(u))
                 .arg(kept.key.as_str())
                 .arg(&kept.record)
                 .arg(RECORD_KEEP_S * 1000)
@@ -309,7 +312,7 @@ impl Store for RedisStore {
             slots.push(Slot::Sessions);
         }
         if let Some((u, key)) = &q.record {
-            p.op("get").key(k.record(u, key));
+            p.op("kept").key(k.kept(u)).key(k.records(u)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000);
             slots.push(Slot::Record);
         }
         for m in &q.meetings {
@@ -325,7 +328,7 @@ impl Store for RedisStore {
             slots.push(Slot::MemberOf);
         }
         if let Some(u) = &q.created_by {
-            p.op("live").key(k.created(u)).arg(k.meeting_prefix());
+            p.op("alive").key(k.created(u));
             slots.push(Slot::Created);
         }
         let mut s = Snapshot::default();

@@ -8,6 +8,7 @@
 //!   events in the log with their state.
 //! - `ops`: the contract's operations under concurrency and across nodes.
 //! - `round_trips`: Redis round trips per call, counted by the node (Redis only).
+//! - `script_keys`: every script declares the keys it touches, in one slot (Redis only).
 
 #[path = "../support/mod.rs"]
 pub mod support;
@@ -39,4 +40,5 @@ macro_rules! on_both {
 
 mod ops;
 mod round_trips;
+mod script_keys;
 mod store;

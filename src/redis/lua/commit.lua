@@ -8,7 +8,8 @@ local ids = {}
 while more() do
   local op = arg()
   if op == 'fresh' then
-    local v = redis.call('GET', key())
+    local k, idx, f, ms = key(), key(), arg(), tonumber(arg())
+    local v = kept(k, idx, f, ms)
     if v then return {'recorded', v} end
   elseif op == 'feq' then
     local k, f, want = key(), arg(), arg()
@@ -27,17 +28,22 @@ while more() do
   elseif op == 'canshow' then
     local k, f, max = key(), arg(), tonumber(arg())
     if redis.call('HEXISTS', k, f) == 1 or redis.call('HLEN', k) >= max then return {'conflict'} end
-  elseif op == 'live' then
-    local k, prefix, n = key(), arg(), tonumber(arg())
-    if live_count(k, prefix) ~= n then return {'conflict'} end
+  elseif op == 'alive' then
+    local k, n = key(), tonumber(arg())
+    if alive(k) ~= n then return {'conflict'} end
   elseif op == 'created' then
-    -- A new meeting joins its creator's set; the gone ones leave it, so the
-    -- set stays within limits.max_meetings_per_user + 1.
-    local k, prefix, m = key(), arg(), arg()
-    for _, old in ipairs(redis.call('SMEMBERS', k)) do
-      if redis.call('EXISTS', prefix .. old) == 0 then redis.call('SREM', k, old) end
-    end
-    redis.call('SADD', k, m)
+    -- A new meeting joins its creator's set (its own writes date it next);
+    -- the gone ones leave it, so the set stays within
+    -- limits.max_meetings_per_user + 1.
+    local k, m = key(), arg()
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now_ms())
+    redis.call('ZADD', k, '+inf', m)
+  elseif op == 'gone' then
+    -- When a meeting is gone (now + ms), or '' while it has members: as its key expires.
+    local k, m, ms = key(), arg(), arg()
+    local at = '+inf'
+    if ms ~= '' then at = now_ms() + tonumber(ms) end
+    redis.call('ZADD', k, 'XX', at, m)
   elseif op == 'has' then
     local k, f = key(), arg()
     if redis.call('HEXISTS', k, f) == 0 then return {'conflict'} end
@@ -71,19 +77,20 @@ while more() do
   elseif op == 'srem' then
     redis.call('SREM', key(), arg())
   elseif op == 'keep' then
-    -- An idempotent answer, and the user's index of kept keys (scored by
-    -- when each was kept); past `max`, the oldest are deleted. Their key
-    -- names are built here: the same prefix as the kept one.
-    local k, idx, prefix, member, v, ms, max = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())
+    -- An idempotent answer in the user's hash, dated in their index: those
+    -- older than ms go, and past `max` the oldest go first.
+    local k, idx, f, v, ms, max = key(), key(), arg(), arg(), tonumber(arg()), tonumber(arg())
     local now = now_ms()
-    redis.call('SET', k, v, 'PX', ms)
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - ms)) do redis.call('HDEL', k, old) end
     redis.call('ZREMRANGEBYSCORE', idx, '-inf', now - ms)
-    redis.call('ZADD', idx, now, member)
+    redis.call('HSET', k, f, v)
+    redis.call('ZADD', idx, now, f)
     redis.call('PEXPIRE', idx, ms)
+    redis.call('PEXPIRE', k, ms)
     local over = redis.call('ZCARD', idx) - max
     if over > 0 then
       local old = redis.call('ZPOPMIN', idx, over)
-      for i = 1, #old, 2 do redis.call('DEL', prefix .. old[i]) end
+      for i = 1, #old, 2 do redis.call('HDEL', k, old[i]) end
     end
   elseif op == 'log' then
     local log, chan, action, accepted, json, keep_max, keep_ms = key(), key(), arg(), arg(), arg(), tonumber(arg()), tonumber(arg())

@@ -9,11 +9,13 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- How many members of set k name a key prefix..member that still exists.
-local function live_count(k, prefix)
-  local n = 0
-  for _, m in ipairs(redis.call('SMEMBERS', k)) do
-    if redis.call('EXISTS', prefix .. m) == 1 then n = n + 1 end
-  end
-  return n
+-- How many members of sorted set k are dated later than now (not gone yet).
+local function alive(k)
+  return redis.call('ZCOUNT', k, '(' .. now_ms(), '+inf')
+end
+-- A kept answer: field f of hash k, if index idx dates it within ms.
+local function kept(k, idx, f, ms)
+  local at = redis.call('ZSCORE', idx, f)
+  if not at or tonumber(at) <= now_ms() - ms then return nil end
+  return redis.call('HGET', k, f)
 end

@@ -1,11 +1,11 @@
 -- One round trip of reads. ARGV: opcodes with arguments, key arguments are
 -- indexes into KEYS; one result per opcode, in order.
 --   hash k            HGETALL
---   get k             GET
+--   kept k idx f ms   a kept answer (field f of k, if idx dates it within ms), or ''
+--   alive k           how many members of sorted set k are dated later than now
 --   hlen k            HLEN
 --   index k prefix    HGETALL of an index (field -> id), then HGETALL prefix..id of each
 --   pair k field prefix   {HLEN k, HGETALL prefix..HGET(k, field) or {}}
---   live k prefix     how many members m of set k have a key prefix..m
 --   time              Redis's clock: {seconds, microseconds}
 local out = {}
 while more() do
@@ -14,8 +14,9 @@ while more() do
     out[#out + 1] = redis.call('TIME')
   elseif op == 'hash' then
     out[#out + 1] = redis.call('HGETALL', key())
-  elseif op == 'get' then
-    out[#out + 1] = redis.call('GET', key()) or ''
+  elseif op == 'kept' then
+    local k, idx, f, ms = key(), key(), arg(), tonumber(arg())
+    out[#out + 1] = kept(k, idx, f, ms) or ''
   elseif op == 'hlen' then
     out[#out + 1] = redis.call('HLEN', key())
   elseif op == 'index' then
@@ -30,9 +31,8 @@ while more() do
     local room = {}
     if id then room = redis.call('HGETALL', prefix .. id) end
     out[#out + 1] = {redis.call('HLEN', k), room}
-  elseif op == 'live' then
-    local k, prefix = key(), arg()
-    out[#out + 1] = live_count(k, prefix)
+  elseif op == 'alive' then
+    out[#out + 1] = alive(key())
   else
     return redis.error_reply('read: unknown op ' .. tostring(op))
   end
