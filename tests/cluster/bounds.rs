@@ -91,3 +91,23 @@ async fn a_step_whose_answer_is_lost_is_504_and_the_retry_gets_its_answer() {
         assert!(!(v["action"] == "server-action:update_user" && v["data"]["user"]["user_id"] == "lost"), "a second update: {v}");
     }
 }
+
+/// A user's created meetings were a plain set before they were dated (a
+/// sorted set): a node of this version meeting one, mid rolling upgrade,
+/// counts it as empty and replaces it, instead of failing on WRONGTYPE.
+#[actix_web::test]
+async fn an_undated_set_of_created_meetings_from_an_older_node_is_replaced() {
+    let redis = Redis::start().await;
+    let mut c = redis.conn().await;
+    redis::cmd("SADD").arg("camsig:created:older").arg("01JD3Z5T8Q9W2E4R6T8Y0U2I4O").query_async::<()>(&mut c).await.unwrap();
+    let n = node(&redis, "upgraded").await;
+    let t = token("older");
+    for _ in 0..2 {
+        let r = n.post("meetings", &t, json!({})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let kind: String = redis::cmd("TYPE").arg("camsig:created:older").query_async(&mut c).await.unwrap();
+    assert_eq!(kind, "zset");
+    let count: u64 = redis::cmd("ZCARD").arg("camsig:created:older").query_async(&mut c).await.unwrap();
+    assert_eq!(count, 2, "the two new meetings, dated");
+}

@@ -36,6 +36,7 @@ while more() do
     -- the gone ones leave it, so the set stays within
     -- limits.max_meetings_per_user + 1.
     local k, m = key(), arg()
+    if not dated(k) then redis.call('DEL', k) end
     redis.call('ZREMRANGEBYSCORE', k, '-inf', now_ms())
     redis.call('ZADD', k, '+inf', m)
   elseif op == 'gone' then
@@ -43,7 +44,7 @@ while more() do
     local k, m, ms = key(), arg(), arg()
     local at = '+inf'
     if ms ~= '' then at = now_ms() + tonumber(ms) end
-    redis.call('ZADD', k, 'XX', at, m)
+    if dated(k) then redis.call('ZADD', k, 'XX', at, m) end
   elseif op == 'has' then
     local k, f = key(), arg()
     if redis.call('HEXISTS', k, f) == 0 then return {'conflict'} end

@@ -9,8 +9,14 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- A user's created meetings were a plain set before they were dated: one a
+-- rolling upgrade still finds counts as empty, and goes at the next create.
+local function dated(k)
+  return redis.call('TYPE', k).ok ~= 'set'
+end
 -- How many members of sorted set k are dated later than now (not gone yet).
 local function alive(k)
+  if not dated(k) then return 0 end
   return redis.call('ZCOUNT', k, '(' .. now_ms(), '+inf')
 end
 -- A kept answer: field f of hash k, if index idx dates it within ms.
