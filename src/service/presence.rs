@@ -81,7 +81,7 @@ impl Service {
         let max = self.settings.limits.max_sessions_per_user;
         self.run(read, None, |s| {
             let now = s.now;
-            let mut u = s.users.get(user).cloned().unwrap_or_else(|| UserState::new(user.clone(), now));
+            let u = s.users.get(user).cloned().unwrap_or_else(|| UserState::new(user.clone(), now));
             let mut step = Step::new(accepted).guard(Guard::User(user.clone(), u.version));
             if capped && !s.sessions.contains_key(session) {
                 if s.sessions.len() >= max {
@@ -95,14 +95,7 @@ impl Service {
             if online {
                 step.flaps.push((user.clone(), None));
                 if !u.online {
-                    match self.flap_due(&u, now) {
-                        Some(due) => step.flaps = vec![(user.clone(), Some(due))],
-                        None => {
-                            u.set_online(true, now);
-                            step.broadcast.push(Event::user(u.clone()));
-                            step.users.push(u);
-                        }
-                    }
+                    self.change_online(&mut step, u, true, now);
                 }
             }
             Ok(Plan { step, reply: None })
@@ -163,18 +156,10 @@ impl Service {
                 step.expiries.push((user.clone(), Some(expire_at.unwrap_or(s.now + self.grace()))));
                 // Kept online (a drain): nothing is held back either.
                 step.flaps.push((user.clone(), None));
-                if !keep_online && let Some(mut u) = s.users.get(user).cloned() {
+                if !keep_online && let Some(u) = s.users.get(user).cloned() {
                     step = step.guard(Guard::User(user.clone(), u.version));
-                    let now = s.now;
                     if u.online {
-                        match self.flap_due(&u, now) {
-                            Some(due) => step.flaps = vec![(user.clone(), Some(due))],
-                            None => {
-                                u.set_online(false, now);
-                                step.broadcast.push(Event::user(u.clone()));
-                                step.users.push(u);
-                            }
-                        }
+                        self.change_online(&mut step, u, false, s.now);
                     }
                 }
             }
@@ -182,6 +167,20 @@ impl Service {
         })
         .await?;
         Ok(())
+    }
+
+    /// Sets `u`'s `online` in `step` with its broadcast, or holds the change
+    /// back (the `flaps` schedule) when it comes within
+    /// `presence.flap_window_ms` of the last one.
+    fn change_online(&self, step: &mut Step, mut u: UserState, online: bool, now: DateTime<Utc>) {
+        match self.flap_due(&u, now) {
+            Some(due) => step.flaps = vec![(u.user_id.clone(), Some(due))],
+            None => {
+                u.set_online(online, now);
+                step.broadcast.push(Event::user(u.clone()));
+                step.users.push(u);
+            }
+        }
     }
 
     /// When `u`'s `online` may change next, if not now: `presence.flap_window_ms`
@@ -209,17 +208,10 @@ impl Service {
             let now = s.now;
             let mut step = Step::new(accepted).guard(Guard::Sessions(user.clone(), s.sessions.len())).guard(Guard::User(user.clone(), s.version(user)));
             step.flaps.push((user.clone(), None));
-            if let Some(mut u) = s.users.get(user).cloned()
+            if let Some(u) = s.users.get(user).cloned()
                 && u.online == s.sessions.is_empty()
             {
-                match self.flap_due(&u, now) {
-                    Some(due) => step.flaps = vec![(user.clone(), Some(due))],
-                    None => {
-                        u.set_online(!s.sessions.is_empty(), now);
-                        step.broadcast.push(Event::user(u.clone()));
-                        step.users.push(u);
-                    }
-                }
+                self.change_online(&mut step, u, !s.sessions.is_empty(), now);
             }
             Ok(Plan { step, reply: None })
         })
