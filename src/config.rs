@@ -200,11 +200,29 @@ pub struct PresenceSettings {
     /// sessions open and close (see `service::presence`).
     #[serde(rename = "flap_window_ms", deserialize_with = "de::millis")]
     pub flap_window: Duration,
+    /// `watched`: everyone-broadcast off, `presence=all` sessions act as `watched`.
+    pub broadcast: Broadcast,
+}
+
+/// Who hears `update_user` by default (`presence.broadcast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Broadcast {
+    /// Every `presence=all` session hears every user.
+    All,
+    /// Sessions hear only the users they watch.
+    Watched,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), grace: Duration::from_secs(10), forget_after: Duration::from_secs(86_400), flap_window: Duration::from_millis(1000) }
+        Self {
+            ttl: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            forget_after: Duration::from_secs(86_400),
+            flap_window: Duration::from_millis(1000),
+            broadcast: Broadcast::All,
+        }
     }
 }
 
@@ -248,6 +266,8 @@ pub struct LimitSettings {
     pub max_polls_per_user: usize,
     /// Meetings one user created that are not gone yet.
     pub max_meetings_per_user: usize,
+    /// Users one session may watch.
+    pub max_watch: usize,
 }
 
 impl Default for LimitSettings {
@@ -263,6 +283,7 @@ impl Default for LimitSettings {
             poll_max_bytes: 1024 * 1024,
             max_polls_per_user: 2,
             max_meetings_per_user: 20,
+            max_watch: 1000,
         }
     }
 }
@@ -591,6 +612,7 @@ impl Settings {
             ("server.header_timeout_s", self.server.header_timeout.as_secs()),
             ("server.max_conns_per_ip", self.server.max_conns_per_ip as u64),
             ("limits.max_meetings_per_user", self.limits.max_meetings_per_user as u64),
+            ("limits.max_watch", self.limits.max_watch as u64),
             ("ice.turn_ttl_s", self.ice.turn_ttl.as_secs()),
             ("limits.max_viewers", self.limits.max_viewers as u64),
             ("connections.idle_ttl_s", self.connections.idle_ttl.as_secs()),

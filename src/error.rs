@@ -40,6 +40,8 @@ pub enum Error {
     TooManySessions,
     #[error("you already have the most meetings allowed (limits.max_meetings_per_user)")]
     TooManyMeetings,
+    #[error("this session already watches the most users allowed (limits.max_watch)")]
+    TooManyWatched,
     #[error("{0}")]
     PayloadTooLarge(String),
     /// The body did not arrive within `server.body_timeout_s`.
@@ -105,6 +107,7 @@ pub enum ErrorCode {
     TooManyViewers,
     TooManySessions,
     TooManyMeetings,
+    TooManyWatched,
     MeetingFull,
     NameTaken,
     PayloadTooLarge,
@@ -156,6 +159,7 @@ impl Error {
             TooManyViewers => ErrorCode::TooManyViewers,
             TooManySessions => ErrorCode::TooManySessions,
             TooManyMeetings => ErrorCode::TooManyMeetings,
+            TooManyWatched => ErrorCode::TooManyWatched,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             RequestTimeout(_) => ErrorCode::RequestTimeout,
             InvalidSdp(_) => ErrorCode::InvalidSdp,
@@ -199,7 +203,7 @@ impl ErrorCode {
             Forbidden => StatusCode::FORBIDDEN,
             UserNotFound | RoomNotFound | MeetingNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | TooManyMeetings | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
+            CameraOff | RoomClosed | NoOffer | TooManyViewers | TooManySessions | TooManyMeetings | TooManyWatched | MeetingFull | NameTaken | RequestInProgress => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             InvalidSdp | InvalidCandidate | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

@@ -15,16 +15,19 @@ use crate::domain::{Frame, SessionId, UserId};
 
 pub struct Registry<A: Actor> {
     users: Mutex<HashMap<UserId, Addr<A>>>,
-    /// Sessions that receive `update_user`; reached directly, not through user actors,
-    /// because a presence change fans out to everyone.
+    /// Sessions that receive every `update_user` (`presence=all`); reached
+    /// directly, not through user actors, because a presence change fans out
+    /// to everyone.
     presence: RwLock<HashMap<SessionId, Recipient<Push>>>,
+    /// `presence=watched` sessions, by the user each watches.
+    watchers: RwLock<HashMap<UserId, HashMap<SessionId, Recipient<Push>>>>,
     /// Every open session on this node, to re-register after Redis loses them.
     sessions: Mutex<HashMap<SessionId, UserId>>,
 }
 
 impl<A: Actor> Default for Registry<A> {
     fn default() -> Self {
-        Self { users: Mutex::default(), presence: RwLock::default(), sessions: Mutex::default() }
+        Self { users: Mutex::default(), presence: RwLock::default(), watchers: RwLock::default(), sessions: Mutex::default() }
     }
 }
 
@@ -56,12 +59,28 @@ where
         }
     }
 
+    /// A session that hears everyone.
     pub fn add_presence(&self, id: SessionId, to: Recipient<Push>) {
         self.presence.write().unwrap_or_else(|p| p.into_inner()).insert(id, to);
     }
 
     pub fn remove_presence(&self, id: &SessionId) {
         self.presence.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// `id` watches `user`.
+    pub fn watch(&self, id: SessionId, to: Recipient<Push>, user: &UserId) {
+        self.watchers.write().unwrap_or_else(|p| p.into_inner()).entry(user.clone()).or_default().insert(id, to);
+    }
+
+    pub fn unwatch(&self, id: &SessionId, user: &UserId) {
+        let mut w = self.watchers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(of) = w.get_mut(user) {
+            of.remove(id);
+            if of.is_empty() {
+                w.remove(user);
+            }
+        }
     }
 
     pub fn add_session(&self, id: SessionId, user: UserId) {
@@ -103,9 +122,14 @@ where
         }
     }
 
-    fn to_all(&self, frame: Frame) {
+    fn to_presence(&self, user: &UserId, frame: Frame) {
         let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
         for to in presence.values() {
+            to.do_send(Push::Event(frame.clone()));
+        }
+        drop(presence);
+        let watchers = self.watchers.read().unwrap_or_else(|p| p.into_inner());
+        for to in watchers.get(user).into_iter().flat_map(HashMap::values) {
             to.do_send(Push::Event(frame.clone()));
         }
     }
@@ -116,8 +140,12 @@ where
 
     fn presence_gap(&self) {
         let presence = self.presence.read().unwrap_or_else(|p| p.into_inner());
-        for to in presence.values() {
-            to.do_send(Push::Reload);
+        let watchers = self.watchers.read().unwrap_or_else(|p| p.into_inner());
+        let mut told = std::collections::HashSet::new();
+        for (id, to) in presence.iter().chain(watchers.values().flat_map(|w| w.iter())) {
+            if told.insert(id.clone()) {
+                to.do_send(Push::Reload);
+            }
         }
     }
 }

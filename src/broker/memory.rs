@@ -86,8 +86,8 @@ impl MemoryBroker {
     }
 
     /// Hands an `update_user` to every presence session.
-    pub fn broadcast_now(&self, event: &Event, accepted_us: i64) {
-        self.sink.to_all(Frame::from_event(None, event, accepted_us));
+    pub fn broadcast_now(&self, user: &UserId, event: &Event, accepted_us: i64) {
+        self.sink.to_presence(user, Frame::from_event(None, event, accepted_us));
     }
 }
 
@@ -128,7 +128,7 @@ mod tests {
     struct Nowhere;
     impl Sink for Nowhere {
         fn to_user(&self, _: &UserId, _: Frame) {}
-        fn to_all(&self, _: Frame) {}
+        fn to_presence(&self, _: &UserId, _: Frame) {}
     }
 
     fn ev() -> Event {

@@ -12,15 +12,16 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::domain::{EventId, Frame, UserId};
+use crate::domain::{EventId, Frame, SessionId, UserId};
 use crate::error::Result;
 
 /// Where a broker hands live frames on this node.
 pub trait Sink: Send + Sync + 'static {
     /// To every local session of `user`.
     fn to_user(&self, user: &UserId, frame: Frame);
-    /// To every local session that asked for presence (`update_user`).
-    fn to_all(&self, frame: Frame);
+    /// An `update_user` of `user`: to every local session that hears
+    /// everyone, and to those that watch `user`.
+    fn to_presence(&self, user: &UserId, frame: Frame);
     /// Live delivery had a gap (the pub/sub link was lost): every local session
     /// catches up from its user's log before it takes the next live frame.
     fn catch_up(&self) {}
@@ -83,4 +84,22 @@ pub trait Broker: Send + Sync + 'static {
 
     /// This node's last local session of `user` is gone.
     async fn unsubscribe(&self, user: &UserId) -> Result<()>;
+
+    /// A session that hears everyone's presence opens (`true`) or ends
+    /// (`false`); the node receives every `update_user` while it has one.
+    /// Returns once receiving, so nothing after it is missed. Idempotent per
+    /// session, so an end that comes without its start changes nothing.
+    async fn presence_all(&self, _session: &SessionId, _on: bool) -> Result<()> {
+        Ok(())
+    }
+
+    /// A session starts watching `user`; the node receives their
+    /// `update_user`s while one does. Returns once receiving, so a state
+    /// read after it misses nothing.
+    async fn watch(&self, _session: &SessionId, _user: &UserId) -> Result<()> {
+        Ok(())
+    }
+
+    /// A session stops watching `user`.
+    async fn unwatch(&self, _session: &SessionId, _user: &UserId) {}
 }

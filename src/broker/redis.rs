@@ -4,14 +4,16 @@
 //! it and publishes the event on the user's channel, so the id order and the
 //! live order agree. Live delivery runs on one dedicated pub/sub connection (never a
 //! pooled one): the node subscribes to a user's channel while it has a local
-//! session of theirs, plus one presence channel for `update_user`. When that
+//! session of theirs; to everyone's presence channel while it has a session
+//! that hears everyone; and to a user's own presence channel while one of
+//! its sessions watches that user (`presence=watched`). When that
 //! connection drops, the task reconnects with backoff, resubscribes, and
 //! bumps `reconnects` so the node can re-register what Redis may have lost.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio::sync::watch;
 
 use super::{Broker, LogBounds, Replay, Sink};
 use crate::domain::names::event_name;
-use crate::domain::{EventId, Frame, UserId};
+use crate::domain::{EventId, Frame, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::redis::{Keys, OP_TIMEOUT, Redis, redis_error};
 
@@ -30,9 +32,12 @@ type Entry = (String, Vec<String>);
 struct Shared {
     sink: Arc<dyn Sink>,
     keys: Keys,
-    /// `keys.presence()` and `keys.channel_prefix()`, built once.
+    /// `keys.presence()`, `keys.presence_prefix()` and `keys.channel_prefix()`, built once.
     presence: String,
+    presence_prefix: String,
     channel_prefix: String,
+    /// Which presence this node's sessions want; resubscribed after every reconnect.
+    wants: tokio::sync::Mutex<Wants>,
     /// Users this node wants events for; resubscribed after every reconnect.
     subs: Mutex<HashSet<UserId>>,
     /// The live connection's command half; None while it is down.
@@ -42,6 +47,15 @@ struct Shared {
     /// The newest `update_user` delivered (its presence log id): where presence catches up from.
     presence_last: Mutex<Option<EventId>>,
     probe: Duration,
+}
+
+/// Presence this node's sessions want: counts of sessions, and whether the
+/// channel is subscribed on the current link (a failed subscribe is tried
+/// again by the next session that wants it, and by every reconnect).
+#[derive(Default)]
+struct Wants {
+    all: (HashSet<SessionId>, bool),
+    watched: HashMap<UserId, (HashSet<SessionId>, bool)>,
 }
 
 pub struct RedisBroker {
@@ -57,7 +71,9 @@ impl RedisBroker {
             sink,
             keys: r.keys.clone(),
             presence: r.keys.presence(),
+            presence_prefix: r.keys.presence_prefix(),
             channel_prefix: r.keys.channel_prefix(),
+            wants: tokio::sync::Mutex::default(),
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
             presence_last: Mutex::new(None),
@@ -126,9 +142,62 @@ impl Broker for RedisBroker {
 
     async fn subscribe(&self, user: &UserId) -> Result<()> {
         self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).insert(user.clone());
-        // Waits for the connection while it is (re)established, e.g. right after start.
+        self.sub(self.shared.keys.channel(user)).await
+    }
+
+    async fn unsubscribe(&self, user: &UserId) -> Result<()> {
+        self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
+        self.unsub(self.shared.keys.channel(user)).await
+    }
+
+    // The wants lock is held across the (un)subscribe, so a last session
+    // leaving and a first one coming cannot reorder the two on the link.
+    async fn presence_all(&self, session: &SessionId, on: bool) -> Result<()> {
+        let mut w = self.shared.wants.lock().await;
+        if on {
+            w.all.0.insert(session.clone());
+            if !w.all.1 {
+                self.sub(self.shared.presence.clone()).await?;
+                w.all.1 = true;
+            }
+        } else if w.all.0.remove(session) && w.all.0.is_empty() {
+            w.all.1 = false;
+            self.unsub(self.shared.presence.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, session: &SessionId, user: &UserId) -> Result<()> {
+        let mut w = self.shared.wants.lock().await;
+        let e = w.watched.entry(user.clone()).or_default();
+        e.0.insert(session.clone());
+        if !e.1 {
+            self.sub(self.shared.keys.presence_of(user)).await?;
+            if let Some(e) = w.watched.get_mut(user) {
+                e.1 = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unwatch(&self, session: &SessionId, user: &UserId) {
+        let mut w = self.shared.wants.lock().await;
+        let Some(e) = w.watched.get_mut(user) else { return };
+        if e.0.remove(session) && e.0.is_empty() {
+            w.watched.remove(user);
+            // Left subscribed when this fails: its frames reach no session, and the next link drops it.
+            if let Err(e) = self.unsub(self.shared.keys.presence_of(user)).await {
+                tracing::debug!(error = %e, "could not unsubscribe a watched user's presence");
+            }
+        }
+    }
+}
+
+impl RedisBroker {
+    /// Subscribes the live link to `channel`, waiting for the link while it
+    /// is (re)established, e.g. right after start.
+    async fn sub(&self, channel: String) -> Result<()> {
         let mut rx = self.shared.pubsub.subscribe();
-        let channel = self.shared.keys.channel(user);
         self.r
             .bounded(async {
                 let mut sink = rx.wait_for(Option::is_some).await.map_err(Error::unavailable)?.clone().expect("waited for Some");
@@ -137,11 +206,9 @@ impl Broker for RedisBroker {
             .await
     }
 
-    async fn unsubscribe(&self, user: &UserId) -> Result<()> {
-        self.shared.subs.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
+    async fn unsub(&self, channel: String) -> Result<()> {
         let sink = self.shared.pubsub.borrow().clone();
         if let Some(mut sink) = sink {
-            let channel = self.shared.keys.channel(user);
             self.r.bounded(async { sink.unsubscribe(channel).await.map_err(redis_error) }).await?;
         }
         Ok(())
@@ -162,13 +229,26 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
         let (mut sink, mut stream) = conn.split();
         // Publish the sink first so no subscribe() falls between snapshot and resubscribe.
         shared.pubsub.send_replace(Some(sink.clone()));
-        let mut channels = vec![shared.keys.presence()];
-        channels.extend(shared.subs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|u| shared.keys.channel(u)));
+        let mut channels: Vec<String> = shared.subs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|u| shared.keys.channel(u)).collect();
+        {
+            let w = shared.wants.lock().await;
+            if !w.all.0.is_empty() {
+                channels.push(shared.presence.clone());
+            }
+            channels.extend(w.watched.keys().map(|u| shared.keys.presence_of(u)));
+        }
         let mut ok = true;
         for chunk in channels.chunks(1000) {
             if !matches!(tokio::time::timeout(OP_TIMEOUT, sink.subscribe(chunk)).await, Ok(Ok(()))) {
                 ok = false;
                 break;
+            }
+        }
+        {
+            let mut w = shared.wants.lock().await;
+            w.all.1 = ok && !w.all.0.is_empty();
+            for e in w.watched.values_mut() {
+                e.1 = ok;
             }
         }
         // Subscribed: from here every event is either live or in a log.
@@ -253,7 +333,26 @@ fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
     fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).map(String::as_str)
 }
 
-/// An `update_user` to every presence session, unless it was already delivered.
+/// Whose change an `update_user`'s JSON (`{"action", "data": {"user"}}`) is.
+#[derive(serde::Deserialize)]
+struct Whose {
+    data: WhoseData,
+}
+
+#[derive(serde::Deserialize)]
+struct WhoseData {
+    user: WhoseUser,
+}
+
+#[derive(serde::Deserialize)]
+struct WhoseUser {
+    user_id: String,
+}
+
+/// An `update_user` to the sessions that hear everyone and those that watch
+/// its user, unless it was already delivered: it comes on everyone's channel
+/// and on the user's own, published in that order, and a gap's catch-up
+/// reads them again from the presence log.
 fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
     {
         let mut last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,12 +361,13 @@ fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
         }
         *last = Some(id);
     }
-    shared.sink.to_all(Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
+    let Some(user) = serde_json::from_str::<Whose>(json).ok().and_then(|w| UserId::parse(&w.data.user.user_id).ok()) else { return };
+    shared.sink.to_presence(&user, Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
 }
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
     let Ok(payload) = std::str::from_utf8(payload) else { return };
-    if channel == shared.presence {
+    if channel == shared.presence || channel.starts_with(&shared.presence_prefix) {
         let mut parts = payload.splitn(3, '\n');
         if let (Some(id), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next())
             && let Ok(id) = id.parse::<EventId>()

@@ -227,6 +227,14 @@ impl Event {
         Event::UpdateUser(UserEventData { user })
     }
 
+    /// Whose change an `update_user` is (None for any other event).
+    pub fn presence_of(&self) -> Option<&UserId> {
+        match self {
+            Event::UpdateUser(d) => Some(&d.user.user_id),
+            _ => None,
+        }
+    }
+
     pub fn hangup(conn: &Connection, by: &UserId, reason: &str) -> Self {
         Event::Hangup(HangupData { room_id: conn.room_id.clone(), user_id: by.clone(), reason: reason.into() })
     }

@@ -19,6 +19,8 @@ pub enum CommandKind {
     MeetingLeave,
     Ping,
     Refresh,
+    Watch,
+    Unwatch,
 }
 
 /// A command frame: `cmd`, the schema of its fields (the REST body), and the
@@ -115,6 +117,20 @@ pub const COMMANDS: &[CommandSpec] = &[
         body: Some("RefreshBody"),
         reply: Some("RefreshReply"),
         doc: "A new token for this session: same `sub`, later `exp`. A token for another user is refused with `forbidden` and changes nothing.",
+    },
+    CommandSpec {
+        kind: CommandKind::Watch,
+        name: "watch",
+        body: Some("WatchBody"),
+        reply: Some("WatchReply"),
+        doc: "Adds users to this session's watch list (a `presence=watched` session hears `update_user` of these only), acked with their state now, so nothing falls between. At most `limits.max_watch` per session: 409 `too_many_watched`, and nothing is added. WebSocket only.",
+    },
+    CommandSpec {
+        kind: CommandKind::Unwatch,
+        name: "unwatch",
+        body: Some("WatchBody"),
+        reply: None,
+        doc: "Removes users from this session's watch list; acked with an empty result. WebSocket only.",
     },
 ];
 

@@ -44,6 +44,8 @@ use crate::node::Node;
         crate::domain::event::TokenExpiringData,
         crate::protocol::bodies::RefreshBody,
         crate::protocol::bodies::RefreshReply,
+        crate::protocol::bodies::WatchBody,
+        crate::protocol::bodies::WatchReply,
         crate::domain::event::MemberJoinedData,
         crate::domain::event::MemberLeftData,
         crate::protocol::bodies::MeetingJoinFields,

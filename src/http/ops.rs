@@ -7,7 +7,8 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 use super::extract::Body;
-use crate::actors::session::{self, Options};
+use crate::actors::session::{self, Options, PresenceMode};
+use crate::config::Broadcast;
 use crate::domain::{EventId, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -189,18 +190,22 @@ pub struct WsParams {
     /// Replay my events after this id first (from `hello.last_id` or an event's `id`).
     #[param(pattern = r"^[0-9]{1,19}(-[0-9]{1,19})?$")]
     since: Option<String>,
-    /// `false`: no `update_user` events on this session (default true; `1` and `0` also do).
-    #[serde(default, deserialize_with = "flag")]
-    presence: Option<bool>,
+    /// Which `update_user` events this session hears: `all` (everyone's; the
+    /// default, `true` and `1` too), `watched` (only the users it `watch`es)
+    /// or `none` (`false` and `0` too). With `presence.broadcast = "watched"`,
+    /// `all` acts as `watched`.
+    #[serde(default, deserialize_with = "presence_mode")]
+    #[param(value_type = Option<String>, pattern = "^(all|watched|none|true|false|1|0)$")]
+    presence: Option<PresenceMode>,
 }
 
-/// `true`/`false`, or `1`/`0`.
-fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+fn presence_mode<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<PresenceMode>, D::Error> {
     match <Option<String>>::deserialize(d)?.as_deref() {
         None => Ok(None),
-        Some("true" | "1") => Ok(Some(true)),
-        Some("false" | "0") => Ok(Some(false)),
-        Some(other) => Err(serde::de::Error::custom(format!("presence {other:?} is not true or false"))),
+        Some("all" | "true" | "1") => Ok(Some(PresenceMode::All)),
+        Some("watched") => Ok(Some(PresenceMode::Watched)),
+        Some("none" | "false" | "0") => Ok(Some(PresenceMode::None)),
+        Some(other) => Err(serde::de::Error::custom(format!("presence {other:?} is not all, watched or none"))),
     }
 }
 
@@ -248,7 +253,11 @@ pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<N
         Err(e @ (Error::Unavailable(_) | Error::OutcomeUnknown(_))) => Some(e),
         Err(e) => return Err(e.into()),
     };
-    let opts = Options { session: id.clone(), since, presence: q.presence.unwrap_or(true), refused };
+    let presence = match (q.presence.unwrap_or(PresenceMode::All), node.settings.presence.broadcast) {
+        (PresenceMode::All, Broadcast::Watched) => PresenceMode::Watched,
+        (mode, _) => mode,
+    };
+    let opts = Options { session: id.clone(), since, presence, refused };
     crate::http::connections::upgraded(&req);
     session::start(&req, stream, node.actors.clone(), caller.clone(), opts).inspect_err(|_| {
         let (service, user) = (node.service.clone(), caller.user.clone());

@@ -245,7 +245,7 @@ pub fn asyncapi(openapi: &OpenApi) -> Value {
                             "properties": {
                                 "token": {"type": "string", "description": "The JWT, for clients that cannot set `Authorization`."},
                                 "since": {"type": "string", "description": "Replay the user's events after this id first."},
-                                "presence": {"type": "boolean", "default": true, "description": "false: no `update_user` events."},
+                                "presence": {"type": "string", "enum": ["all", "watched", "none", "true", "false", "1", "0"], "default": "all", "description": "Which `update_user` events: `all` (everyone's; `true`, `1`), `watched` (only the users this session `watch`es), `none` (`false`, `0`). With `presence.broadcast = \"watched\"`, `all` acts as `watched`."},
                             },
                         },
                         "bindingVersion": "0.1.0",

@@ -103,6 +103,21 @@ pub struct RefreshReply {
     pub exp: u64,
 }
 
+/// The `watch` and `unwatch` commands' fields (WebSocket only).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchBody {
+    /// The users to watch (or stop watching).
+    #[schema(example = json!(["42", "43"]))]
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct WatchReply {
+    /// The watched users' state now (users never seen are left out).
+    pub users: Vec<crate::domain::UserState>,
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct MeetingRef {
     pub meeting_id: String,
@@ -193,7 +208,7 @@ pub fn command(name: &str, fields: serde_json::Value) -> Result<Command> {
         }
         Some(K::MeetingLeave) => meeting_leave(&body::<MeetingRef>(fields)?.meeting_id),
         // The socket's own, answered by the session before it gets here.
-        Some(K::Ping | K::Refresh) | None => Err(Error::BadRequest(format!("unknown cmd {name:?}"))),
+        Some(K::Ping | K::Refresh | K::Watch | K::Unwatch) | None => Err(Error::BadRequest(format!("unknown cmd {name:?}"))),
     }
 }
 
@@ -206,7 +221,7 @@ mod tests {
     /// refused, never as unknown), and comes back with its own name.
     #[test]
     fn every_command_of_the_table_is_parsed() {
-        for c in COMMANDS.iter().filter(|c| !matches!(c.kind, CommandKind::Ping | CommandKind::Refresh)) {
+        for c in COMMANDS.iter().filter(|c| !matches!(c.kind, CommandKind::Ping | CommandKind::Refresh | CommandKind::Watch | CommandKind::Unwatch)) {
             match command(c.name, serde_json::json!({})) {
                 Ok(cmd) => assert_eq!(cmd.name(), c.name),
                 Err(e) => assert!(!e.to_string().contains("unknown cmd"), "{}: {e}", c.name),

@@ -149,8 +149,17 @@ impl Keys {
         format!("{}:u:", self.p)
     }
 
-    /// Channel: `update_user` for every presence session.
+    /// Channel: every `update_user`, for nodes with a session that hears everyone.
     pub fn presence(&self) -> String {
         format!("{}:presence", self.p)
+    }
+
+    /// Channel: the user's own `update_user`s, for nodes with a session that watches them.
+    pub fn presence_of(&self, u: &UserId) -> String {
+        format!("{}{u}", self.presence_prefix())
+    }
+
+    pub fn presence_prefix(&self) -> String {
+        format!("{}:pu:", self.p)
     }
 }

@@ -12,6 +12,16 @@ impl Service {
         s.users.get(&id).cloned().ok_or(Error::UserNotFound)
     }
 
+    /// The state now of each of `ids` that was ever seen, in their order
+    /// (one read, however many): what a `watch` is acked with.
+    pub async fn user_states(&self, ids: &[UserId]) -> Result<Vec<UserState>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.store.read(&Read { users: ids.to_vec(), ..Read::default() }).await?;
+        Ok(ids.iter().filter_map(|id| s.users.get(id).cloned()).collect())
+    }
+
     pub async fn users(&self, q: &UserQuery) -> Result<UserPage> {
         self.store.users(q).await
     }

@@ -322,7 +322,9 @@ impl Store for MemoryStore {
         // Under the store lock: a reader sees the state only with its events.
         // The state change goes out before its consequences, as on Redis.
         for ev in &step.broadcast {
-            self.broker.broadcast_now(ev, step.accepted_us);
+            if let Some(user) = ev.presence_of() {
+                self.broker.broadcast_now(user, ev, step.accepted_us);
+            }
         }
         for (to, ev) in &step.events {
             self.broker.append(to, ev, step.accepted_us);

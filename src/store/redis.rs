@@ -249,7 +249,8 @@ impl RedisStore {
         // Everyone hears the state change before its consequences (a camera
         // off before the hangups it causes), as the memory store sends them.
         for ev in &step.broadcast {
-            p.op("plog").key(k.presence_log()).key(k.presence()).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
+            let Some(user) = ev.presence_of() else { continue };
+            p.op("plog").key(k.presence_log()).key(k.presence()).key(k.presence_of(user)).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
         }
         for (to, ev) in &step.events {
             p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());

@@ -150,6 +150,8 @@ fn every_key_with_a_bad_value_stops_the_server_with_one_line_naming_it() {
         ("limits.poll_max_bytes", "1000"),
         ("limits.max_polls_per_user", "0"),
         ("limits.max_meetings_per_user", "0"),
+        ("limits.max_watch", "0"),
+        ("presence.broadcast", "some"),
         ("events.keep_s", "0"),
         ("events.keep_max", "x"),
         ("connections.idle_ttl_s", "0"),

@@ -20,3 +20,4 @@ mod meetings;
 mod session_edges;
 mod readme;
 mod deploy;
+mod watch;

@@ -16,3 +16,4 @@ mod nginx;
 mod replicas;
 mod rolling;
 mod slow_clients;
+mod watched;

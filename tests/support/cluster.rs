@@ -84,7 +84,10 @@ impl Redis {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"]);
         if let Some(m) = self.replica_of {
-            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
+            // A replica writes the master's snapshot to its directory: its own, not the cwd.
+            let dir = std::env::temp_dir().join(format!("camsig-replica-{}-{}", std::process::id(), self.port));
+            std::fs::create_dir_all(&dir).unwrap();
+            cmd.args(["--replicaof", "127.0.0.1", &m.to_string(), "--dir", &dir.display().to_string()]);
         }
         let child = cmd
             .stdout(Stdio::null())

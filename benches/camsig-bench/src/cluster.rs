@@ -81,8 +81,11 @@ impl Cluster {
         let mut replica = None;
         if replicated {
             let rport = free_port();
+            // A replica writes the master's snapshot to its directory: its own, not the cwd.
+            let dir = std::env::temp_dir().join(format!("camsig-bench-replica-{rport}"));
+            std::fs::create_dir_all(&dir)?;
             let child = Command::new("redis-server")
-                .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &port.to_string()])
+                .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &port.to_string(), "--dir", &dir.display().to_string()])
                 .stdout(Stdio::null())
                 .spawn()
                 .context("redis-server must be installed")?;

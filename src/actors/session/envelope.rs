@@ -1,6 +1,6 @@
 //! The command envelope of a WebSocket text frame:
 //! `{"cmd", "ack"?, "idempotency_key"?, ...the REST body's fields}`, and what
-//! the session does with it. `ping` and `refresh` are the socket's own; every
+//! the session does with it. `ping`, `refresh`, `watch` and `unwatch` are the socket's own; every
 //! other `cmd` is a service command, typed only after the rate check, so that
 //! a flood of bad frames still counts against the sender.
 
@@ -9,13 +9,15 @@ use serde_json::{Map, Value};
 use crate::domain::IdempotencyKey;
 use crate::domain::names::CommandKind;
 use crate::error::{Error, Result};
-use crate::protocol::bodies::{self, RefreshBody};
+use crate::protocol::bodies::{self, RefreshBody, WatchBody};
 use crate::service::command::Command;
 
 /// What one frame asks for.
 pub enum Request {
     Ping,
     Refresh(Result<RefreshBody>),
+    Watch(Result<WatchBody>),
+    Unwatch(Result<WatchBody>),
     Call(Call),
 }
 
@@ -42,6 +44,10 @@ pub fn parse(text: &str) -> (Value, Result<Request>) {
         Some(CommandKind::Refresh) => Request::Refresh(
             serde_json::from_value(Value::Object(fields)).map_err(|_| Error::BadRequest("refresh takes {\"token\": \"<JWT>\"}".into())),
         ),
+        Some(kind @ (CommandKind::Watch | CommandKind::Unwatch)) => {
+            let body = serde_json::from_value(Value::Object(fields)).map_err(|_| Error::BadRequest(format!("{name} takes {{\"user_ids\": [\"<user id>\", ...]}}")));
+            if kind == CommandKind::Watch { Request::Watch(body) } else { Request::Unwatch(body) }
+        }
         _ => Request::Call(Call { name, fields }),
     };
     (ack, Ok(request))

@@ -30,9 +30,10 @@ use crate::broker::Replay;
 use crate::config::WsSettings;
 use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
 use crate::domain::names::CommandKind;
-use crate::domain::{Event, EventId, Frame, SessionId};
+use crate::domain::{Event, EventId, Frame, SessionId, UserId};
+use std::collections::HashSet;
 use crate::error::Error;
-use crate::protocol::bodies::{RefreshBody, RefreshReply};
+use crate::protocol::bodies::{RefreshBody, RefreshReply, WatchBody, WatchReply};
 use crate::service::presence::Opened;
 use envelope::Request;
 use fragments::{Broken, Fragments, Whole};
@@ -56,15 +57,38 @@ enum Outgoing {
     Pong(actix_web::web::Bytes),
 }
 
-/// How a session was asked for: `/ws?since=<id>&presence=false`.
+/// Which `update_user`s a session hears (`/ws?presence=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceMode {
+    /// Everyone's.
+    All,
+    /// Only those of the users it watches (`watch`).
+    Watched,
+    None,
+}
+
+/// How a session was asked for: `/ws?since=<id>&presence=watched`.
 pub struct Options {
     /// Registered already, before the handshake is answered.
     pub session: SessionId,
     pub since: Option<EventId>,
-    pub presence: bool,
+    pub presence: PresenceMode,
     /// The shared store could not register the session: the socket opens
     /// only to say so (an error frame, close 1013).
     pub refused: Option<Error>,
+}
+
+/// The user ids of a `watch` or `unwatch`, each once, in their order.
+fn user_ids(raw: &[String]) -> Result<Vec<UserId>, Error> {
+    let mut seen = HashSet::new();
+    let mut ids = Vec::new();
+    for r in raw {
+        let id = UserId::parse(r).map_err(|_| Error::BadRequest(format!("{r:?} is not a user id")))?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// 400 unless `req` is a WebSocket handshake (checked before a session is registered).
@@ -106,6 +130,8 @@ pub struct WsSession {
     /// Set when the incoming stream ended at a frame over the size limit.
     oversize: Arc<Oversize>,
     attached: bool,
+    /// The users this session watches (`watch`), at most `limits.max_watch`.
+    watching: HashSet<UserId>,
     span: Span,
 }
 
@@ -130,6 +156,7 @@ impl WsSession {
             out,
             oversize,
             attached: false,
+            watching: HashSet::new(),
             span,
         }
     }
@@ -362,6 +389,65 @@ impl WsSession {
         ctx.stop();
     }
 
+    /// `{"cmd": "watch", "user_ids"}`: the users join this session's watch
+    /// list (all or none, within `limits.max_watch`); on a `presence=watched`
+    /// session their `update_user`s come from then on. Acked with their state
+    /// read after the node receives their changes, so nothing falls between.
+    fn watch(&mut self, ack: Value, body: Result<WatchBody, Error>, ctx: &mut ws::WebsocketContext<Self>) {
+        let ids = match body.and_then(|b| user_ids(&b.user_ids)) {
+            Ok(ids) => ids,
+            Err(e) => return self.error(ctx, &ack, &e),
+        };
+        let new = ids.iter().filter(|u| !self.watching.contains(*u)).count();
+        if self.watching.len() + new > self.node.settings.limits.max_watch {
+            return self.error(ctx, &ack, &Error::TooManyWatched);
+        }
+        let routed = self.opts.presence == PresenceMode::Watched;
+        for u in &ids {
+            if self.watching.insert(u.clone()) && routed {
+                self.node.registry.watch(self.id.clone(), ctx.address().recipient(), u);
+            }
+        }
+        let (node, id) = (self.node.clone(), self.id.clone());
+        ctx.spawn(
+            async move {
+                // Every one asked, not only the new: a subscribe that failed before is tried again.
+                if routed {
+                    for u in &ids {
+                        node.service.broker().watch(&id, u).await?;
+                    }
+                }
+                node.service.user_states(&ids).await
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(users) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Watch.name(), "result": WatchReply { users }})),
+                Err(e) => act.error(ctx, &ack, &e),
+            }),
+        );
+    }
+
+    /// `{"cmd": "unwatch", "user_ids"}`: the users leave the watch list.
+    fn unwatch(&mut self, ack: Value, body: Result<WatchBody, Error>, ctx: &mut ws::WebsocketContext<Self>) {
+        let ids = match body.and_then(|b| user_ids(&b.user_ids)) {
+            Ok(ids) => ids,
+            Err(e) => return self.error(ctx, &ack, &e),
+        };
+        let gone: Vec<UserId> = ids.into_iter().filter(|u| self.watching.remove(u)).collect();
+        for u in &gone {
+            self.node.registry.unwatch(&self.id, u);
+        }
+        if !gone.is_empty() {
+            let (node, id) = (self.node.clone(), self.id.clone());
+            actix::spawn(async move {
+                for u in &gone {
+                    node.service.broker().unwatch(&id, u).await;
+                }
+            });
+        }
+        self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Unwatch.name(), "result": {}}));
+    }
+
     fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
         self.send(Outgoing::Text(v.to_string()), ctx);
     }
@@ -380,6 +466,8 @@ impl WsSession {
             Err(e) => return self.error(ctx, &ack, &e),
             Ok(Request::Ping) => return self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Ping.name(), "result": {}})),
             Ok(Request::Refresh(body)) => return self.refresh(ack, body, ctx),
+            Ok(Request::Watch(body)) => return self.watch(ack, body, ctx),
+            Ok(Request::Unwatch(body)) => return self.unwatch(ack, body, ctx),
             Ok(Request::Call(call)) => call,
         };
         let name = call.name.clone();
@@ -423,14 +511,24 @@ impl Actor for WsSession {
             }
             act.send(Outgoing::Ping, ctx);
         });
-        if self.opts.presence {
+        let all = self.opts.presence == PresenceMode::All;
+        if all {
             self.node.registry.add_presence(self.id.clone(), ctx.address().recipient());
         }
         self.node.registry.add_session(self.id.clone(), self.caller.user.clone());
         let msg = Attach { session: self.id.clone(), to: ctx.address().recipient(), since: self.opts.since, registered: true, budget: self.replay_budget() };
-        let (node, user) = (self.node.clone(), self.caller.user.clone());
+        let (node, user, id) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
         // Wait: nothing else is written before hello, and pushes queue until then.
-        ctx.wait(async move { ask(&node, &user, msg).await.and_then(|r| r) }.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(
+            async move {
+                // Receiving everyone's presence before hello: a directory read after it misses nothing.
+                if all && let Err(e) = node.service.broker().presence_all(&id, true).await {
+                    tracing::warn!(error = %e, "could not subscribe to everyone's presence; the next link will");
+                }
+                ask(&node, &user, msg).await.and_then(|r| r)
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
             Ok(opened) => act.on_open(opened, ctx),
             Err(e) => {
                 tracing::warn!(parent: &act.span, error = %e, "session could not open");
@@ -445,8 +543,25 @@ impl Actor for WsSession {
         let _e = self.span.clone().entered();
         tracing::debug!("session closed");
         self.node.metrics.sessions_open.dec();
-        if self.opts.presence {
+        let all = self.opts.presence == PresenceMode::All;
+        if all {
             self.node.registry.remove_presence(&self.id);
+        }
+        for u in &self.watching {
+            self.node.registry.unwatch(&self.id, u);
+        }
+        let watched: Vec<UserId> = self.watching.drain().collect();
+        if all || !watched.is_empty() {
+            let (node, id) = (self.node.clone(), self.id.clone());
+            actix::spawn(async move {
+                let broker = node.service.broker();
+                if all && let Err(e) = broker.presence_all(&id, false).await {
+                    tracing::debug!(error = %e, "could not unsubscribe from everyone's presence");
+                }
+                for u in &watched {
+                    broker.unwatch(&id, u).await;
+                }
+            });
         }
         self.node.registry.remove_session(&self.id);
         // Registered before it started, opened or not: its end is recorded.

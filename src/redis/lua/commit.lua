@@ -101,10 +101,14 @@ while more() do
     redis.call('PUBLISH', chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
     ids[#ids + 1] = id
   elseif op == 'plog' then
-    -- update_user: kept in one capped stream for catching up, then published.
-    local log, chan, accepted, json, keep_max = key(), key(), arg(), arg(), arg()
+    -- update_user: kept in one capped stream for catching up, then published
+    -- to everyone's channel and to the user's own (for the nodes that only
+    -- watch some users).
+    local log, chan, mine, accepted, json, keep_max = key(), key(), key(), arg(), arg(), arg()
     local id = redis.call('XADD', log, 'MAXLEN', '~', keep_max, '*', 't', accepted, 'e', json)
-    redis.call('PUBLISH', chan, id .. '\n' .. accepted .. '\n' .. json)
+    local msg = id .. '\n' .. accepted .. '\n' .. json
+    redis.call('PUBLISH', chan, msg)
+    redis.call('PUBLISH', mine, msg)
   elseif op == 'del' then
     redis.call('DEL', key())
   else

@@ -1,0 +1,91 @@
+//! Presence at scale across nodes: a node receives a user's `update_user`
+//! only while one of its sessions watches that user (their own channel), or
+//! one hears everyone (everyone's channel); a pub/sub gap is caught up for
+//! watched users as for everyone.
+
+use secrecy::SecretString;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::proxy::Proxy;
+use crate::support::cluster::*;
+use crate::support::*;
+
+/// Subscribers of each channel, as Redis counts them.
+async fn numsub(redis: &Redis, channels: &[&str]) -> Vec<i64> {
+    let mut cmd = redis::cmd("PUBSUB");
+    cmd.arg("NUMSUB");
+    for c in channels {
+        cmd.arg(*c);
+    }
+    let flat: Vec<redis::Value> = cmd.query_async(&mut redis.conn().await).await.unwrap();
+    flat.chunks(2).map(|p| redis::from_redis_value::<i64>(p[1].clone()).unwrap()).collect()
+}
+
+/// The next `update_user` on `ws` is about `user`.
+async fn next_update_is(ws: &mut Ws, user: &str) -> serde_json::Value {
+    loop {
+        let v = ws.next().await;
+        if v["action"] == "server-action:update_user" {
+            assert_eq!(v["data"]["user"]["user_id"], user, "{v}");
+            return v["data"]["user"].clone();
+        }
+    }
+}
+
+/// With everyone's subscription taken out of the session open (or every
+/// session subscribed to everyone's channel), the counts below fail.
+#[actix_web::test]
+async fn a_node_receives_only_the_presence_its_sessions_want() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis, "w-a").await, node(&redis, "w-b").await);
+    let mut w = b.ws_query(&token("watcher"), "?presence=watched").await;
+    let ack = w.command(json!({"cmd": "watch", "ack": 1, "user_ids": ["ann"]})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    assert_eq!(numsub(&redis, &["camsig:presence", "camsig:pu:ann", "camsig:pu:cat"]).await, [0, 1, 0], "only ann's own channel, on b");
+
+    // Across nodes: ann's change on a reaches the watcher on b; cat's does not.
+    a.camera_on(&token("cat")).await;
+    a.camera_on(&token("ann")).await;
+    assert_eq!(next_update_is(&mut w, "ann").await["camera"], "on");
+
+    // A session that hears everyone subscribes its node to everyone's channel, while it lasts.
+    let all = a.ws_query(&token("loud"), "?presence=all").await;
+    assert_eq!(numsub(&redis, &["camsig:presence"]).await, [1], "subscribed before hello");
+    all.close().await;
+    wait_until(Duration::from_secs(10), "everyone's channel dropped with its last session", async || numsub(&redis, &["camsig:presence"]).await == [0]).await;
+
+    let ack = w.command(json!({"cmd": "unwatch", "ack": 2, "user_ids": ["ann"]})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    wait_until(Duration::from_secs(10), "ann's channel dropped with her last watcher", async || numsub(&redis, &["camsig:pu:ann"]).await == [0]).await;
+    // A watcher that goes away unwatches too.
+    let ack = w.command(json!({"cmd": "watch", "ack": 3, "user_ids": ["cat"]})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    assert_eq!(numsub(&redis, &["camsig:pu:cat"]).await, [1]);
+    w.close().await;
+    wait_until(Duration::from_secs(10), "cat's channel dropped with the closed session", async || numsub(&redis, &["camsig:pu:cat"]).await == [0]).await;
+}
+
+#[actix_web::test]
+async fn a_watched_change_made_during_a_pubsub_gap_is_caught_up() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let proxied = node_with(&redis, "w-proxied", |s| {
+        s.redis.url = Some(SecretString::from(proxy.url()));
+        s.redis.probe = Duration::from_secs(1);
+    })
+    .await;
+    let direct = node(&redis, "w-direct").await;
+    let mut w = proxied.ws_query(&token("watcher"), "?presence=watched").await;
+    let ack = w.command(json!({"cmd": "watch", "ack": 1, "user_ids": ["ann"]})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+
+    proxy.refuse(true);
+    assert!(proxy.cut_pubsub() >= 1);
+    wait_until(Duration::from_secs(5), "readyz 503 while the link is down", async || proxied.get("/readyz", None).await.status == 503).await;
+    // Made while the watcher's node hears nothing.
+    direct.camera_on(&token("ann")).await;
+    proxy.refuse(false);
+    assert_eq!(next_update_is(&mut w, "ann").await["camera"], "on");
+    assert_eq!(numsub(&redis, &["camsig:pu:ann"]).await, [1], "resubscribed to ann's channel");
+}
