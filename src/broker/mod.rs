@@ -93,10 +93,10 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A session starts watching `user`; the node receives their
+    /// A session starts watching `users`; the node receives their
     /// `update_user`s while one does. Returns once receiving, so a state
     /// read after it misses nothing.
-    async fn watch(&self, _session: &SessionId, _user: &UserId) -> Result<()> {
+    async fn watch(&self, _session: &SessionId, _users: &[UserId]) -> Result<()> {
         Ok(())
     }
 

@@ -167,14 +167,23 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
-    async fn watch(&self, session: &SessionId, user: &UserId) -> Result<()> {
+    async fn watch(&self, session: &SessionId, users: &[UserId]) -> Result<()> {
         let mut w = self.shared.wants.lock().await;
-        let e = w.watched.entry(user.clone()).or_default();
-        e.0.insert(session.clone());
-        if !e.1 {
-            self.sub(self.shared.keys.presence_of(user)).await?;
-            if let Some(e) = w.watched.get_mut(user) {
-                e.1 = true;
+        let mut new = Vec::new();
+        for u in users {
+            let e = w.watched.entry(u.clone()).or_default();
+            e.0.insert(session.clone());
+            if !e.1 {
+                new.push(u);
+            }
+        }
+        // One SUBSCRIBE for all of them (a watch may name `limits.max_watch` users).
+        if !new.is_empty() {
+            self.sub_many(new.iter().map(|u| self.shared.keys.presence_of(u)).collect()).await?;
+            for u in new {
+                if let Some(e) = w.watched.get_mut(u) {
+                    e.1 = true;
+                }
             }
         }
         Ok(())
@@ -197,11 +206,15 @@ impl RedisBroker {
     /// Subscribes the live link to `channel`, waiting for the link while it
     /// is (re)established, e.g. right after start.
     async fn sub(&self, channel: String) -> Result<()> {
+        self.sub_many(vec![channel]).await
+    }
+
+    async fn sub_many(&self, channels: Vec<String>) -> Result<()> {
         let mut rx = self.shared.pubsub.subscribe();
         self.r
             .bounded(async {
                 let mut sink = rx.wait_for(Option::is_some).await.map_err(Error::unavailable)?.clone().expect("waited for Some");
-                sink.subscribe(channel).await.map_err(redis_error)
+                sink.subscribe(channels).await.map_err(redis_error)
             })
             .await
     }

@@ -89,3 +89,19 @@ async fn a_watched_change_made_during_a_pubsub_gap_is_caught_up() {
     assert_eq!(next_update_is(&mut w, "ann").await["camera"], "on");
     assert_eq!(numsub(&redis, &["camsig:pu:ann"]).await, [1], "resubscribed to ann's channel");
 }
+
+/// `limits.max_watch` users in one `watch`: one SUBSCRIBE for all of them,
+/// and every channel is there when the ack comes.
+#[actix_web::test]
+async fn a_watch_of_max_watch_users_subscribes_them_all_before_the_ack() {
+    let redis = Redis::start().await;
+    let n = node(&redis, "w-many").await;
+    let mut w = n.ws_query(&token("watcher"), "?presence=watched").await;
+    let ids: Vec<String> = (0..1000).map(|i| format!("many-{i}")).collect();
+    let ack = w.command(json!({"cmd": "watch", "ack": 1, "user_ids": ids})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    let channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").arg("camsig:pu:*").query_async(&mut redis.conn().await).await.unwrap();
+    assert_eq!(channels.len(), 1000);
+    let err = w.command(json!({"cmd": "watch", "ack": 2, "user_ids": ["one-more"]})).await;
+    assert_eq!(err["error"]["code"], "too_many_watched", "{err}");
+}

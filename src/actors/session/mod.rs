@@ -413,9 +413,7 @@ impl WsSession {
             async move {
                 // Every one asked, not only the new: a subscribe that failed before is tried again.
                 if routed {
-                    for u in &ids {
-                        node.service.broker().watch(&id, u).await?;
-                    }
+                    node.service.broker().watch(&id, &ids).await?;
                 }
                 node.service.user_states(&ids).await
             }
