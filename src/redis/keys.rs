@@ -86,6 +86,12 @@ impl Keys {
         format!("{u}{SEP}{s}")
     }
 
+    /// String: a counter the replica waiter bumps, so that one `WAIT` covers
+    /// every step answered before it (`redis::replicated`).
+    pub fn replicated(&self) -> String {
+        format!("{}:replicated", self.p)
+    }
+
     /// Written by `/readyz`: a store that refuses writes is not ready.
     pub fn ready(&self) -> String {
         format!("{}:ready", self.p)

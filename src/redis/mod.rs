@@ -7,6 +7,7 @@
 //! try once more.
 
 pub mod keys;
+pub mod replicated;
 pub mod step;
 
 use prometheus::IntCounter;
@@ -23,8 +24,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Calls in a row that time out before the command connection is replaced:
 /// a half-open link (TCP up, no answers) never fails by itself.
 const TIMEOUTS_TO_REPLACE: u32 = 3;
-/// How long a step waits for `redis.min_replicas_acked` replicas (`WAIT`),
-/// within `OP_TIMEOUT`: the step and the wait are one round trip.
+/// How long a step waits for `redis.min_replicas_acked` replicas (`WAIT`,
+/// see `replicated`), within `OP_TIMEOUT`.
 const WAIT_MS: u64 = 1_500;
 /// While Redis stays unreachable, one line this often.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -121,20 +122,23 @@ pub struct Redis {
     pub keys: Keys,
     pub scripts: Scripts,
     round_trips: IntCounter,
-    /// `redis.min_replicas_acked`: replicas a step must reach before it is answered.
-    min_replicas: u32,
+    /// With `redis.min_replicas_acked`: what a step waits on before it is answered.
+    waiter: Option<replicated::Waiter>,
 }
 
 impl Redis {
     pub fn new(client: redis::Client, prefix: &str, round_trips: IntCounter) -> Self {
         let addr = client.get_connection_info().addr().to_string();
-        Self { client, cmds: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips, min_replicas: 0 }
+        Self { client, cmds: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips, waiter: None }
     }
 
-    /// Each step is answered only once `n` replicas have it (`WAIT`, in the
-    /// step's own round trip), so a failover loses nothing acknowledged.
+    /// Each step is answered only once `n` replicas have it (`WAIT`, a
+    /// batch at a time: see `replicated`), so a failover loses nothing
+    /// acknowledged. Starts the waiter's task.
     pub fn with_min_replicas_acked(mut self, n: u32) -> Self {
-        self.min_replicas = n;
+        if n > 0 {
+            self.waiter = Some(replicated::Waiter::start(self.client.clone(), self.keys.replicated(), n, self.round_trips.clone()));
+        }
         self
     }
 
@@ -222,56 +226,20 @@ impl Redis {
     /// come (a timeout, a connection lost on the way), it may have run: that
     /// is `OutcomeUnknown` (504), not `Unavailable` (503, nothing was done).
     ///
-    /// With `redis.min_replicas_acked`, `WAIT` follows the script in the same
-    /// pipeline (one round trip); a step that reached fewer replicas in
-    /// `WAIT_MS` ran on the master but may be lost to a failover: that is
-    /// `OutcomeUnknown` too, and a retry with the same key tells.
+    /// With `redis.min_replicas_acked`, the step's answer waits until the
+    /// replicas have it; a step that reached fewer in `WAIT_MS` ran on the
+    /// master but may be lost to a failover: that is `OutcomeUnknown` too,
+    /// and a retry with the same key tells.
     pub async fn run_step<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>]) -> Result<T> {
         let sent = std::sync::atomic::AtomicBool::new(false);
-        let r = if self.min_replicas == 0 { self.run_sent(script, keys, args, &sent).await } else { self.run_waited(script, keys, args, &sent).await };
-        match r {
+        let out = match self.run_sent(script, keys, args, &sent).await {
             Err(Error::Unavailable(cause)) if sent.load(std::sync::atomic::Ordering::SeqCst) && may_have_run(&cause) => Err(Error::OutcomeUnknown(cause)),
             r => r,
-        }
-    }
-
-    async fn run_waited<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>], sent: &std::sync::atomic::AtomicBool) -> Result<T> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(k);
-        }
-        for a in args {
-            inv.arg(a.as_slice());
-        }
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&inv).cmd("WAIT").arg(self.min_replicas).arg(WAIT_MS);
-        let (out, acked): (T, u32) = match self.pipe_sent(&pipe, sent).await {
-            // The script cache was lost (a restart): load it, then the same pipeline once more.
-            Err(Error::Unavailable(cause)) if cause.downcast_ref::<redis::RedisError>().is_some_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) => {
-                self.bounded(async {
-                    let mut c = self.conn().await?;
-                    script.load_async(&mut c).await.map_err(redis_error)
-                })
-                .await?;
-                self.pipe_sent(&pipe, sent).await?
-            }
-            r => r?,
-        };
-        if acked < self.min_replicas {
-            return Err(Error::OutcomeUnknown(anyhow::anyhow!("the step reached {acked} of {} replicas in {WAIT_MS} ms", self.min_replicas)));
+        }?;
+        if let Some(w) = &self.waiter {
+            w.replicated().await?;
         }
         Ok(out)
-    }
-
-    async fn pipe_sent<T: FromRedisValue>(&self, p: &redis::Pipeline, sent: &std::sync::atomic::AtomicBool) -> Result<T> {
-        self.bounded(async {
-            let mut c = self.conn().await?;
-            sent.store(true, std::sync::atomic::Ordering::SeqCst);
-            let r = p.query_async(&mut c).await.map_err(redis_error);
-            self.round_trips.inc();
-            r
-        })
-        .await
     }
 
     async fn run_sent<T: FromRedisValue>(&self, script: &Script, keys: &[String], args: &[Vec<u8>], sent: &std::sync::atomic::AtomicBool) -> Result<T> {

@@ -402,8 +402,8 @@ async fn measured_load(cluster: &cluster::Cluster, counted: &[cluster::Proc], pa
 fn print_load(what: &str, r: &scenarios::LoadResult) {
     let trips = r.redis_round_trips_per_call.map_or("n/a".to_owned(), |t| format!("{t:.1}"));
     eprintln!(
-        "{what:<8} {:>6}/s: {:.1} redis cmds/call, {trips} redis round trips/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
-        r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
+        "{what:<8} {:>6}/s: {:.1} redis cmds/call, {trips} redis round trips/call, delivered {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, answered p50 {:.2} ms, p99 {:.2} ms, lost {}, dup {}, out of order {}, http errors {}",
+        r.offered_per_s, r.redis_commands_per_call, r.delivered_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.answer.p50_ms, r.answer.p99_ms, r.lost, r.duplicates, r.out_of_order, r.http_errors
     );
 }
 

@@ -107,6 +107,9 @@ pub struct Pairs {
     system: &'static str,
     queues: Vec<mpsc::UnboundedSender<u64>>,
     receipts: mpsc::UnboundedReceiver<Receipt>,
+    /// Call number and when its answer came, from every sender.
+    answers: mpsc::UnboundedReceiver<(u64, Instant)>,
+    answers_tx: mpsc::UnboundedSender<(u64, Instant)>,
     errors: Arc<AtomicU64>,
     /// Calls handed to a sender and not yet answered.
     pending: Arc<AtomicU64>,
@@ -123,7 +126,8 @@ pub enum Via {
 impl Pairs {
     fn new(system: &'static str) -> (Pairs, mpsc::UnboundedSender<Receipt>) {
         let (rtx, receipts) = mpsc::unbounded_channel();
-        let pairs = Pairs { system, queues: Vec::new(), receipts, errors: Arc::default(), pending: Arc::default(), next_k: 0 };
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let pairs = Pairs { system, queues: Vec::new(), receipts, answers, answers_tx, errors: Arc::default(), pending: Arc::default(), next_k: 0 };
         (pairs, rtx)
     }
 
@@ -135,12 +139,13 @@ impl Pairs {
         Fut: Future<Output = bool> + Send + 'static,
     {
         let (qtx, mut qrx) = mpsc::unbounded_channel::<u64>();
-        let (errors, pending) = (self.errors.clone(), self.pending.clone());
+        let (errors, pending, answers) = (self.errors.clone(), self.pending.clone(), self.answers_tx.clone());
         tokio::spawn(async move {
             while let Some(k) = qrx.recv().await {
                 if !send(k).await {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
+                let _ = answers.send((k, Instant::now()));
                 pending.fetch_sub(1, Ordering::Relaxed);
             }
         });
@@ -303,6 +308,8 @@ pub struct LoadResult {
     pub redis_round_trips_per_call: Option<f64>,
     /// From the call's scheduled send time to its event on the socket on the other node.
     pub latency: Percentiles,
+    /// From the call's scheduled send time to its answer, at the caller.
+    pub answer: Percentiles,
 }
 
 /// Open loop: call `k` is due at `start + k / rate` whether or not earlier
@@ -310,6 +317,7 @@ pub struct LoadResult {
 /// shows up in the numbers instead of slowing the load down.
 pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResult {
     while pairs.receipts.try_recv().is_ok() {}
+    while pairs.answers.try_recv().is_ok() {}
     pairs.errors.store(0, Ordering::Relaxed);
     let base = pairs.next_k;
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
@@ -358,6 +366,12 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         let _ = hist.record(micros(r.at.saturating_duration_since(due(r.k))));
     }
     let elapsed = (last_at - start).as_secs_f64();
+    let mut answered = histogram();
+    while let Ok((k, at)) = pairs.answers.try_recv() {
+        if k >= base {
+            let _ = answered.record(micros(at.saturating_duration_since(due(k))));
+        }
+    }
     LoadResult {
         system: pairs.system,
         offered_per_s: rate,
@@ -372,6 +386,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         redis_commands_per_call: 0.0,
         redis_round_trips_per_call: None,
         latency: Percentiles::of(&hist),
+        answer: Percentiles::of(&answered),
     }
 }
 
