@@ -114,8 +114,11 @@ pub struct Redis {
     /// One multiplexed connection: concurrent calls share its pipeline, and no
     /// pool checkout costs a round trip. It reconnects by itself when closed,
     /// and is replaced when it stops answering; it is opened on first use, so
-    /// a node starts without Redis.
-    cmds: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// a node starts without Redis. Never held across an await: a call that
+    /// timed out drops it at once, whatever an opener is waiting on.
+    cmds: std::sync::Mutex<Option<ConnectionManager>>,
+    /// One opener at a time; the others wait within their own timeout.
+    opening: tokio::sync::Mutex<()>,
     health: std::sync::Mutex<Health>,
     /// `host:port` (never the password), for the log.
     addr: String,
@@ -129,7 +132,7 @@ pub struct Redis {
 impl Redis {
     pub fn new(client: redis::Client, prefix: &str, round_trips: IntCounter) -> Self {
         let addr = client.get_connection_info().addr().to_string();
-        Self { client, cmds: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips, waiter: None }
+        Self { client, cmds: std::sync::Mutex::default(), opening: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips, waiter: None }
     }
 
     /// Each step is answered only once `n` replicas have it (`WAIT`, a
@@ -154,12 +157,16 @@ impl Redis {
                 .set_number_of_retries(1);
             ConnectionManager::new_with_config(self.client.clone(), cfg)
         };
-        let mut cmds = self.cmds.lock().await;
-        if let Some(c) = &*cmds {
-            return Ok(c.clone());
+        let current = || self.cmds.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = current() {
+            return Ok(c);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(c) = current() {
+            return Ok(c);
         }
         let c = open().await.map_err(redis_error)?;
-        *cmds = Some(c.clone());
+        *self.cmds.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         Ok(c)
     }
 
@@ -175,7 +182,7 @@ impl Redis {
                 let timed_out = timed_out || cause.downcast_ref::<redis::RedisError>().is_some_and(redis::RedisError::is_timeout);
                 if self.failed(cause, timed_out) {
                     // The next call opens a new connection; calls under way on the old one end by their timeout.
-                    self.cmds.lock().await.take();
+                    self.cmds.lock().unwrap_or_else(|p| p.into_inner()).take();
                     tracing::warn!(redis = %self.addr, "the Redis command connection stopped answering; replaced");
                 }
             }

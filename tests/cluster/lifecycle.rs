@@ -515,3 +515,28 @@ async fn a_sweeper_killed_mid_sweep_keeps_the_ghost_bound() {
     eprintln!("ghost bound with the sweeper killed mid-sweep: last camera off {slowest:?} after the node died (sweeper died at {sweeper_died:?}; bound {}s)", TTL_S + GRACE_S);
     drop(socks);
 }
+
+/// Found by a fault probe: with the node's Redis link stalled (every byte
+/// held, new connections too), calls answered 503 in 2 s until the command
+/// connection was replaced, then in 4 s each: a call that timed out waited
+/// for the connection lock that an opener held through its own 2 s connect.
+/// Each call now answers within the contract's two seconds (a little slack
+/// for the scheduler), before and after the replacement.
+#[actix_web::test]
+async fn calls_answer_within_two_seconds_while_the_redis_link_is_stalled() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let n = node_with(&redis, "stalled-link", |s| s.redis.url = Some(SecretString::from(proxy.url()))).await;
+    let t = token("stalled-calls");
+    assert_eq!(n.camera_on(&t).await.status, 200);
+    proxy.partition(true);
+    for i in 0..8 {
+        let asked = Instant::now();
+        let r = n.post_once("cameraOn", &t, &format!("stalled-{i}"), json!({})).await;
+        let took = asked.elapsed();
+        assert!(matches!(r.status, 503 | 504), "call {i}: {} {}", r.status, r.body);
+        assert!(took < Duration::from_millis(2500), "call {i} answered {} after {took:?}", r.status);
+    }
+    proxy.partition(false);
+    wait_until(Duration::from_secs(15), "calls served again once the link is back", async || n.camera_on(&t).await.status == 200).await;
+}
