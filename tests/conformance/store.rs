@@ -33,7 +33,7 @@ impl Sink for Collect {
     fn to_user(&self, user: &UserId, frame: Frame) {
         self.0.lock().unwrap().push((user.clone(), frame));
     }
-    fn to_all(&self, _frame: Frame) {}
+    fn to_presence(&self, _user: &UserId, _frame: Frame) {}
 }
 
 const BOUNDS: LogBounds = LogBounds { keep: std::time::Duration::from_secs(60), keep_max: 100 };

@@ -34,6 +34,7 @@ mod chaos;
 mod cluster;
 mod hostile;
 mod peerjs;
+mod presence;
 mod report;
 mod scenarios;
 mod sio;
@@ -43,7 +44,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 11] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas"];
+const SCENARIOS: [&str; 12] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas", "presence"];
 
 struct Plan {
     pairs: usize,
@@ -59,6 +60,8 @@ struct Plan {
     idle: Vec<usize>,
     /// Idle sockets on camsig and on the PeerJS server, side by side.
     idle_vs_peerjs: usize,
+    /// The presence scenario: sessions, pool of changing users, watched per session, changes/s, for how long.
+    presence: (usize, usize, usize, u64, Duration),
 }
 
 impl Plan {
@@ -73,6 +76,7 @@ impl Plan {
             fanout: vec![100, 1000, 10000],
             idle: vec![10000, 18000],
             idle_vs_peerjs: 5000,
+            presence: (10_000, 1000, 50, 20, Duration::from_secs(10)),
         }
     }
 
@@ -87,6 +91,7 @@ impl Plan {
             fanout: vec![20],
             idle: vec![100],
             idle_vs_peerjs: 50,
+            presence: (100, 20, 5, 10, Duration::from_secs(1)),
         }
     }
 }
@@ -133,7 +138,7 @@ async fn main() -> Result<()> {
                 topologies = Some(t);
             }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas,presence] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -159,7 +164,7 @@ async fn main() -> Result<()> {
 
     // The shared cluster only for the scenarios that use it: the others start
     // their own processes, and idle nodes beside them would only be noise.
-    let cluster = if ["control", "latency", "throughput", "socketio", "fanout"].iter().any(|s| runs(s)) {
+    let cluster = if ["control", "latency", "throughput", "socketio", "fanout", "presence"].iter().any(|s| runs(s)) {
         let c = cluster::Cluster::start(&camsig, 2).await?;
         eprintln!("cluster: redis :{}, nodes :{} and :{}", c.redis.port, c.nodes[0].port, c.nodes[1].port);
         Some(c)
@@ -313,6 +318,26 @@ async fn main() -> Result<()> {
         hostile = hostile::run(&camsig, &plan).await?;
     }
 
+    // Everyone-broadcast against watch lists, on the shared cluster.
+    let mut presence = Vec::new();
+    if runs("presence")
+        && let Some(cluster) = &cluster
+    {
+        let (sessions, pool, each, rate, for_) = plan.presence;
+        let held = presence::hold_pool(cluster, pool).await?;
+        for all in [true, false] {
+            let r = presence::run(cluster, sessions, pool, each, rate, for_, all).await?;
+            eprintln!(
+                "presence {:>7}: {} of {} sessions, {} changes/s: {:.0} update_user frames/s (owed {:.0}), node CPU {:?}, redis CPU {:.2}",
+                r.mode, r.opened, r.sessions, r.changes_per_s, r.frames_per_s, r.owed_per_s, r.node_cpu, r.redis_cpu
+            );
+            presence.push(r);
+        }
+        for h in held {
+            h.abort();
+        }
+    }
+
     // The cost of redis.min_replicas_acked = 1: the same load on the same
     // topology (a master with one replica), without and with the WAIT.
     let mut replicas = Vec::new();
@@ -359,6 +384,7 @@ async fn main() -> Result<()> {
         hostile,
         chaos: chaos_report,
         replicas,
+        presence,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));

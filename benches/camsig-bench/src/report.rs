@@ -71,6 +71,8 @@ pub struct Run {
     pub hostile: Vec<HostileResult>,
     /// The latency load on a master with one replica, `min_replicas_acked` 0 then 1.
     pub replicas: Vec<LoadResult>,
+    /// Everyone-broadcast, then watch lists.
+    pub presence: Vec<crate::presence::PresenceResult>,
     /// The chaos suite's rounds, when asked for.
     pub chaos: Option<crate::chaos::Report>,
 }
