@@ -24,9 +24,6 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Calls in a row that time out before the command connection is replaced:
 /// a half-open link (TCP up, no answers) never fails by itself.
 const TIMEOUTS_TO_REPLACE: u32 = 3;
-/// How long a step waits for `redis.min_replicas_acked` replicas (`WAIT`,
-/// see `replicated`), within `OP_TIMEOUT`.
-const WAIT_MS: u64 = 1_500;
 /// While Redis stays unreachable, one line this often.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 

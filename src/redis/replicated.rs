@@ -9,10 +9,15 @@
 //! one replica round trip covers every step that asked meanwhile.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OP_TIMEOUT, WAIT_MS};
 use crate::error::{Error, Result};
+
+/// How long one `WAIT` waits for the replicas.
+pub const WAIT_MS: u64 = 1_500;
+/// Longest the waiter's connection may take to connect or answer (`WAIT_MS` and some).
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Steps waiting at once on one node; past it a step waits for room.
 const QUEUE: usize = 65_536;

@@ -236,14 +236,7 @@ impl Service {
     /// comes last and removes the claim. So a node dying anywhere between
     /// leaves the expiry claimed, and whoever claims it next finishes it.
     async fn expire(&self, user: &UserId) -> Result<()> {
-        let read = Read {
-            users: vec![user.clone()],
-            sessions_of: Some(user.clone()),
-            owned_by: Some(user.clone()),
-            watched_by: Some(user.clone()),
-            meetings_of: Some(user.clone()),
-            ..Read::default()
-        };
+        let read = Read::all_of(user);
         let accepted = now_us();
         // Twice at most: once finding meetings to leave, once after leaving them.
         for _ in 0..2 {
@@ -301,14 +294,7 @@ impl Service {
     }
 
     async fn forget(&self, user: &UserId) -> Result<()> {
-        let read = Read {
-            users: vec![user.clone()],
-            sessions_of: Some(user.clone()),
-            owned_by: Some(user.clone()),
-            watched_by: Some(user.clone()),
-            meetings_of: Some(user.clone()),
-            ..Read::default()
-        };
+        let read = Read::all_of(user);
         let accepted = now_us();
         self.run(read, None, |s| {
             let mut step = Step::new(accepted);

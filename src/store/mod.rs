@@ -95,6 +95,21 @@ pub struct Read {
     pub created_by: Option<UserId>,
 }
 
+impl Read {
+    /// Everything a user's end touches: their state and sessions, the rooms
+    /// they own and watch, and their meetings (an expiry, forgetting).
+    pub fn all_of(user: &UserId) -> Read {
+        Read {
+            users: vec![user.clone()],
+            sessions_of: Some(user.clone()),
+            owned_by: Some(user.clone()),
+            watched_by: Some(user.clone()),
+            meetings_of: Some(user.clone()),
+            ..Read::default()
+        }
+    }
+}
+
 /// A room as read, with the revision its writes are checked against.
 #[derive(Debug, Clone)]
 pub struct RoomRead {

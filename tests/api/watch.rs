@@ -14,17 +14,6 @@ async fn app_with(f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
     .await
 }
 
-/// The next `update_user` on `ws` is about `user`.
-async fn next_update_is(ws: &mut Ws, user: &str) -> serde_json::Value {
-    loop {
-        let v = ws.next().await;
-        if v["action"] == "server-action:update_user" {
-            assert_eq!(v["data"]["user"]["user_id"], user, "{v}");
-            return v["data"]["user"].clone();
-        }
-    }
-}
-
 #[actix_web::test]
 async fn a_watched_session_hears_only_the_users_it_watches() {
     let app = app_with(|_| {}).await;
@@ -40,17 +29,17 @@ async fn a_watched_session_hears_only_the_users_it_watches() {
     // cat is not watched: her change does not come, ann's (after it) does.
     app.camera_on(&token("cat")).await;
     app.post("cameraOff", &token("ann"), json!({})).await;
-    let u = next_update_is(&mut w, "ann").await;
+    let u = w.next_update_is("ann").await;
     assert_eq!(u["camera"], "off");
     app.camera_on(&token("bob")).await;
-    assert_eq!(next_update_is(&mut w, "bob").await["camera"], "on");
+    assert_eq!(w.next_update_is("bob").await["camera"], "on");
 
     // Unwatched: ann's next change does not come, bob's does.
     let ack = w.command(json!({"cmd": "unwatch", "ack": 2, "user_ids": ["ann"]})).await;
     assert_eq!((ack["cmd"].as_str(), ack["result"].clone()), (Some("ack"), json!({})), "{ack}");
     app.camera_on(&token("ann")).await;
     app.post("cameraOff", &token("bob"), json!({})).await;
-    assert_eq!(next_update_is(&mut w, "bob").await["camera"], "off");
+    assert_eq!(w.next_update_is("bob").await["camera"], "off");
 }
 
 #[actix_web::test]
@@ -83,7 +72,7 @@ async fn broadcast_watched_turns_everyone_broadcast_off() {
     assert_eq!(ack["cmd"], "ack", "{ack}");
     app.camera_on(&token("ann")).await;
     app.camera_on(&token("bob")).await;
-    assert_eq!(next_update_is(&mut w, "bob").await["camera"], "on");
+    assert_eq!(w.next_update_is("bob").await["camera"], "on");
 }
 
 #[actix_web::test]
@@ -100,7 +89,7 @@ async fn max_watch_is_all_or_nothing_and_bad_lists_are_400() {
     assert_eq!(ack["cmd"], "ack", "{ack}");
     app.camera_on(&token("a4")).await;
     app.camera_on(&token("a3")).await;
-    assert_eq!(next_update_is(&mut w, "a3").await["camera"], "on");
+    assert_eq!(w.next_update_is("a3").await["camera"], "on");
     for (bad, ack) in [(json!({"cmd": "watch", "ack": 4, "user_ids": "a1"}), 4), (json!({"cmd": "watch", "ack": 5, "user_ids": ["no spaces"]}), 5), (json!({"cmd": "unwatch", "ack": 6}), 6)] {
         let err = w.command(bad).await;
         assert_eq!((err["ack"].as_i64(), err["error"]["code"].as_str()), (Some(ack), Some("bad_request")), "{err}");

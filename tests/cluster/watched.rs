@@ -22,17 +22,6 @@ async fn numsub(redis: &Redis, channels: &[&str]) -> Vec<i64> {
     flat.chunks(2).map(|p| redis::from_redis_value::<i64>(p[1].clone()).unwrap()).collect()
 }
 
-/// The next `update_user` on `ws` is about `user`.
-async fn next_update_is(ws: &mut Ws, user: &str) -> serde_json::Value {
-    loop {
-        let v = ws.next().await;
-        if v["action"] == "server-action:update_user" {
-            assert_eq!(v["data"]["user"]["user_id"], user, "{v}");
-            return v["data"]["user"].clone();
-        }
-    }
-}
-
 /// With everyone's subscription taken out of the session open (or every
 /// session subscribed to everyone's channel), the counts below fail.
 #[actix_web::test]
@@ -47,7 +36,7 @@ async fn a_node_receives_only_the_presence_its_sessions_want() {
     // Across nodes: ann's change on a reaches the watcher on b; cat's does not.
     a.camera_on(&token("cat")).await;
     a.camera_on(&token("ann")).await;
-    assert_eq!(next_update_is(&mut w, "ann").await["camera"], "on");
+    assert_eq!(w.next_update_is("ann").await["camera"], "on");
 
     // A session that hears everyone subscribes its node to everyone's channel, while it lasts.
     let all = a.ws_query(&token("loud"), "?presence=all").await;
@@ -86,7 +75,7 @@ async fn a_watched_change_made_during_a_pubsub_gap_is_caught_up() {
     // Made while the watcher's node hears nothing.
     direct.camera_on(&token("ann")).await;
     proxy.refuse(false);
-    assert_eq!(next_update_is(&mut w, "ann").await["camera"], "on");
+    assert_eq!(w.next_update_is("ann").await["camera"], "on");
     assert_eq!(numsub(&redis, &["camsig:pu:ann"]).await, [1], "resubscribed to ann's channel");
 }
 

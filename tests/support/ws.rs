@@ -144,6 +144,17 @@ impl Ws {
         }
     }
 
+    /// The next `update_user` is about `user` (no other user's comes first); returns the user.
+    pub async fn next_update_is(&mut self, user: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["action"] == "server-action:update_user" {
+                assert_eq!(v["data"]["user"]["user_id"], user, "{v}");
+                return v["data"]["user"].clone();
+            }
+        }
+    }
+
     /// Skips frames until an `update_user` about `user` matching `pred`.
     pub async fn wait_user(&mut self, user: &str, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
