@@ -100,6 +100,6 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A session stops watching `user`.
-    async fn unwatch(&self, _session: &SessionId, _user: &UserId) {}
+    /// A session stops watching `users`.
+    async fn unwatch(&self, _session: &SessionId, _users: &[UserId]) {}
 }

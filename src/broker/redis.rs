@@ -189,15 +189,24 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
-    async fn unwatch(&self, session: &SessionId, user: &UserId) {
+    async fn unwatch(&self, session: &SessionId, users: &[UserId]) {
         let mut w = self.shared.wants.lock().await;
-        let Some(e) = w.watched.get_mut(user) else { return };
-        if e.0.remove(session) && e.0.is_empty() {
-            w.watched.remove(user);
-            // Left subscribed when this fails: its frames reach no session, and the next link drops it.
-            if let Err(e) = self.unsub(self.shared.keys.presence_of(user)).await {
-                tracing::debug!(error = %e, "could not unsubscribe a watched user's presence");
+        let mut last = Vec::new();
+        for u in users {
+            if let Some(e) = w.watched.get_mut(u)
+                && e.0.remove(session)
+                && e.0.is_empty()
+            {
+                w.watched.remove(u);
+                last.push(self.shared.keys.presence_of(u));
             }
+        }
+        // One UNSUBSCRIBE for all of them. Left subscribed when it fails:
+        // their frames reach no session, and the next link drops them.
+        if !last.is_empty()
+            && let Err(e) = self.unsub_many(last).await
+        {
+            tracing::debug!(error = %e, "could not unsubscribe watched users' presence");
         }
     }
 }
@@ -220,9 +229,13 @@ impl RedisBroker {
     }
 
     async fn unsub(&self, channel: String) -> Result<()> {
+        self.unsub_many(vec![channel]).await
+    }
+
+    async fn unsub_many(&self, channels: Vec<String>) -> Result<()> {
         let sink = self.shared.pubsub.borrow().clone();
         if let Some(mut sink) = sink {
-            self.r.bounded(async { sink.unsubscribe(channel).await.map_err(redis_error) }).await?;
+            self.r.bounded(async { sink.unsubscribe(channels).await.map_err(redis_error) }).await?;
         }
         Ok(())
     }

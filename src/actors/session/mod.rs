@@ -78,6 +78,9 @@ pub struct Options {
     pub refused: Option<Error>,
 }
 
+/// Users of a `watch` or `unwatch` that weigh one call against the rate.
+const WATCH_PER_CALL: usize = 100;
+
 /// The user ids of a `watch` or `unwatch`, each once, in their order.
 fn user_ids(raw: &[String]) -> Result<Vec<UserId>, Error> {
     let mut seen = HashSet::new();
@@ -398,6 +401,12 @@ impl WsSession {
             Ok(ids) => ids,
             Err(e) => return self.error(ctx, &ack, &e),
         };
+        // A hundred users weigh one call (the frame itself paid the first):
+        // watching and unwatching many at once is subscribing, not free.
+        let weight = ids.len().div_ceil(WATCH_PER_CALL).saturating_sub(1) as u32;
+        if let Err(e) = self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits) {
+            return self.error(ctx, &ack, &e);
+        }
         let new = ids.iter().filter(|u| !self.watching.contains(*u)).count();
         if self.watching.len() + new > self.node.settings.limits.max_watch {
             return self.error(ctx, &ack, &Error::TooManyWatched);
@@ -431,17 +440,17 @@ impl WsSession {
             Ok(ids) => ids,
             Err(e) => return self.error(ctx, &ack, &e),
         };
+        let weight = ids.len().div_ceil(WATCH_PER_CALL).saturating_sub(1) as u32;
+        if let Err(e) = self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits) {
+            return self.error(ctx, &ack, &e);
+        }
         let gone: Vec<UserId> = ids.into_iter().filter(|u| self.watching.remove(u)).collect();
         for u in &gone {
             self.node.registry.unwatch(&self.id, u);
         }
         if !gone.is_empty() {
             let (node, id) = (self.node.clone(), self.id.clone());
-            actix::spawn(async move {
-                for u in &gone {
-                    node.service.broker().unwatch(&id, u).await;
-                }
-            });
+            actix::spawn(async move { node.service.broker().unwatch(&id, &gone).await });
         }
         self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Unwatch.name(), "result": {}}));
     }
@@ -556,9 +565,7 @@ impl Actor for WsSession {
                 if all && let Err(e) = broker.presence_all(&id, false).await {
                     tracing::debug!(error = %e, "could not unsubscribe from everyone's presence");
                 }
-                for u in &watched {
-                    broker.unwatch(&id, u).await;
-                }
+                broker.unwatch(&id, &watched).await;
             });
         }
         self.node.registry.remove_session(&self.id);
