@@ -62,6 +62,10 @@ async fn presence_none_hears_nobody_and_all_hears_everyone() {
     none.send_text(&json!({"cmd": "ping", "ack": 11}).to_string()).await;
     let ack = none.next().await;
     assert_eq!(ack["ack"], 11, "an update_user came before the ack: {ack}");
+    // Only the state: no list is kept, so limits.max_watch does not apply (found by an attack: 409 after 1000).
+    let many: Vec<String> = (0..1001).map(|i| format!("n{i}")).collect();
+    let ack = none.command(json!({"cmd": "watch", "ack": 12, "user_ids": many})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
 }
 
 #[actix_web::test]

@@ -94,3 +94,27 @@ async fn a_watch_of_max_watch_users_subscribes_them_all_before_the_ack() {
     let err = w.command(json!({"cmd": "watch", "ack": 2, "user_ids": ["one-more"]})).await;
     assert_eq!(err["error"]["code"], "too_many_watched", "{err}");
 }
+
+/// Found by an attack: a `watch` that answered `unavailable` (Redis
+/// stopped) had still been applied: the node subscribed once Redis came
+/// back, the user's changes came, and they counted against
+/// `limits.max_watch`. An error changes nothing now.
+#[actix_web::test]
+async fn a_watch_that_fails_leaves_nothing_watched() {
+    let redis = Redis::start().await;
+    let n = node(&redis, "w-fails").await;
+    let mut w = n.ws_query(&token("watcher"), "?presence=watched").await;
+    redis.pause();
+    let err = w.command(json!({"cmd": "watch", "ack": 1, "user_ids": ["tgt"]})).await;
+    redis.resume();
+    assert_eq!(err["error"]["code"], "unavailable", "{err}");
+    wait_until(Duration::from_secs(10), "no subscription to tgt left", async || numsub(&redis, &["camsig:pu:tgt"]).await == [0]).await;
+    // Not counted: a thousand others fit.
+    let ids: Vec<String> = (0..1000).map(|i| format!("other-{i}")).collect();
+    let ack = w.command(json!({"cmd": "watch", "ack": 2, "user_ids": ids})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    // And tgt's change does not come: the next update is a watched user's.
+    n.camera_on(&token("tgt")).await;
+    n.camera_on(&token("other-7")).await;
+    assert_eq!(w.next_update_is("other-7").await["camera"], "on");
+}

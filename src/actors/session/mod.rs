@@ -407,14 +407,19 @@ impl WsSession {
         if let Err(e) = self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits) {
             return self.error(ctx, &ack, &e);
         }
-        let new = ids.iter().filter(|u| !self.watching.contains(*u)).count();
-        if self.watching.len() + new > self.node.settings.limits.max_watch {
-            return self.error(ctx, &ack, &Error::TooManyWatched);
-        }
+        // On an `all` or `none` session a watch only acks the state: no list, no limit.
         let routed = self.opts.presence == PresenceMode::Watched;
-        for u in &ids {
-            if self.watching.insert(u.clone()) && routed {
-                self.node.registry.watch(self.id.clone(), ctx.address().recipient(), u);
+        let mut added = Vec::new();
+        if routed {
+            let new = ids.iter().filter(|u| !self.watching.contains(*u)).count();
+            if self.watching.len() + new > self.node.settings.limits.max_watch {
+                return self.error(ctx, &ack, &Error::TooManyWatched);
+            }
+            for u in &ids {
+                if self.watching.insert(u.clone()) {
+                    self.node.registry.watch(self.id.clone(), ctx.address().recipient(), u);
+                    added.push(u.clone());
+                }
             }
         }
         let (node, id) = (self.node.clone(), self.id.clone());
@@ -429,7 +434,18 @@ impl WsSession {
             .into_actor(self)
             .map(move |res, act, ctx| match res {
                 Ok(users) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Watch.name(), "result": WatchReply { users }})),
-                Err(e) => act.error(ctx, &ack, &e),
+                Err(e) => {
+                    // An error changed nothing: the users this watch added leave the list again.
+                    for u in &added {
+                        act.watching.remove(u);
+                        act.node.registry.unwatch(&act.id, u);
+                    }
+                    if !added.is_empty() {
+                        let (node, id) = (act.node.clone(), act.id.clone());
+                        actix::spawn(async move { node.service.broker().unwatch(&id, &added).await });
+                    }
+                    act.error(ctx, &ack, &e)
+                }
             }),
         );
     }
