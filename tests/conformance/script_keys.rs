@@ -59,7 +59,7 @@ fn parse(line: &str) -> Option<(String, Vec<Vec<u8>>)> {
     let close = open + line[open..].find(']')?;
     let source = line[open + 1..close].split_whitespace().nth(1)?.to_owned();
     let mut args = Vec::new();
-    let b = line[close + 1..].as_bytes();
+    let b = &line.as_bytes()[close + 1..];
     let mut i = 0;
     while i < b.len() {
         if b[i] != b'"' {

@@ -397,16 +397,10 @@ impl WsSession {
     /// session their `update_user`s come from then on. Acked with their state
     /// read after the node receives their changes, so nothing falls between.
     fn watch(&mut self, ack: Value, body: Result<WatchBody, Error>, ctx: &mut ws::WebsocketContext<Self>) {
-        let ids = match body.and_then(|b| user_ids(&b.user_ids)) {
+        let ids = match self.weighed_ids(body) {
             Ok(ids) => ids,
             Err(e) => return self.error(ctx, &ack, &e),
         };
-        // A hundred users weigh one call (the frame itself paid the first):
-        // watching and unwatching many at once is subscribing, not free.
-        let weight = ids.len().div_ceil(WATCH_PER_CALL).saturating_sub(1) as u32;
-        if let Err(e) = self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits) {
-            return self.error(ctx, &ack, &e);
-        }
         // On an `all` or `none` session a watch only acks the state: no list, no limit.
         let routed = self.opts.presence == PresenceMode::Watched;
         let mut added = Vec::new();
@@ -436,14 +430,7 @@ impl WsSession {
                 Ok(users) => act.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Watch.name(), "result": WatchReply { users }})),
                 Err(e) => {
                     // An error changed nothing: the users this watch added leave the list again.
-                    for u in &added {
-                        act.watching.remove(u);
-                        act.node.registry.unwatch(&act.id, u);
-                    }
-                    if !added.is_empty() {
-                        let (node, id) = (act.node.clone(), act.id.clone());
-                        actix::spawn(async move { node.service.broker().unwatch(&id, &added).await });
-                    }
+                    act.drop_watches(added);
                     act.error(ctx, &ack, &e)
                 }
             }),
@@ -452,23 +439,36 @@ impl WsSession {
 
     /// `{"cmd": "unwatch", "user_ids"}`: the users leave the watch list.
     fn unwatch(&mut self, ack: Value, body: Result<WatchBody, Error>, ctx: &mut ws::WebsocketContext<Self>) {
-        let ids = match body.and_then(|b| user_ids(&b.user_ids)) {
+        let ids = match self.weighed_ids(body) {
             Ok(ids) => ids,
             Err(e) => return self.error(ctx, &ack, &e),
         };
+        let gone = ids.into_iter().filter(|u| self.watching.contains(u)).collect();
+        self.drop_watches(gone);
+        self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Unwatch.name(), "result": {}}));
+    }
+
+    /// The users a `watch` or `unwatch` names, once each, after its weight
+    /// against the rate: a hundred users weigh one call (the frame itself
+    /// paid the first), since each is a subscription.
+    fn weighed_ids(&self, body: Result<WatchBody, Error>) -> Result<Vec<UserId>, Error> {
+        let ids = body.and_then(|b| user_ids(&b.user_ids))?;
         let weight = ids.len().div_ceil(WATCH_PER_CALL).saturating_sub(1) as u32;
-        if let Err(e) = self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits) {
-            return self.error(ctx, &ack, &e);
-        }
-        let gone: Vec<UserId> = ids.into_iter().filter(|u| self.watching.remove(u)).collect();
-        for u in &gone {
+        self.node.rates.check_calls(&self.caller.user, weight, &self.node.settings.limits)?;
+        Ok(ids)
+    }
+
+    /// `users` (watched) leave the list, the node's routing and, with their
+    /// last watcher here, the node's subscriptions.
+    fn drop_watches(&mut self, users: Vec<UserId>) {
+        for u in &users {
+            self.watching.remove(u);
             self.node.registry.unwatch(&self.id, u);
         }
-        if !gone.is_empty() {
+        if !users.is_empty() {
             let (node, id) = (self.node.clone(), self.id.clone());
-            actix::spawn(async move { node.service.broker().unwatch(&id, &gone).await });
+            actix::spawn(async move { node.service.broker().unwatch(&id, &users).await });
         }
-        self.reply(ctx, json!({"cmd": "ack", "ack": ack, "action": CommandKind::Unwatch.name(), "result": {}}));
     }
 
     fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, v: Value) {
@@ -566,24 +566,17 @@ impl Actor for WsSession {
         let _e = self.span.clone().entered();
         tracing::debug!("session closed");
         self.node.metrics.sessions_open.dec();
-        let all = self.opts.presence == PresenceMode::All;
-        if all {
+        if self.opts.presence == PresenceMode::All {
             self.node.registry.remove_presence(&self.id);
-        }
-        for u in &self.watching {
-            self.node.registry.unwatch(&self.id, u);
-        }
-        let watched: Vec<UserId> = self.watching.drain().collect();
-        if all || !watched.is_empty() {
             let (node, id) = (self.node.clone(), self.id.clone());
             actix::spawn(async move {
-                let broker = node.service.broker();
-                if all && let Err(e) = broker.presence_all(&id, false).await {
+                if let Err(e) = node.service.broker().presence_all(&id, false).await {
                     tracing::debug!(error = %e, "could not unsubscribe from everyone's presence");
                 }
-                broker.unwatch(&id, &watched).await;
             });
         }
+        let watched = self.watching.iter().cloned().collect();
+        self.drop_watches(watched);
         self.node.registry.remove_session(&self.id);
         // Registered before it started, opened or not: its end is recorded.
         let (node, user, session) = (self.node.clone(), self.caller.user.clone(), self.id.clone());
