@@ -288,14 +288,19 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
                 tracing::info!(channels = channels.len(), "pub/sub link to Redis replaced; sessions caught up from the logs");
             }
             shared.live.store(true, Ordering::SeqCst);
-            let probe = probe(sink.clone(), shared.probe);
+            let (covered_tx, mut covered) = tokio::sync::mpsc::unbounded_channel();
+            let probe = probe(&r, &shared.keys, sink.clone(), shared.probe, covered_tx);
             tokio::pin!(probe);
             loop {
                 tokio::select! {
+                    // Messages first: those that came before a probe's PONG
+                    // are delivered before its mark moves past them.
+                    biased;
                     msg = stream.next() => match msg {
                         Some(msg) => deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes()),
                         None => break,
                     },
+                    Some(id) = covered.recv() => cover(&shared, id),
                     () = &mut probe => break,
                 }
             }
@@ -308,14 +313,31 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
     }
 }
 
-/// Returns when the link stops answering a PING within `every`.
-async fn probe(mut sink: PubSubSink, every: Duration) {
+/// Returns when the link stops answering a PING within `every`. Before each
+/// PING it reads the presence log's newest id: once the PONG is back, every
+/// change up to that id has reached this link (or was on a channel nobody
+/// here wants), so it is sent to `covered`.
+async fn probe(r: &Redis, keys: &Keys, mut sink: PubSubSink, every: Duration, covered: tokio::sync::mpsc::UnboundedSender<EventId>) {
+    let log = keys.presence_log();
     loop {
         tokio::time::sleep(every).await;
+        let newest: Option<Vec<Entry>> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await.ok();
         if !matches!(tokio::time::timeout(every, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
             return;
         }
+        if let Some(id) = newest.as_ref().and_then(|n| n.first()).and_then(|(id, _)| id.parse().ok()) {
+            let _ = covered.send(id);
+        }
     }
+}
+
+/// Moves the presence catch-up mark up to `id`: a node whose sessions only
+/// watch some users hears few changes, and without this, its mark would stay
+/// behind until the log is trimmed past it, and a gap would tell every
+/// session to reload.
+fn cover(shared: &Shared, id: EventId) {
+    let mut last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
+    *last = (*last).max(Some(id));
 }
 
 /// Right after (re)subscribing. On the first link: notes where the presence

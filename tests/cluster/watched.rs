@@ -118,3 +118,41 @@ async fn a_watch_that_fails_leaves_nothing_watched() {
     n.camera_on(&token("other-7")).await;
     assert_eq!(w.next_update_is("other-7").await["camera"], "on");
 }
+
+/// How many times Redis ran `command` (`INFO commandstats`).
+async fn calls(redis: &Redis, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
+    let line = format!("cmdstat_{command}:calls=");
+    info.lines().find_map(|l| l.strip_prefix(&line)).and_then(|l| l.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Found by an attack: a node whose sessions only watch some users heard
+/// none of the others' changes, so its presence mark stayed where it was
+/// until the log was trimmed past it, and the next pub/sub gap told every
+/// session there to resync. Each probe now moves the mark to what its PONG
+/// proves was heard. Without that, the first frame after the gap is a resync.
+#[actix_web::test]
+async fn a_watching_node_is_not_told_to_resync_after_a_gap_when_only_others_changed() {
+    let redis = Redis::start().await;
+    let n = node_with(&redis, "w-mark", |s| s.redis.probe = Duration::from_secs(1)).await;
+    let mut w = n.ws_query(&token("watcher"), "?presence=watched").await;
+    let ack = w.command(json!({"cmd": "watch", "ack": 1, "user_ids": ["ann"]})).await;
+    assert_eq!(ack["cmd"], "ack", "{ack}");
+    // Other nodes' changes of users nobody here watches, past the log's cap.
+    let mut pipe = redis::pipe();
+    for i in 0..10_500 {
+        let e = json!({"action": "server-action:update_user", "data": {"user": {"user_id": format!("far-{i}")}}}).to_string();
+        pipe.cmd("XADD").arg("camsig:presence:log").arg("MAXLEN").arg("~").arg(10_000).arg("*").arg("t").arg(0).arg("e").arg(e).ignore();
+    }
+    let () = pipe.query_async(&mut redis.conn().await).await.unwrap();
+    // Two probes after them: the first one's PONG came back.
+    let from = calls(&redis, "xrevrange").await;
+    wait_until(Duration::from_secs(10), "two probes after the changes", async || calls(&redis, "xrevrange").await >= from + 2).await;
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut redis.conn().await).await.unwrap();
+    assert!(killed >= 1);
+    wait_until(Duration::from_secs(10), "resubscribed to ann's channel", async || numsub(&redis, &["camsig:pu:ann"]).await == [1]).await;
+    n.camera_on(&token("ann")).await;
+    let v = w.next().await;
+    assert_eq!(v["action"], "server-action:update_user", "the first frame after the gap: {v}");
+    assert_eq!(v["data"]["user"]["user_id"], "ann", "{v}");
+}
