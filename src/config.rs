@@ -155,6 +155,9 @@ pub struct NodeSettings {
 pub struct RedisSettings {
     /// Unset: the embedded single-node broker. A secret, since it may hold a password.
     pub url: Option<SecretString>,
+    /// A Redis Cluster instead of `url`: some of its nodes, to find the rest.
+    /// Secrets, since they may hold a password.
+    pub cluster_urls: Vec<SecretString>,
     /// Put before every key and channel, so deployments (and tests) can share one Redis.
     pub prefix: String,
     /// How often the pub/sub connection is pinged; a silent one is replaced.
@@ -166,7 +169,7 @@ pub struct RedisSettings {
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, prefix: "camsig".into(), probe: Duration::from_secs(2), min_replicas_acked: 0 }
+        Self { url: None, cluster_urls: vec![], prefix: "camsig".into(), probe: Duration::from_secs(2), min_replicas_acked: 0 }
     }
 }
 
@@ -491,7 +494,7 @@ fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     fields
 }
 
-const LIST_KEYS: [&str; 4] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies", "server.allowed_origins"];
+const LIST_KEYS: [&str; 5] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies", "server.allowed_origins", "redis.cluster_urls"];
 
 impl Settings {
     /// Every key, `section.field`, in the structs' order.
@@ -586,11 +589,20 @@ impl Settings {
                 return Err(bad("redis.url", "must be a redis:// URL"));
             }
         }
+        for url in &self.redis.cluster_urls {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(bad("redis.cluster_urls", "each must be a redis:// URL"));
+            }
+        }
+        if self.redis.url.is_some() && !self.redis.cluster_urls.is_empty() {
+            return Err(bad("redis.cluster_urls", "give redis.url (one Redis) or redis.cluster_urls (a Redis Cluster), not both"));
+        }
         if self.redis.min_replicas_acked > 16 {
             return Err(bad("redis.min_replicas_acked", "must be 0 to 16"));
         }
-        if self.redis.min_replicas_acked > 0 && self.redis.url.is_none() {
-            return Err(bad("redis.min_replicas_acked", "needs redis.url: the embedded broker has no replicas"));
+        if self.redis.min_replicas_acked > 0 && self.redis.url.is_none() && self.redis.cluster_urls.is_empty() {
+            return Err(bad("redis.min_replicas_acked", "needs redis.url or redis.cluster_urls: the embedded broker has no replicas"));
         }
         if let Some(s) = &self.auth.jwt_secret
             && !strong_secret(s.expose_secret().as_bytes())

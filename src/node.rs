@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
-use crate::redis::Redis;
+use crate::redis::{Backend, Redis};
 use crate::service::Service;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
@@ -58,11 +58,20 @@ impl Node {
         let metrics = Arc::new(Metrics::new(&id));
         let bounds = LogBounds { keep: settings.events.keep, keep_max: settings.events.keep_max };
         let claim_hold = crate::store::claim_hold(settings.presence.grace);
-        let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match &settings.redis.url {
+        let backend = match &settings.redis.url {
             Some(url) => {
                 let url = secrecy::ExposeSecret::expose_secret(url);
-                let client = crate::redis::client(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-                let r = Arc::new(Redis::new(client, &settings.redis.prefix, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
+                Some(Backend::Single(crate::redis::client(url).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?))
+            }
+            None if !settings.redis.cluster_urls.is_empty() => {
+                let urls: Vec<&str> = settings.redis.cluster_urls.iter().map(|u| secrecy::ExposeSecret::expose_secret(u)).collect();
+                Some(Backend::cluster(&urls).map_err(|e| anyhow::anyhow!("redis.cluster_urls: {e}"))?)
+            }
+            None => None,
+        };
+        let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match backend {
+            Some(backend) => {
+                let r = Arc::new(Redis::new(backend, &settings.redis.prefix, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
                 (Arc::new(RedisStore::new(r, bounds, claim_hold)), b.clone(), None, Some(b))

@@ -11,8 +11,6 @@
 //! bumps `reconnects` so the node can re-register what Redis may have lost.
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::PubSubSink;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +21,7 @@ use super::{Broker, LogBounds, Replay, Sink};
 use crate::domain::names::event_name;
 use crate::domain::{EventId, Frame, SessionId, UserId};
 use crate::error::{Error, Result};
+use crate::redis::link::{self, Heard, LinkSink};
 use crate::redis::{Keys, OP_TIMEOUT, Redis, redis_error};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -41,7 +40,7 @@ struct Shared {
     /// Users this node wants events for; resubscribed after every reconnect.
     subs: Mutex<HashSet<UserId>>,
     /// The live connection's command half; None while it is down.
-    pubsub: watch::Sender<Option<PubSubSink>>,
+    pubsub: watch::Sender<Option<LinkSink>>,
     /// Subscribed and caught up: the node is ready.
     live: AtomicBool,
     /// The newest `update_user` delivered (its presence log id): where presence catches up from.
@@ -223,7 +222,7 @@ impl RedisBroker {
         self.r
             .bounded(async {
                 let mut sink = rx.wait_for(Option::is_some).await.map_err(Error::unavailable)?.clone().expect("waited for Some");
-                sink.subscribe(channels).await.map_err(redis_error)
+                sink.subscribe(&channels).await.map_err(redis_error)
             })
             .await
     }
@@ -235,7 +234,7 @@ impl RedisBroker {
     async fn unsub_many(&self, channels: Vec<String>) -> Result<()> {
         let sink = self.shared.pubsub.borrow().clone();
         if let Some(mut sink) = sink {
-            self.r.bounded(async { sink.unsubscribe(channels).await.map_err(redis_error) }).await?;
+            self.r.bounded(async { sink.unsubscribe(&channels).await.map_err(redis_error) }).await?;
         }
         Ok(())
     }
@@ -246,13 +245,13 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
     let mut lost = false;
     loop {
-        let conn = tokio::time::timeout(OP_TIMEOUT, r.client().get_async_pubsub()).await;
+        let conn = tokio::time::timeout(OP_TIMEOUT, link::open(r.backend(), &shared.channel_prefix)).await;
         let Ok(Ok(conn)) = conn else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
-        let (mut sink, mut stream) = conn.split();
+        let (mut sink, mut stream) = conn;
         // Publish the sink first so no subscribe() falls between snapshot and resubscribe.
         shared.pubsub.send_replace(Some(sink.clone()));
         let mut channels: Vec<String> = shared.subs.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|u| shared.keys.channel(u)).collect();
@@ -296,8 +295,14 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
                     // Messages first: those that came before a probe's PONG
                     // are delivered before its mark moves past them.
                     biased;
-                    msg = stream.next() => match msg {
-                        Some(msg) => deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes()),
+                    heard = stream.next() => match heard {
+                        Some(Heard::Message(channel, payload)) => deliver(&shared, &channel, &payload),
+                        Some(Heard::Dropped(channel)) => {
+                            if wanted(&shared, &channel).await {
+                                tracing::warn!(channel, "Redis dropped a wanted channel (its slot moved); replacing the link");
+                                break;
+                            }
+                        }
                         None => break,
                     },
                     Some(id) = covered.recv() => cover(&shared, id),
@@ -317,12 +322,12 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
 /// PING it reads the presence log's newest id: once the PONG is back, every
 /// change up to that id has reached this link (or was on a channel nobody
 /// here wants), so it is sent to `covered`.
-async fn probe(r: &Redis, keys: &Keys, mut sink: PubSubSink, every: Duration, covered: tokio::sync::mpsc::UnboundedSender<EventId>) {
+async fn probe(r: &Redis, keys: &Keys, mut sink: LinkSink, every: Duration, covered: tokio::sync::mpsc::UnboundedSender<EventId>) {
     let log = keys.presence_log();
     loop {
         tokio::time::sleep(every).await;
         let newest: Option<Vec<Entry>> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await.ok();
-        if !matches!(tokio::time::timeout(every, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
+        if !matches!(tokio::time::timeout(every, sink.ping()).await, Ok(Ok(()))) {
             return;
         }
         if let Some(id) = newest.as_ref().and_then(|n| n.first()).and_then(|(id, _)| id.parse().ok()) {
@@ -411,6 +416,18 @@ fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
     }
     let Some(user) = serde_json::from_str::<Whose>(json).ok().and_then(|w| UserId::parse(&w.data.user.user_id).ok()) else { return };
     shared.sink.to_presence(&user, Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
+}
+
+/// Whether a session here still wants `channel`.
+async fn wanted(shared: &Shared, channel: &str) -> bool {
+    if let Some(u) = channel.strip_prefix(&shared.channel_prefix).and_then(|u| UserId::parse(u).ok()) {
+        return shared.subs.lock().unwrap_or_else(|p| p.into_inner()).contains(&u);
+    }
+    let w = shared.wants.lock().await;
+    if channel == shared.presence {
+        return !w.all.0.is_empty();
+    }
+    channel.strip_prefix(&shared.presence_prefix).and_then(|u| UserId::parse(u).ok()).is_some_and(|u| w.watched.contains_key(&u))
 }
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {

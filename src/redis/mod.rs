@@ -7,6 +7,7 @@
 //! try once more.
 
 pub mod keys;
+pub mod link;
 pub mod replicated;
 pub mod step;
 
@@ -49,15 +50,94 @@ pub fn redis_error(e: redis::RedisError) -> Error {
 /// our probes; unacknowledged writes older than `TCP_USER_TIMEOUT` end it.
 pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
     use redis::IntoConnectionInfo;
+    redis::Client::open(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
+}
+
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))
         .with_retries(3);
-    let tcp = redis::io::tcp::TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(keepalive)
-        .set_user_timeout(Duration::from_secs(10));
-    redis::Client::open(url.into_connection_info()?.set_tcp_settings(tcp))
+    redis::io::tcp::TcpSettings::default().set_nodelay(true).set_keepalive(keepalive).set_user_timeout(Duration::from_secs(10))
+}
+
+/// Where Redis is: one server, or a Redis Cluster.
+#[derive(Clone)]
+pub enum Backend {
+    /// `redis.url`.
+    Single(redis::Client),
+    /// `redis.cluster_urls`: some of the cluster's nodes, to find the rest.
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
+impl Backend {
+    pub fn cluster(urls: &[&str]) -> redis::RedisResult<Self> {
+        use redis::IntoConnectionInfo;
+        Ok(Self::Cluster(urls.iter().map(|u| u.into_connection_info()).collect::<redis::RedisResult<_>>()?))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// A cluster client's settings: the same timeouts and sockets as one Redis's.
+    pub fn cluster_builder(nodes: &[redis::ConnectionInfo]) -> redis::cluster::ClusterClientBuilder {
+        redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(OP_TIMEOUT)
+            .response_timeout(OP_TIMEOUT)
+            .retries(2)
+            .tcp_settings(tcp_settings())
+    }
+
+    /// `host:port` of the server or the first cluster node (never a password), for the log.
+    pub fn addr(&self) -> String {
+        match self {
+            Self::Single(c) => c.get_connection_info().addr().to_string(),
+            Self::Cluster(nodes) => nodes.first().map(|n| n.addr().to_string()).unwrap_or_default(),
+        }
+    }
+
+    /// A command connection: a `ConnectionManager` on one Redis, a cluster
+    /// connection (which follows slots and failovers itself) on a cluster.
+    pub async fn connect(&self) -> redis::RedisResult<Conn> {
+        match self {
+            Self::Single(client) => {
+                let cfg = ConnectionManagerConfig::new().set_connection_timeout(Some(OP_TIMEOUT)).set_response_timeout(Some(OP_TIMEOUT)).set_number_of_retries(1);
+                Ok(Conn::Single(ConnectionManager::new_with_config(client.clone(), cfg).await?))
+            }
+            Self::Cluster(nodes) => Ok(Conn::Cluster(Self::cluster_builder(nodes).build()?.get_async_connection().await?)),
+        }
+    }
+}
+
+/// A command connection on either backend.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, p: &'a redis::Pipeline, offset: usize, count: usize) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(p, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(p, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// Whether a call that failed this way after it was sent may still have run:
@@ -107,13 +187,13 @@ impl Default for Scripts {
 /// One node's handle on Redis for commands (pub/sub has its own connection,
 /// in `broker::redis`).
 pub struct Redis {
-    client: redis::Client,
+    backend: Backend,
     /// One multiplexed connection: concurrent calls share its pipeline, and no
     /// pool checkout costs a round trip. It reconnects by itself when closed,
     /// and is replaced when it stops answering; it is opened on first use, so
     /// a node starts without Redis. Never held across an await: a call that
     /// timed out drops it at once, whatever an opener is waiting on.
-    cmds: std::sync::Mutex<Option<ConnectionManager>>,
+    cmds: std::sync::Mutex<Option<Conn>>,
     /// One opener at a time; the others wait within their own timeout.
     opening: tokio::sync::Mutex<()>,
     health: std::sync::Mutex<Health>,
@@ -127,9 +207,21 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn new(client: redis::Client, prefix: &str, round_trips: IntCounter) -> Self {
-        let addr = client.get_connection_info().addr().to_string();
-        Self { client, cmds: std::sync::Mutex::default(), opening: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys: Keys::new(prefix), scripts: Scripts::new(), round_trips, waiter: None }
+    /// On a cluster every key and channel carries the prefix as its hash
+    /// tag, `{camsig}`, so that each script's keys are in one slot.
+    pub fn new(backend: Backend, prefix: &str, round_trips: IntCounter) -> Self {
+        let addr = backend.addr();
+        let keys = if backend.is_cluster() { Keys::new(&format!("{{{prefix}}}")) } else { Keys::new(prefix) };
+        Self { backend, cmds: std::sync::Mutex::default(), opening: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys, scripts: Scripts::new(), round_trips, waiter: None }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Whether this is a Redis Cluster (channels are sharded: `SPUBLISH`).
+    pub fn is_cluster(&self) -> bool {
+        self.backend.is_cluster()
     }
 
     /// Each step is answered only once `n` replicas have it (`WAIT`, a
@@ -137,23 +229,13 @@ impl Redis {
     /// acknowledged. Starts the waiter's task.
     pub fn with_min_replicas_acked(mut self, n: u32) -> Self {
         if n > 0 {
-            self.waiter = Some(replicated::Waiter::start(self.client.clone(), self.keys.replicated(), n, self.round_trips.clone()));
+            self.waiter = Some(replicated::Waiter::start(self.backend.clone(), self.keys.replicated(), n, self.round_trips.clone()));
         }
         self
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    async fn conn(&self) -> Result<ConnectionManager> {
-        let open = || {
-            let cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(OP_TIMEOUT))
-                .set_response_timeout(Some(OP_TIMEOUT))
-                .set_number_of_retries(1);
-            ConnectionManager::new_with_config(self.client.clone(), cfg)
-        };
+    async fn conn(&self) -> Result<Conn> {
+        let open = || self.backend.connect();
         let current = || self.cmds.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(c) = current() {
             return Ok(c);

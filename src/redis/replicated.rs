@@ -8,10 +8,10 @@
 //! every step answered before) and sends one `WAIT` for the whole batch, so
 //! one replica round trip covers every step that asked meanwhile.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+use super::{Backend, Conn};
 use crate::error::{Error, Result};
 
 /// How long one `WAIT` waits for the replicas.
@@ -31,7 +31,7 @@ pub struct Waiter {
 
 impl Waiter {
     /// Starts the waiter's task; it opens its connection on first use.
-    pub fn start(client: redis::Client, mark: String, replicas: u32, round_trips: prometheus::IntCounter) -> Self {
+    pub fn start(client: Backend, mark: String, replicas: u32, round_trips: prometheus::IntCounter) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         actix_web::rt::spawn(run(client, mark, replicas, rx, round_trips));
         Self { tx, replicas }
@@ -53,8 +53,8 @@ impl Waiter {
     }
 }
 
-async fn run(client: redis::Client, mark: String, replicas: u32, mut rx: mpsc::Receiver<oneshot::Sender<Ack>>, round_trips: prometheus::IntCounter) {
-    let mut conn: Option<ConnectionManager> = None;
+async fn run(client: Backend, mark: String, replicas: u32, mut rx: mpsc::Receiver<oneshot::Sender<Ack>>, round_trips: prometheus::IntCounter) {
+    let mut conn: Option<Conn> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < QUEUE {
@@ -71,12 +71,13 @@ async fn run(client: redis::Client, mark: String, replicas: u32, mut rx: mpsc::R
     }
 }
 
-async fn wait_once(client: &redis::Client, conn: &mut Option<ConnectionManager>, mark: &str, replicas: u32) -> Ack {
+async fn wait_once(client: &Backend, conn: &mut Option<Conn>, mark: &str, replicas: u32) -> Ack {
     if conn.is_none() {
-        let cfg = ConnectionManagerConfig::new().set_connection_timeout(Some(OP_TIMEOUT)).set_response_timeout(Some(OP_TIMEOUT)).set_number_of_retries(1);
-        *conn = Some(ConnectionManager::new_with_config(client.clone(), cfg).await.map_err(|e| e.to_string())?);
+        *conn = Some(tokio::time::timeout(OP_TIMEOUT, client.connect()).await.map_err(|_| "no connection in time".to_string())?.map_err(|e| e.to_string())?);
     }
     let c = conn.as_mut().expect("opened above");
+    // On a cluster the pipeline goes to the master of the mark's slot, which
+    // (every key sharing one hash tag) is the master of every step.
     let mut p = redis::pipe();
     p.cmd("INCR").arg(mark).ignore().cmd("WAIT").arg(replicas).arg(WAIT_MS);
     match tokio::time::timeout(OP_TIMEOUT, p.query_async::<(u32,)>(c)).await {

@@ -111,6 +111,9 @@ impl RedisStore {
     fn compile(&self, step: &Step) -> Program {
         let k = self.keys();
         let mut p = Program::new();
+        if self.r.is_cluster() {
+            p.op("sharded");
+        }
         for g in &step.guards {
             match g {
                 Guard::Fresh(u, key) => p.op("fresh").key(k.kept(u)).key(k.records(u)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000),
@@ -384,7 +387,7 @@ impl Store for RedisStore {
 
     async fn commit(&self, step: &Step) -> Result<Commit> {
         let p = self.compile(step);
-        if p.is_empty() {
+        if p.keys().is_empty() {
             return Ok(Commit::Done);
         }
         let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, p.keys(), p.args()).await?;

@@ -56,7 +56,7 @@ async fn backend(kind: Kind) -> Backend {
             let redis = Redis::start().await;
             let client = redis::Client::open(redis.url()).unwrap();
             let counter = prometheus::IntCounter::new("rt", "round trips").unwrap();
-            let r = Arc::new(camsig::redis::Redis::new(client, "conf", counter));
+            let r = Arc::new(camsig::redis::Redis::new(camsig::redis::Backend::Single(client), "conf", counter));
             let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS, std::time::Duration::from_secs(2)));
             Backend { name: "redis", store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: rb, _redis: Some(redis) }
         }

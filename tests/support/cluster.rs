@@ -250,3 +250,133 @@ impl ProcNode {
         self.0.kill();
     }
 }
+
+/// A Redis Cluster each test owns: `masters` masters, each with `replicas`
+/// replicas, on free ports (and free cluster-bus ports), a short node
+/// timeout so a failover takes a second or two.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let n = masters * (1 + replicas);
+        let dir = std::env::temp_dir().join(format!("camsig-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = RedisCluster { ports: vec![], children: vec![], dir };
+        for _ in 0..n {
+            let (port, bus) = (free_port(), free_port());
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--dir", &c.dir.display().to_string(), "--enable-debug-command", "local"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/test installs it)");
+            c.ports.push(port);
+            c.children.push(Some(child));
+        }
+        for i in 0..n {
+            let url = c.url(i);
+            wait_until(Duration::from_secs(10), "a cluster node to answer", async || {
+                let Ok(client) = redis::Client::open(url.as_str()) else { return false };
+                client.get_multiplexed_async_connection().await.is_ok()
+            })
+            .await;
+        }
+        let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        for i in 0..n {
+            let mut conn = c.conn(i).await;
+            wait_until(Duration::from_secs(20), "every node to see the cluster ok", async || {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap_or_default();
+                info.lines().any(|l| l.trim() == "cluster_state:ok")
+            })
+            .await;
+        }
+        c
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}/", self.ports[i])
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.ports.len()).map(|i| self.url(i)).collect()
+    }
+
+    /// A plain connection to node `i`.
+    pub async fn conn(&self, i: usize) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url(i)).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// The index of the node that is master of `key`'s slot now.
+    pub async fn master_of(&self, key: &str) -> usize {
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut self.conn(self.alive()).await).await.unwrap();
+        for i in 0..self.ports.len() {
+            if self.children[i].is_none() {
+                continue;
+            }
+            let mut c = self.conn(i).await;
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.unwrap();
+            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                continue;
+            }
+            let shards: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await.unwrap();
+            let mine = shards.lines().find(|l| l.contains("myself")).unwrap().to_owned();
+            for range in mine.split_whitespace().skip(8) {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<i64>(), hi.parse::<i64>())
+                    && (lo..=hi).contains(&slot)
+                {
+                    return i;
+                }
+            }
+        }
+        panic!("no master holds the slot of {key}");
+    }
+
+    fn alive(&self) -> usize {
+        self.children.iter().position(Option::is_some).expect("a node alive")
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An in-process node on a Redis Cluster (`redis.cluster_urls`).
+pub async fn cluster_node(cluster: &RedisCluster, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
+    let urls = cluster.urls();
+    let name = name.to_owned();
+    spawn_app_with(move |s| {
+        s.redis.url = None;
+        s.redis.cluster_urls = urls.into_iter().map(SecretString::from).collect();
+        s.node.id = Some(name);
+        s.presence.ttl = std::time::Duration::from_secs(TTL_S);
+        s.presence.grace = std::time::Duration::from_secs(GRACE_S);
+        f(s);
+    })
+    .await
+}

@@ -5,9 +5,13 @@
 -- argument is an index into KEYS. Guards come before any write, so a failed
 -- guard leaves nothing behind.
 local ids = {}
+-- On a Redis Cluster channels are sharded (in the step's slot): 'sharded' says so first.
+local publish = 'PUBLISH'
 while more() do
   local op = arg()
-  if op == 'fresh' then
+  if op == 'sharded' then
+    publish = 'SPUBLISH'
+  elseif op == 'fresh' then
     local k, idx, f, ms = key(), key(), arg(), tonumber(arg())
     local v = kept(k, idx, f, ms)
     if v then return {'recorded', v} end
@@ -98,7 +102,7 @@ while more() do
     log_ensure(log, keep_ms)
     local id = redis.call('XADD', log, '*', 'a', action, 't', accepted, 'e', json)
     log_trim_count(log, keep_max)
-    redis.call('PUBLISH', chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
+    redis.call(publish, chan, id .. '\n' .. action .. '\n' .. accepted .. '\n' .. json)
     ids[#ids + 1] = id
   elseif op == 'plog' then
     -- update_user: kept in one capped stream for catching up, then published
@@ -107,8 +111,8 @@ while more() do
     local log, chan, mine, accepted, json, keep_max = key(), key(), key(), arg(), arg(), arg()
     local id = redis.call('XADD', log, 'MAXLEN', '~', keep_max, '*', 't', accepted, 'e', json)
     local msg = id .. '\n' .. accepted .. '\n' .. json
-    redis.call('PUBLISH', chan, msg)
-    redis.call('PUBLISH', mine, msg)
+    redis.call(publish, chan, msg)
+    redis.call(publish, mine, msg)
   elseif op == 'del' then
     redis.call('DEL', key())
   else
