@@ -86,3 +86,68 @@ async fn a_lost_sharded_link_is_replaced_and_caught_up() {
     assert_eq!(ev["action"], "server-action:put_offer", "{ev}");
     wait_until(Duration::from_secs(10), "bob's channel subscribed again", async || shard_subscribers(&cluster, "{camsig}:u:bob").await == 1).await;
 }
+
+/// The master of the steps' slot SIGKILLed mid-stream, with
+/// `redis.min_replicas_acked = 1` and two replicas per master (with one, the
+/// promoted replica has none left, and every step answers 504 until another
+/// joins, as the contract says): a replica takes over, and every
+/// candidate a call acknowledged reaches the viewer, in order. A call
+/// answered 503 or 504 is retried with its key until it is acknowledged;
+/// only a call that answered 504 may show twice (it ran on the old master,
+/// was heard live, and was lost with it before a replica had it).
+#[actix_web::test]
+async fn a_master_failover_loses_nothing_acknowledged() {
+    let mut cluster = RedisCluster::start(3, 2).await;
+    let acked = |s: &mut camsig::config::Settings| {
+        s.redis.min_replicas_acked = 1;
+        s.redis.probe = Duration::from_secs(1);
+    };
+    let (a, b) = (cluster_node(&cluster, "fo-a", acked).await, cluster_node(&cluster, "fo-b", acked).await);
+    let (ann, bob) = (token("ann"), token("bob"));
+    let mut o = a.ws_query(&ann, "?presence=false").await;
+    let mut v = b.ws_query(&bob, "?presence=false").await;
+    assert_eq!(a.camera_on(&ann).await.status, 200);
+    let room = b.show(&bob, "ann").await;
+    o.expect("show_cam").await;
+    let master = cluster.master_of("{camsig}").await;
+
+    let mut unknown = std::collections::HashSet::new();
+    let started = std::time::Instant::now();
+    for i in 0..40u16 {
+        if i == 15 {
+            cluster.kill(master);
+        }
+        let node = if i % 2 == 0 { &a } else { &b };
+        loop {
+            let r = node.post_once("ice", &ann, &format!("fo-{i}"), json!({"room_id": room, "candidate": candidate(i)})).await;
+            match r.status {
+                202 => break,
+                503 | 504 => {
+                    if r.status == 504 {
+                        unknown.insert(i);
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(60), "no failover in 60 s: {}", r.body);
+                    // The contract's Retry-After.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                s => panic!("candidate {i}: {s} {}", r.body),
+            }
+        }
+    }
+    assert_ne!(cluster.master_of("{camsig}").await, master, "a replica took the slot over");
+    eprintln!("failover: 40 candidates acknowledged in {:?}; calls that answered 504: {unknown:?}", started.elapsed());
+    let mut next = 0u16;
+    while next < 40 {
+        let ev = v.next_event().await;
+        if ev["action"] == "server-action:resync" {
+            panic!("resync after the failover: {ev}");
+        }
+        assert_eq!(ev["action"], "server-action:put_ice", "{ev}");
+        let got = (0..40u16).find(|i| ev["data"]["candidate"] == candidate(*i)).expect("a known candidate");
+        if got == next {
+            next += 1;
+        } else {
+            assert!(got < next && unknown.contains(&got), "candidate {got} while expecting {next} (504s: {unknown:?})");
+        }
+    }
+}

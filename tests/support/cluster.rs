@@ -301,6 +301,11 @@ impl RedisCluster {
                 info.lines().any(|l| l.trim() == "cluster_state:ok")
             })
             .await;
+            wait_until(Duration::from_secs(20), "each replica to sync with its master", async || {
+                let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default();
+                info.lines().any(|l| l.trim() == "role:master") || info.lines().any(|l| l.trim() == "master_link_status:up")
+            })
+            .await;
         }
         c
     }
