@@ -151,3 +151,48 @@ async fn a_master_failover_loses_nothing_acknowledged() {
         }
     }
 }
+
+/// The steps' slot moved to another master mid-stream (keys migrated, as a
+/// reshard does): calls follow MOVED/ASK, the link follows its channels
+/// (Redis takes them away; the node makes a new link and catches up), and
+/// every acknowledged candidate arrives, in order.
+#[actix_web::test]
+async fn a_slot_moved_to_another_master_is_followed() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let quick = |s: &mut camsig::config::Settings| s.redis.probe = Duration::from_secs(1);
+    let (a, b) = (cluster_node(&cluster, "mv-a", quick).await, cluster_node(&cluster, "mv-b", quick).await);
+    let (ann, bob) = (token("ann"), token("bob"));
+    let mut o = a.ws_query(&ann, "?presence=false").await;
+    let mut v = b.ws_query(&bob, "?presence=false").await;
+    assert_eq!(a.camera_on(&ann).await.status, 200);
+    let room = b.show(&bob, "ann").await;
+    o.expect("show_cam").await;
+    let before = cluster.master_of("{camsig}").await;
+    let started = std::time::Instant::now();
+    let mut moved = None;
+    for i in 0..40u16 {
+        if i == 15 {
+            moved = Some(cluster.move_slot("{camsig}").await);
+        }
+        let node = if i % 2 == 0 { &a } else { &b };
+        loop {
+            let r = node.post_once("ice", &ann, &format!("mv-{i}"), json!({"room_id": room, "candidate": candidate(i)})).await;
+            match r.status {
+                202 => break,
+                503 | 504 => {
+                    assert!(started.elapsed() < Duration::from_secs(30), "calls still fail 30 s on: {}", r.body);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                s => panic!("candidate {i}: {s} {}", r.body),
+            }
+        }
+    }
+    let after = cluster.master_of("{camsig}").await;
+    assert_eq!(Some(after), moved);
+    assert_ne!(after, before);
+    for i in 0..40u16 {
+        let ev = v.next_event().await;
+        assert_eq!(ev["data"]["candidate"], candidate(i), "in order, once: {ev}");
+    }
+    wait_until(Duration::from_secs(10), "bob's channel subscribed on the new master", async || shard_subscribers(&cluster, "{camsig}:u:bob").await == 1).await;
+}

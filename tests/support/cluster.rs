@@ -349,6 +349,42 @@ impl RedisCluster {
         panic!("no master holds the slot of {key}");
     }
 
+    /// Moves `key`'s slot, with its keys, from its master to another master
+    /// (as `redis-cli --cluster reshard` does, one slot): returns the new
+    /// master's index.
+    pub async fn move_slot(&self, key: &str) -> usize {
+        let from = self.master_of(key).await;
+        let mut to = None;
+        for i in 0..self.ports.len() {
+            if i == from || self.children[i].is_none() {
+                continue;
+            }
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut self.conn(i).await).await.unwrap();
+            if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                to = Some(i);
+                break;
+            }
+        }
+        let to = to.expect("another master");
+        let (mut f, mut t) = (self.conn(from).await, self.conn(to).await);
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut f).await.unwrap();
+        let from_id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut f).await.unwrap();
+        let to_id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut t).await.unwrap();
+        let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(&from_id).query_async(&mut t).await.unwrap();
+        let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(&to_id).query_async(&mut f).await.unwrap();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100).query_async(&mut f).await.unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let () = redis::cmd("MIGRATE").arg("127.0.0.1").arg(self.ports[to]).arg("").arg(0).arg(5000).arg("KEYS").arg(&keys).query_async(&mut f).await.unwrap();
+        }
+        for i in [to, from] {
+            let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("NODE").arg(&to_id).query_async(&mut self.conn(i).await).await.unwrap();
+        }
+        to
+    }
+
     fn alive(&self) -> usize {
         self.children.iter().position(Option::is_some).expect("a node alive")
     }
