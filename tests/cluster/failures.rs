@@ -10,7 +10,15 @@ use crate::support::*;
 
 #[actix_web::test]
 async fn a_killed_node_cannot_leave_a_camera_on() {
-    let redis = Redis::start().await;
+    a_killed_node_cannot_leave_a_camera_on_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn a_killed_node_cannot_leave_a_camera_on_on_a_redis_cluster() {
+    a_killed_node_cannot_leave_a_camera_on_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn a_killed_node_cannot_leave_a_camera_on_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let mut doomed = ProcNode::start(&redis, "doomed").await;
     let (owner, viewer) = (token("cam"), token("watcher"));
@@ -208,7 +216,15 @@ async fn a_node_dying_right_before_the_step_lets_the_retry_run_the_call() {
 
 #[actix_web::test]
 async fn a_meeting_member_whose_node_dies_leaves_with_gone() {
-    let redis = Redis::start().await;
+    a_meeting_member_whose_node_dies_leaves_with_gone_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn a_meeting_member_whose_node_dies_leaves_with_gone_on_a_redis_cluster() {
+    a_meeting_member_whose_node_dies_leaves_with_gone_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn a_meeting_member_whose_node_dies_leaves_with_gone_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let mut doomed = ProcNode::start(&redis, "doomed-member").await;
     let (a, b, c) = (token("ma"), token("mb"), token("mc"));

@@ -8,7 +8,15 @@ use crate::support::*;
 
 #[actix_web::test]
 async fn camera_flow_with_rest_round_robin_over_three_nodes() {
-    let redis = Redis::start().await;
+    camera_flow_with_rest_round_robin_over_three_nodes_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn camera_flow_with_rest_round_robin_over_three_nodes_on_a_redis_cluster() {
+    camera_flow_with_rest_round_robin_over_three_nodes_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn camera_flow_with_rest_round_robin_over_three_nodes_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("owner"), token("viewer"));
     let mut ows = nodes[0].ws(&owner).await;
@@ -101,7 +109,15 @@ async fn ice_order_is_kept_across_nodes() {
 
 #[actix_web::test]
 async fn a_viewer_resumes_on_another_node_with_since() {
-    let redis = Redis::start().await;
+    a_viewer_resumes_on_another_node_with_since_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn a_viewer_resumes_on_another_node_with_since_on_a_redis_cluster() {
+    a_viewer_resumes_on_another_node_with_since_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn a_viewer_resumes_on_another_node_with_since_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("ro"), token("rv"));
     let _ows = nodes[0].ws(&owner).await;
@@ -136,7 +152,15 @@ async fn a_viewer_resumes_on_another_node_with_since() {
 
 #[actix_web::test]
 async fn an_offer_retried_on_another_node_is_delivered_once() {
-    let redis = Redis::start().await;
+    an_offer_retried_on_another_node_is_delivered_once_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn an_offer_retried_on_another_node_is_delivered_once_on_a_redis_cluster() {
+    an_offer_retried_on_another_node_is_delivered_once_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn an_offer_retried_on_another_node_is_delivered_once_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("io"), token("iv"));
     let _ows = nodes[0].ws(&owner).await;
@@ -165,7 +189,15 @@ async fn an_offer_retried_on_another_node_is_delivered_once() {
 
 #[actix_web::test]
 async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another() {
-    let redis = Redis::start().await;
+    a_long_poll_on_one_node_wakes_for_an_event_posted_on_another_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another_on_a_redis_cluster() {
+    a_long_poll_on_one_node_wakes_for_an_event_posted_on_another_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn a_long_poll_on_one_node_wakes_for_an_event_posted_on_another_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let (owner, viewer) = (token("po"), token("pv"));
     // The owner's position from a socket on node 0; the poll goes to node 1.
@@ -211,7 +243,15 @@ async fn a_since_past_any_log_gets_resync_and_leaves_no_session() {
 /// (With the count read before registering, 101 passed across two nodes.)
 #[actix_web::test]
 async fn two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap() {
-    let redis = Redis::start().await;
+    two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap_on_a_redis_cluster() {
+    two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap_on(RedisCluster::start(3, 1).await).await;
+}
+
+async fn two_hundred_concurrent_handshakes_over_two_nodes_open_exactly_the_cap_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let t = token("capped");
     let tries = (0..200).map(|i| {

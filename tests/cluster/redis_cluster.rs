@@ -20,7 +20,7 @@ async fn shard_subscribers(cluster: &RedisCluster, channel: &str) -> i64 {
 #[actix_web::test]
 async fn a_call_across_nodes_runs_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3, 0).await;
-    let (a, b) = (cluster_node(&cluster, "rc-a", |_| {}).await, cluster_node(&cluster, "rc-b", |_| {}).await);
+    let (a, b) = (node_with(&cluster, "rc-a", |_| {}).await, node_with(&cluster, "rc-b", |_| {}).await);
     let (owner, viewer) = (token("owner"), token("viewer"));
     let mut ows = a.ws(&owner).await;
     let mut vws = b.ws(&viewer).await;
@@ -66,8 +66,8 @@ async fn a_call_across_nodes_runs_on_a_redis_cluster() {
 #[actix_web::test]
 async fn a_lost_sharded_link_is_replaced_and_caught_up() {
     let cluster = RedisCluster::start(3, 0).await;
-    let a = cluster_node(&cluster, "rc-la", |s| s.redis.probe = Duration::from_secs(1)).await;
-    let b = cluster_node(&cluster, "rc-lb", |_| {}).await;
+    let a = node_with(&cluster, "rc-la", |s| s.redis.probe = Duration::from_secs(1)).await;
+    let b = node_with(&cluster, "rc-lb", |_| {}).await;
     let (_ows, mut vws, room) = {
         let mut o = b.ws_query(&token("ann"), "?presence=false").await;
         let v = a.ws_query(&token("bob"), "?presence=false").await;
@@ -102,7 +102,7 @@ async fn a_master_failover_loses_nothing_acknowledged() {
         s.redis.min_replicas_acked = 1;
         s.redis.probe = Duration::from_secs(1);
     };
-    let (a, b) = (cluster_node(&cluster, "fo-a", acked).await, cluster_node(&cluster, "fo-b", acked).await);
+    let (a, b) = (node_with(&cluster, "fo-a", acked).await, node_with(&cluster, "fo-b", acked).await);
     let (ann, bob) = (token("ann"), token("bob"));
     let mut o = a.ws_query(&ann, "?presence=false").await;
     let mut v = b.ws_query(&bob, "?presence=false").await;
@@ -160,7 +160,7 @@ async fn a_master_failover_loses_nothing_acknowledged() {
 async fn a_slot_moved_to_another_master_is_followed() {
     let cluster = RedisCluster::start(3, 0).await;
     let quick = |s: &mut camsig::config::Settings| s.redis.probe = Duration::from_secs(1);
-    let (a, b) = (cluster_node(&cluster, "mv-a", quick).await, cluster_node(&cluster, "mv-b", quick).await);
+    let (a, b) = (node_with(&cluster, "mv-a", quick).await, node_with(&cluster, "mv-b", quick).await);
     let (ann, bob) = (token("ann"), token("bob"));
     let mut o = a.ws_query(&ann, "?presence=false").await;
     let mut v = b.ws_query(&bob, "?presence=false").await;

@@ -148,17 +148,60 @@ fn signal(pid: u32, sig: &str) {
 pub const TTL_S: u64 = 2;
 pub const GRACE_S: u64 = 1;
 
+/// What nodes share: one Redis, or a Redis Cluster; a test written over it
+/// runs on both.
+pub trait Backing {
+    /// Points a node's settings at it.
+    fn apply(&self, s: &mut camsig::config::Settings);
+    /// The same, as a child node's environment.
+    fn env(&self) -> (&'static str, String);
+}
+
+impl<T: Backing> Backing for &T {
+    fn apply(&self, s: &mut camsig::config::Settings) {
+        (*self).apply(s)
+    }
+
+    fn env(&self) -> (&'static str, String) {
+        (*self).env()
+    }
+}
+
+impl Backing for Redis {
+    fn apply(&self, s: &mut camsig::config::Settings) {
+        s.redis.url = Some(SecretString::from(self.url()));
+    }
+
+    fn env(&self) -> (&'static str, String) {
+        ("CAMSIG__REDIS__URL", self.url())
+    }
+}
+
+impl Backing for RedisCluster {
+    fn apply(&self, s: &mut camsig::config::Settings) {
+        s.redis.url = None;
+        s.redis.cluster_urls = self.urls().into_iter().map(SecretString::from).collect();
+    }
+
+    fn env(&self) -> (&'static str, String) {
+        ("CAMSIG__REDIS__CLUSTER_URLS", self.urls().join(","))
+    }
+}
+
 /// An in-process node on `redis`.
-pub async fn node(redis: &Redis, name: &str) -> TestApp {
+pub async fn node(redis: &impl Backing, name: &str) -> TestApp {
     node_with(redis, name, |_| {}).await
 }
 
 /// An in-process node on `redis`, with settings changed by `f`.
-pub async fn node_with(redis: &Redis, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
-    let url = redis.url();
+pub async fn node_with(redis: &impl Backing, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
+    let mut at = camsig::config::Settings::default();
+    redis.apply(&mut at);
+    let (url, cluster_urls) = (at.redis.url, at.redis.cluster_urls);
     let name = name.to_owned();
     spawn_app_with(move |s| {
-        s.redis.url = Some(SecretString::from(url));
+        s.redis.url = url;
+        s.redis.cluster_urls = cluster_urls;
         s.node.id = Some(name);
         s.presence.ttl = std::time::Duration::from_secs(TTL_S);
         s.presence.grace = std::time::Duration::from_secs(GRACE_S);
@@ -167,7 +210,7 @@ pub async fn node_with(redis: &Redis, name: &str, f: impl FnOnce(&mut camsig::co
     .await
 }
 
-pub async fn three_nodes(redis: &Redis) -> Vec<TestApp> {
+pub async fn three_nodes(redis: &impl Backing) -> Vec<TestApp> {
     vec![node(redis, "n1").await, node(redis, "n2").await, node(redis, "n3").await]
 }
 
@@ -182,15 +225,15 @@ impl std::ops::Deref for ProcNode {
 }
 
 impl ProcNode {
-    pub async fn start(redis: &Redis, name: &str) -> ProcNode {
+    pub async fn start(redis: &impl Backing, name: &str) -> ProcNode {
         Self::start_with(redis, name, &[]).await
     }
 
     /// With extra environment, e.g. `CAMSIG_FAILPOINT`.
-    pub async fn start_with(redis: &Redis, name: &str, env: &[(&str, &str)]) -> ProcNode {
-        let (url, ttl, grace) = (redis.url(), TTL_S.to_string(), GRACE_S.to_string());
+    pub async fn start_with(redis: &impl Backing, name: &str, env: &[(&str, &str)]) -> ProcNode {
+        let ((url_key, url), ttl, grace) = (redis.env(), TTL_S.to_string(), GRACE_S.to_string());
         let mut all = vec![
-            ("CAMSIG__REDIS__URL", url.as_str()),
+            (url_key, url.as_str()),
             ("CAMSIG__AUTH__JWT_SECRET", SECRET),
             ("CAMSIG__NODE__ID", name),
             ("CAMSIG__PRESENCE__TTL_S", ttl.as_str()),
@@ -405,19 +448,4 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// An in-process node on a Redis Cluster (`redis.cluster_urls`).
-pub async fn cluster_node(cluster: &RedisCluster, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
-    let urls = cluster.urls();
-    let name = name.to_owned();
-    spawn_app_with(move |s| {
-        s.redis.url = None;
-        s.redis.cluster_urls = urls.into_iter().map(SecretString::from).collect();
-        s.node.id = Some(name);
-        s.presence.ttl = std::time::Duration::from_secs(TTL_S);
-        s.presence.grace = std::time::Duration::from_secs(GRACE_S);
-        f(s);
-    })
-    .await
 }
