@@ -52,6 +52,8 @@ pub struct Cluster {
     pub nodes: Vec<Proc>,
     /// A replica of `redis`, in the `replicas` scenario.
     pub replica: Option<Proc>,
+    /// On a Redis Cluster: its other masters (`redis` is the first).
+    pub masters: Vec<Proc>,
 }
 
 impl Cluster {
@@ -112,7 +114,63 @@ impl Cluster {
         for n in &mut procs {
             wait_ready(n, "/readyz", "camsig node").await?;
         }
-        Ok(Cluster { redis, nodes: procs, replica })
+        Ok(Cluster { redis, nodes: procs, replica, masters: vec![] })
+    }
+
+    /// `nodes` camsig nodes on a Redis Cluster of `masters` masters, no replicas
+    /// (`redis.cluster_urls`).
+    pub async fn start_on_redis_cluster(camsig: &Path, nodes: usize, masters: usize) -> Result<Cluster> {
+        let dir = std::env::temp_dir().join(format!("camsig-bench-cluster-{}", free_port()));
+        std::fs::create_dir_all(&dir)?;
+        let mut procs = Vec::new();
+        for _ in 0..masters {
+            let (port, bus) = (free_port(), free_port());
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf"), "--dir", &dir.display().to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("redis-server must be installed")?;
+            procs.push(Proc { child, port });
+            wait_until("redis", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await?;
+        }
+        let addrs: Vec<String> = procs.iter().map(|p| format!("127.0.0.1:{}", p.port)).collect();
+        let out = Command::new("redis-cli").args(["--cluster", "create"]).args(&addrs).args(["--cluster-replicas", "0", "--cluster-yes"]).output()?;
+        if !out.status.success() {
+            bail!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        for p in &procs {
+            let start = Instant::now();
+            loop {
+                let info = async {
+                    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", p.port)).ok()?.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("CLUSTER").arg("INFO").query_async::<String>(&mut c).await.ok()
+                };
+                if info.await.is_some_and(|i| i.lines().any(|l| l.trim() == "cluster_state:ok")) {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    bail!("the cluster did not come up");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let urls = procs.iter().map(|p| format!("redis://127.0.0.1:{}/", p.port)).collect::<Vec<_>>().join(",");
+        let mut nodes_ = Vec::new();
+        for i in 0..nodes {
+            nodes_.push(spawn_camsig(camsig, &format!("bench-{i}"), None, &[("CAMSIG__REDIS__CLUSTER_URLS", &urls)])?);
+        }
+        for n in &mut nodes_ {
+            wait_ready(n, "/readyz", "camsig node").await?;
+        }
+        let mut procs = procs.into_iter();
+        let redis = procs.next().context("a master")?;
+        Ok(Cluster { redis, nodes: nodes_, replica: None, masters: procs.collect() })
+    }
+
+    /// Every Redis process: the server, or each master of a cluster.
+    pub fn redis_procs(&self) -> Vec<&Proc> {
+        std::iter::once(&self.redis).chain(&self.masters).collect()
     }
 
     /// One node with no Redis: the embedded broker, as `cargo run` gives.

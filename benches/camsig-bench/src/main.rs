@@ -44,7 +44,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 12] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas", "presence"];
+const SCENARIOS: [&str; 13] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas", "presence", "rediscluster"];
 
 struct Plan {
     pairs: usize,
@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
                 topologies = Some(t);
             }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas,presence] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas,presence,rediscluster] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -356,6 +356,33 @@ async fn main() -> Result<()> {
         }
     }
 
+    // One Redis against a three-master Redis Cluster: the same ramp on each,
+    // with the Redis CPU each call costs, every Redis process counted.
+    let mut redis_cluster = Vec::new();
+    if runs("rediscluster") {
+        for on_cluster in [false, true] {
+            let c = if on_cluster { cluster::Cluster::start_on_redis_cluster(&camsig, 2, 3).await? } else { cluster::Cluster::start(&camsig, 2).await? };
+            let ports: Vec<u16> = c.redis_procs().iter().map(|p| p.port).collect();
+            eprintln!("rediscluster: {} on redis {ports:?}", if on_cluster { "a three-master cluster" } else { "one Redis" });
+            let mut pairs = scenarios::Pairs::setup(&c.nodes[0], &c.nodes[1], plan.pairs, scenarios::Via::Rest).await?;
+            scenarios::load(&mut pairs, plan.latency_rates[0], plan.warmup).await;
+            for &rate in &plan.ramp {
+                let cpu = || c.redis_procs().iter().map(|p| presence::cpu_s(p.pid())).sum::<f64>();
+                let before = cpu();
+                let mut r = measured_load(&c, &c.nodes, &mut pairs, rate, plan.ramp_for).await;
+                r.redis_cpu_ms_per_call = Some((cpu() - before) * 1000.0 / r.sent.max(1) as f64);
+                r.system = if on_cluster { "camsig Redis Cluster (3 masters)" } else { "camsig one Redis" };
+                print_load(if on_cluster { "cluster" } else { "one" }, &r);
+                eprintln!("         redis CPU {:.3} ms/call", r.redis_cpu_ms_per_call.unwrap_or(0.0));
+                let good = r.latency.p99_ms <= 50.0 && r.lost == 0 && r.duplicates == 0 && r.out_of_order == 0;
+                redis_cluster.push(r);
+                if !good {
+                    break;
+                }
+            }
+        }
+    }
+
     let mut chaos_report = None;
     if runs("chaos") {
         let seed = seed.unwrap_or_else(|| chrono::Utc::now().timestamp_subsec_nanos() as u64 % 1_000_000_000);
@@ -385,6 +412,7 @@ async fn main() -> Result<()> {
         chaos: chaos_report,
         replicas,
         presence,
+        redis_cluster,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));
@@ -414,9 +442,16 @@ const ROUND_TRIPS: &str = "camsig_redis_round_trips_total";
 /// trips per call where `counted` (camsig's nodes) count them.
 async fn measured_load(cluster: &cluster::Cluster, counted: &[cluster::Proc], pairs: &mut scenarios::Pairs, rate: u64, duration: Duration) -> scenarios::LoadResult {
     let trips_before = cluster::metric_total(counted, ROUND_TRIPS).await;
-    let before = cluster::redis_commands(cluster.redis.port).await;
+    let commands = async || {
+        let mut n = 0;
+        for p in cluster.redis_procs() {
+            n += cluster::redis_commands(p.port).await;
+        }
+        n
+    };
+    let before = commands().await;
     let mut r = scenarios::load(pairs, rate, duration).await;
-    let after = cluster::redis_commands(cluster.redis.port).await;
+    let after = commands().await;
     let trips_after = cluster::metric_total(counted, ROUND_TRIPS).await;
     r.redis_commands_per_call = after.saturating_sub(before) as f64 / r.sent.max(1) as f64;
     if let (Some(b), Some(a)) = (trips_before, trips_after) {

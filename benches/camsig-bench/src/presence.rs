@@ -43,7 +43,7 @@ pub struct PresenceResult {
 static CHANGES: AtomicU64 = AtomicU64::new(0);
 
 /// utime + stime of a process, in seconds.
-fn cpu_s(pid: u32) -> f64 {
+pub fn cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th of them.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);

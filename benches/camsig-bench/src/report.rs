@@ -73,6 +73,8 @@ pub struct Run {
     pub replicas: Vec<LoadResult>,
     /// Everyone-broadcast, then watch lists.
     pub presence: Vec<crate::presence::PresenceResult>,
+    /// The ramp on one Redis, then on a three-master Redis Cluster.
+    pub redis_cluster: Vec<LoadResult>,
     /// The chaos suite's rounds, when asked for.
     pub chaos: Option<crate::chaos::Report>,
 }
@@ -98,6 +100,7 @@ pub fn load_table(run: &Run) -> String {
         .chain(run.socketio.iter().map(|r| ("latency", r)))
         .chain(run.one_node.iter().map(|r| ("one node", r)))
         .chain(run.replicas.iter().map(|r| ("latency", r)))
+        .chain(run.redis_cluster.iter().map(|r| ("ramp", r)))
         .collect();
     let mut out = String::new();
     if rows.is_empty() {

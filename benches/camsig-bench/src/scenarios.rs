@@ -310,6 +310,9 @@ pub struct LoadResult {
     pub latency: Percentiles,
     /// From the call's scheduled send time to its answer, at the caller.
     pub answer: Percentiles,
+    /// Redis CPU time per call (every Redis process, user + system), where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_ms_per_call: Option<f64>,
 }
 
 /// Open loop: call `k` is due at `start + k / rate` whether or not earlier
@@ -387,6 +390,7 @@ pub async fn load(pairs: &mut Pairs, rate: u64, duration: Duration) -> LoadResul
         redis_round_trips_per_call: None,
         latency: Percentiles::of(&hist),
         answer: Percentiles::of(&answered),
+        redis_cpu_ms_per_call: None,
     }
 }
 
