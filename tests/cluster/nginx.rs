@@ -19,11 +19,20 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(name: &str) -> Cluster {
-        let base = free_port_run(5);
-        let (lb, redis, nodes) = (base, base + 1, base + 2);
+        Self::start_on(name, false).await
+    }
+
+    /// With `redis_cluster`, on a Redis Cluster (`REDIS_CLUSTER=1`: six redis-servers).
+    pub async fn start_on(name: &str, redis_cluster: bool) -> Cluster {
+        let base = free_port_run(if redis_cluster { 10 } else { 5 });
+        let (lb, nodes, redis) = (base, base + 1, base + 4);
         let logs = std::env::temp_dir().join(format!("camsig-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&logs);
-        let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+        let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"));
+        if redis_cluster {
+            cmd.env("REDIS_CLUSTER", "1").env("REDIS_BUS_PORT", free_port_run(6).to_string());
+        }
+        let child = cmd
             .env("CLUSTER_PORT", lb.to_string())
             .env("REDIS_PORT", redis.to_string())
             .env("NODE_PORT", nodes.to_string())
@@ -75,7 +84,16 @@ impl Drop for Cluster {
 
 #[actix_web::test]
 async fn camera_flow_through_the_nginx_cluster() {
-    let cluster = Cluster::start("flow").await;
+    camera_flow(&Cluster::start("flow").await).await;
+}
+
+/// README's "On a Redis Cluster": `REDIS_CLUSTER=1 scripts/cluster`.
+#[actix_web::test]
+async fn camera_flow_through_the_nginx_cluster_on_a_redis_cluster() {
+    camera_flow(&Cluster::start_on("rc-flow", true).await).await;
+}
+
+async fn camera_flow(cluster: &Cluster) {
     let lb_app = &cluster.lb;
     let (owner, viewer) = (token("lb-owner"), token("lb-viewer"));
     let mut ows = lb_app.ws(&owner).await;
