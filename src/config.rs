@@ -160,6 +160,9 @@ pub struct RedisSettings {
     pub cluster_urls: Vec<SecretString>,
     /// Put before every key and channel, so deployments (and tests) can share one Redis.
     pub prefix: String,
+    /// Shards the state is spread over (a power of two up to 1024), each in
+    /// its own hash tag, so a Redis Cluster spreads them over its masters.
+    pub shards: u16,
     /// How often the pub/sub connection is pinged; a silent one is replaced.
     #[serde(rename = "probe_s", deserialize_with = "de::secs")]
     pub probe: Duration,
@@ -169,7 +172,7 @@ pub struct RedisSettings {
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, cluster_urls: vec![], prefix: "camsig".into(), probe: Duration::from_secs(2), min_replicas_acked: 0 }
+        Self { url: None, cluster_urls: vec![], prefix: "camsig".into(), shards: 1, probe: Duration::from_secs(2), min_replicas_acked: 0 }
     }
 }
 
@@ -597,6 +600,9 @@ impl Settings {
         }
         if self.redis.url.is_some() && !self.redis.cluster_urls.is_empty() {
             return Err(bad("redis.cluster_urls", "give redis.url (one Redis) or redis.cluster_urls (a Redis Cluster), not both"));
+        }
+        if !self.redis.shards.is_power_of_two() || self.redis.shards > crate::domain::ids::PLACEMENTS {
+            return Err(bad("redis.shards", format!("must be a power of two from 1 to {}", crate::domain::ids::PLACEMENTS)));
         }
         if self.redis.min_replicas_acked > 16 {
             return Err(bad("redis.min_replicas_acked", "must be 0 to 16"));

@@ -9,7 +9,10 @@
 //!   sessions ended), `sweep.partial` (one of them ended), `expire.claimed`,
 //!   `expire.between` (meetings left, the user not yet offline),
 //!   `leave.between` (one meeting left of several), `flaps.claimed`,
-//!   `session.end` (a socket gone, its end not yet recorded).
+//!   `session.end` (a socket gone, its end not yet recorded);
+//! - `commit.relay` (`hit`, keyed calls only): with `redis.shards` > 1, a
+//!   step committed in its shard, what it wrote for other shards still in
+//!   its outbox.
 
 #[cfg(debug_assertions)]
 fn armed() -> Option<&'static str> {

@@ -71,7 +71,7 @@ impl Node {
         };
         let (store, broker, memory_broker, redis_broker): (Arc<dyn Store>, Arc<dyn Broker>, _, _) = match backend {
             Some(backend) => {
-                let r = Arc::new(Redis::new(backend, &settings.redis.prefix, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
+                let r = Arc::new(Redis::new(backend, &settings.redis.prefix, settings.redis.shards, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
                 (Arc::new(RedisStore::new(r, bounds, claim_hold)), b.clone(), None, Some(b))

@@ -1,6 +1,7 @@
 //! Housekeeping, every `SWEEP_EVERY` on every node: hold this node's lease
 //! (see `crate::service::lease`), sweep peers whose lease ended, end grace periods,
-//! forget long-gone users, close idle rooms, and drop stale rate-limiter keys
+//! forget long-gone users, close idle rooms, relay what a dead node left in
+//! an outbox, and drop stale rate-limiter keys
 //! and logs. Every job is claimed in the store, so running it on many nodes is
 //! safe.
 //!
@@ -77,6 +78,9 @@ pub fn start(node: Node) -> Sweeper {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rooms = n, "closed idle rooms"),
                 Err(e) => failed("idle sweep", &e),
+            }
+            if let Err(e) = service.store().relay_stale().await {
+                failed("outbox relay", &e);
             }
             node.sweep_local();
         }

@@ -21,6 +21,7 @@ use super::{Broker, LogBounds, Replay, Sink};
 use crate::domain::names::event_name;
 use crate::domain::{EventId, Frame, SessionId, UserId};
 use crate::error::{Error, Result};
+use crate::redis::keys::{Channel, Shard};
 use crate::redis::link::{self, Heard, LinkSink};
 use crate::redis::{Keys, OP_TIMEOUT, Redis, redis_error};
 
@@ -31,10 +32,8 @@ type Entry = (String, Vec<String>);
 struct Shared {
     sink: Arc<dyn Sink>,
     keys: Keys,
-    /// `keys.presence()`, `keys.presence_prefix()` and `keys.channel_prefix()`, built once.
-    presence: String,
-    presence_prefix: String,
-    channel_prefix: String,
+    /// Every shard's everyone-channel (`keys.presence(n)`), built once.
+    presence: Vec<String>,
     /// Which presence this node's sessions want; resubscribed after every reconnect.
     wants: tokio::sync::Mutex<Wants>,
     /// Users this node wants events for; resubscribed after every reconnect.
@@ -43,8 +42,9 @@ struct Shared {
     pubsub: watch::Sender<Option<LinkSink>>,
     /// Subscribed and caught up: the node is ready.
     live: AtomicBool,
-    /// The newest `update_user` delivered (its presence log id): where presence catches up from.
-    presence_last: Mutex<Option<EventId>>,
+    /// Per shard, the newest `update_user` delivered (its id in that shard's
+    /// presence log): where presence catches up from.
+    presence_last: Mutex<HashMap<Shard, EventId>>,
     probe: Duration,
 }
 
@@ -69,13 +69,11 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             sink,
             keys: r.keys.clone(),
-            presence: r.keys.presence(),
-            presence_prefix: r.keys.presence_prefix(),
-            channel_prefix: r.keys.channel_prefix(),
+            presence: (0..r.keys.shards()).map(|n| r.keys.presence(n)).collect(),
             wants: tokio::sync::Mutex::default(),
             subs: Mutex::new(HashSet::new()),
             pubsub: watch::channel(None).0,
-            presence_last: Mutex::new(None),
+            presence_last: Mutex::default(),
             live: AtomicBool::new(false),
             probe,
         });
@@ -156,12 +154,12 @@ impl Broker for RedisBroker {
         if on {
             w.all.0.insert(session.clone());
             if !w.all.1 {
-                self.sub(self.shared.presence.clone()).await?;
+                self.sub_many(self.shared.presence.clone()).await?;
                 w.all.1 = true;
             }
         } else if w.all.0.remove(session) && w.all.0.is_empty() {
             w.all.1 = false;
-            self.unsub(self.shared.presence.clone()).await?;
+            self.unsub_many(self.shared.presence.clone()).await?;
         }
         Ok(())
     }
@@ -245,7 +243,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
     let mut lost = false;
     loop {
-        let conn = tokio::time::timeout(OP_TIMEOUT, link::open(r.backend(), &shared.channel_prefix)).await;
+        let conn = tokio::time::timeout(OP_TIMEOUT, link::open(r.backend())).await;
         let Ok(Ok(conn)) = conn else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -258,7 +256,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
         {
             let w = shared.wants.lock().await;
             if !w.all.0.is_empty() {
-                channels.push(shared.presence.clone());
+                channels.extend(shared.presence.iter().cloned());
             }
             channels.extend(w.watched.keys().map(|u| shared.keys.presence_of(u)));
         }
@@ -305,7 +303,7 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
                         }
                         None => break,
                     },
-                    Some(id) = covered.recv() => cover(&shared, id),
+                    Some((n, id)) = covered.recv() => cover(&shared, n, id),
                     () = &mut probe => break,
                 }
             }
@@ -319,65 +317,77 @@ async fn listen(r: Arc<Redis>, shared: Arc<Shared>) {
 }
 
 /// Returns when the link stops answering a PING within `every`. Before each
-/// PING it reads the presence log's newest id: once the PONG is back, every
-/// change up to that id has reached this link (or was on a channel nobody
-/// here wants), so it is sent to `covered`.
-async fn probe(r: &Redis, keys: &Keys, mut sink: LinkSink, every: Duration, covered: tokio::sync::mpsc::UnboundedSender<EventId>) {
-    let log = keys.presence_log();
+/// PING it reads each shard's presence log's newest id: once the PONG is
+/// back, every change up to that id has reached this link (or was on a
+/// channel nobody here wants), so it is sent to `covered`.
+async fn probe(r: &Redis, keys: &Keys, mut sink: LinkSink, every: Duration, covered: tokio::sync::mpsc::UnboundedSender<(Shard, EventId)>) {
     loop {
         tokio::time::sleep(every).await;
-        let newest: Option<Vec<Entry>> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await.ok();
+        let mut newest = Vec::new();
+        for n in 0..keys.shards() {
+            if let Ok(e) = r.query::<Vec<Entry>>(redis::cmd("XREVRANGE").arg(keys.presence_log(n)).arg("+").arg("-").arg("COUNT").arg(1)).await
+                && let Some(id) = e.first().and_then(|(id, _)| id.parse::<EventId>().ok())
+            {
+                newest.push((n, id));
+            }
+        }
         if !matches!(tokio::time::timeout(every, sink.ping()).await, Ok(Ok(()))) {
             return;
         }
-        if let Some(id) = newest.as_ref().and_then(|n| n.first()).and_then(|(id, _)| id.parse().ok()) {
-            let _ = covered.send(id);
+        for n in newest {
+            let _ = covered.send(n);
         }
     }
 }
 
-/// Moves the presence catch-up mark up to `id`: a node whose sessions only
-/// watch some users hears few changes, and without this, its mark would stay
-/// behind until the log is trimmed past it, and a gap would tell every
-/// session to reload.
-fn cover(shared: &Shared, id: EventId) {
+/// Moves shard `n`'s presence catch-up mark up to `id`: a node whose
+/// sessions only watch some users hears few changes, and without this, its
+/// mark would stay behind until the log is trimmed past it, and a gap would
+/// tell every session to reload.
+fn cover(shared: &Shared, n: Shard, id: EventId) {
     let mut last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
-    *last = (*last).max(Some(id));
+    let at = last.entry(n).or_default();
+    *at = (*at).max(id);
 }
 
-/// Right after (re)subscribing. On the first link: notes where the presence
-/// log stands. After a gap: every local session catches up from its user's
-/// log, and the presence log's entries since the last one delivered go to
-/// every presence session, before anything newer.
+/// Right after (re)subscribing. On the first link: notes where each shard's
+/// presence log stands. After a gap: every local session catches up from
+/// its user's log, and each presence log's entries since the last one
+/// delivered go to the presence sessions, before anything newer.
 async fn catch_up(r: &Redis, shared: &Shared, after_gap: bool) -> Result<()> {
-    let log = shared.keys.presence_log();
-    let last = *shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(last) = last.filter(|_| after_gap) else {
-        let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
-        if after_gap {
-            // No presence baseline yet (it could not be read before); Redis
-            // answered, so the sessions can still catch up from their logs.
+    let mut told = false;
+    for n in 0..shared.keys.shards() {
+        let log = shared.keys.presence_log(n);
+        let last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner()).get(&n).copied();
+        let Some(last) = last.filter(|_| after_gap) else {
+            let newest: Vec<Entry> = r.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
+            let id = newest.first().and_then(|(id, _)| id.parse().ok()).unwrap_or_default();
+            cover(shared, n, id);
+            continue;
+        };
+        let (oldest, missed): (Vec<Entry>, Vec<Entry>) = r
+            .pipe(redis::pipe().cmd("XRANGE").arg(&log).arg("-").arg("+").arg("COUNT").arg(1).cmd("XRANGE").arg(&log).arg(format!("({last}")).arg("+"))
+            .await?;
+        if !told {
+            // Redis answers commands again: the sessions can read their logs now.
             shared.sink.catch_up();
+            told = true;
         }
-        let id = newest.first().and_then(|(id, _)| id.parse().ok()).unwrap_or_default();
-        let mut at = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
-        *at = (*at).max(Some(id));
-        return Ok(());
-    };
-    let (oldest, missed): (Vec<Entry>, Vec<Entry>) = r
-        .pipe(redis::pipe().cmd("XRANGE").arg(&log).arg("-").arg("+").arg("COUNT").arg(1).cmd("XRANGE").arg(&log).arg(format!("({last}")).arg("+"))
-        .await?;
-    // Redis answers commands again: the sessions can read their logs now.
-    shared.sink.catch_up();
-    if oldest.first().and_then(|(id, _)| id.parse::<EventId>().ok()).is_some_and(|first| first > last) {
-        // Trimmed past what this node last saw: some changes cannot be told again.
-        shared.sink.presence_gap();
+        if oldest.first().and_then(|(id, _)| id.parse::<EventId>().ok()).is_some_and(|first| first > last) {
+            // Trimmed past what this node last saw: some changes cannot be told again.
+            shared.sink.presence_gap();
+        }
+        for (id, fields) in &missed {
+            let (t, e) = (field(fields, "t"), field(fields, "e"));
+            if let (Ok(id), Some(e)) = (id.parse::<EventId>(), e) {
+                deliver_presence(shared, n, id, t.unwrap_or("0"), e);
+            }
+        }
     }
-    for (id, fields) in &missed {
-        let (t, e) = (field(fields, "t"), field(fields, "e"));
-        if let (Ok(id), Some(e)) = (id.parse::<EventId>(), e) {
-            deliver_presence(shared, id, t.unwrap_or("0"), e);
-        }
+    if after_gap && !told {
+        // No presence baseline yet (it could not be read before); Redis
+        // answered, so the sessions can still catch up from their logs.
+        shared.sink.catch_up();
     }
     Ok(())
 }
@@ -402,17 +412,17 @@ struct WhoseUser {
     user_id: String,
 }
 
-/// An `update_user` to the sessions that hear everyone and those that watch
-/// its user, unless it was already delivered: it comes on everyone's channel
-/// and on the user's own, published in that order, and a gap's catch-up
-/// reads them again from the presence log.
-fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
+/// An `update_user` of shard `n` to the sessions that hear everyone and
+/// those that watch its user, unless it was already delivered: it comes on
+/// everyone's channel and on the user's own, published in that order, and a
+/// gap's catch-up reads them again from the presence log.
+fn deliver_presence(shared: &Shared, n: Shard, id: EventId, accepted: &str, json: &str) {
     {
         let mut last = shared.presence_last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|l| id <= l) {
+        if last.get(&n).is_some_and(|l| id <= *l) {
             return;
         }
-        *last = Some(id);
+        last.insert(n, id);
     }
     let Some(user) = serde_json::from_str::<Whose>(json).ok().and_then(|w| UserId::parse(&w.data.user.user_id).ok()) else { return };
     shared.sink.to_presence(&user, Frame::new(None, "update_user", json, accepted.parse().unwrap_or(0)));
@@ -420,32 +430,40 @@ fn deliver_presence(shared: &Shared, id: EventId, accepted: &str, json: &str) {
 
 /// Whether a session here still wants `channel`.
 async fn wanted(shared: &Shared, channel: &str) -> bool {
-    if let Some(u) = channel.strip_prefix(&shared.channel_prefix).and_then(|u| UserId::parse(u).ok()) {
-        return shared.subs.lock().unwrap_or_else(|p| p.into_inner()).contains(&u);
+    match shared.keys.parse_channel(channel) {
+        Some(Channel::User(u)) => UserId::parse(u).is_ok_and(|u| shared.subs.lock().unwrap_or_else(|p| p.into_inner()).contains(&u)),
+        Some(Channel::Presence(_)) => !shared.wants.lock().await.all.0.is_empty(),
+        Some(Channel::PresenceOf(u)) => match UserId::parse(u) {
+            Ok(u) => shared.wants.lock().await.watched.contains_key(&u),
+            Err(_) => false,
+        },
+        None => false,
     }
-    let w = shared.wants.lock().await;
-    if channel == shared.presence {
-        return !w.all.0.is_empty();
-    }
-    channel.strip_prefix(&shared.presence_prefix).and_then(|u| UserId::parse(u).ok()).is_some_and(|u| w.watched.contains_key(&u))
 }
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
     let Ok(payload) = std::str::from_utf8(payload) else { return };
-    if channel == shared.presence || channel.starts_with(&shared.presence_prefix) {
+    let presence = match shared.keys.parse_channel(channel) {
+        Some(Channel::Presence(n)) => Some(n),
+        Some(Channel::PresenceOf(u)) => Some(shared.keys.shard_of(u)),
+        Some(Channel::User(u)) => {
+            let Ok(user) = UserId::parse(u) else { return };
+            let mut parts = payload.splitn(4, '\n');
+            let (Some(id), Some(action), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                return;
+            };
+            let Ok(id) = id.parse::<EventId>() else { return };
+            shared.sink.to_user(&user, Frame::new(Some(id), event_name(action), json, accepted.parse().unwrap_or(0)));
+            None
+        }
+        None => None,
+    };
+    if let Some(n) = presence {
         let mut parts = payload.splitn(3, '\n');
         if let (Some(id), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next())
             && let Ok(id) = id.parse::<EventId>()
         {
-            deliver_presence(shared, id, accepted, json);
+            deliver_presence(shared, n, id, accepted, json);
         }
-        return;
     }
-    let Some(user) = channel.strip_prefix(&shared.channel_prefix).and_then(|u| UserId::parse(u).ok()) else { return };
-    let mut parts = payload.splitn(4, '\n');
-    let (Some(id), Some(action), Some(accepted), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return;
-    };
-    let Ok(id) = id.parse::<EventId>() else { return };
-    shared.sink.to_user(&user, Frame::new(Some(id), event_name(action), json, accepted.parse().unwrap_or(0)));
 }

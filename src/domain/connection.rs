@@ -95,9 +95,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A room placed beside its owner.
     pub fn new(owner: UserId, abonent: UserId, now: DateTime<Utc>) -> Self {
+        Self::placed(RoomId::near(owner.as_str()), owner, abonent, now)
+    }
+
+    fn placed(room_id: RoomId, owner: UserId, abonent: UserId, now: DateTime<Utc>) -> Self {
         Self {
-            room_id: RoomId::new(),
+            room_id,
             owner,
             abonent,
             state: ConnState::Requested,
@@ -112,7 +117,9 @@ impl Connection {
 
     /// A pair of a meeting: `owner` was there first, `abonent` is the newcomer.
     pub fn in_meeting(meeting: MeetingId, owner: UserId, abonent: UserId, now: DateTime<Utc>) -> Self {
-        Self { meeting_id: Some(meeting), ..Self::new(owner, abonent, now) }
+        // Placed beside its meeting, whose steps write it.
+        let room = RoomId::near(meeting.as_str());
+        Self { meeting_id: Some(meeting), ..Self::placed(room, owner, abonent, now) }
     }
 
     pub fn is_open(&self) -> bool {

@@ -59,6 +59,16 @@ impl IdempotencyKey {
     }
 }
 
+/// Placements: ids with the same placement are stored together (on Redis
+/// Cluster, in one slot). An id's placement is its Redis Cluster slot
+/// (crc16) folded onto `PLACEMENTS`, so a shard (placement mod a power of
+/// two up to `PLACEMENTS`) is a set of whole slots.
+pub const PLACEMENTS: u16 = 1024;
+
+pub fn placement(id: &str) -> u16 {
+    (crc16::State::<crc16::XMODEM>::calculate(id.as_bytes()) % 16384) % PLACEMENTS
+}
+
 /// A ULID id that only the server makes. One that is not a ULID names
 /// nothing: `parse` answers the kind's "not found", not 400, so that probing
 /// learns nothing from the shape.
@@ -72,6 +82,18 @@ macro_rules! ulid_id {
         impl $name {
             pub fn new() -> Self {
                 Self(ulid::Ulid::new().to_string())
+            }
+
+            /// A new id with the same placement as `key` (drawn: about
+            /// `PLACEMENTS` tries), so that it is stored beside it.
+            pub fn near(key: &str) -> Self {
+                let want = $crate::domain::ids::placement(key);
+                loop {
+                    let id = ulid::Ulid::new().to_string();
+                    if $crate::domain::ids::placement(&id) == want {
+                        return Self(id);
+                    }
+                }
             }
 
             pub fn parse(s: &str) -> Result<Self, $crate::error::Error> {
@@ -140,6 +162,18 @@ impl fmt::Display for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_drawn_near_a_user_shares_its_placement_and_is_a_ulid() {
+        let start = std::time::Instant::now();
+        for u in ["ann", "bob", "a-much-longer-user-id-with-dashes", "Ωmega"] {
+            let r = RoomId::near(u);
+            assert_eq!(placement(r.as_str()), placement(u));
+            assert!(RoomId::parse(r.as_str()).is_ok());
+        }
+        // About PLACEMENTS draws each; cheap beside the step that stores the room.
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
+    }
 
     #[test]
     fn user_ids() {

@@ -93,7 +93,7 @@ pub enum Joined {
 
 impl Meeting {
     pub fn new(created_by: UserId, title: Option<String>, max_members: usize, now: DateTime<Utc>) -> Self {
-        Self { meeting_id: MeetingId::new(), title, created_by, max_members, created_at: now, members: vec![] }
+        Self { meeting_id: MeetingId::near(created_by.as_str()), title, created_by, max_members, created_at: now, members: vec![] }
     }
 
     pub fn is_member(&self, u: &UserId) -> bool {

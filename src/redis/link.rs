@@ -6,7 +6,8 @@
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use std::collections::BTreeMap;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -24,8 +25,7 @@ pub enum Heard {
 #[derive(Clone)]
 pub enum LinkSink {
     Single(PubSubSink),
-    /// With the route of the slot every channel is in (one hash tag).
-    Cluster(ClusterConnection, Route),
+    Cluster(ClusterConnection),
 }
 
 pub enum LinkStream {
@@ -33,8 +33,8 @@ pub enum LinkStream {
     Cluster(UnboundedReceiver<PushInfo>),
 }
 
-/// Opens a link; `tagged` is any key or channel in the channels' slot.
-pub async fn open(backend: &Backend, tagged: &str) -> redis::RedisResult<(LinkSink, LinkStream)> {
+/// Opens a link.
+pub async fn open(backend: &Backend) -> redis::RedisResult<(LinkSink, LinkStream)> {
     match backend {
         Backend::Single(client) => {
             let (sink, stream) = client.get_async_pubsub().await?.split();
@@ -44,31 +44,55 @@ pub async fn open(backend: &Backend, tagged: &str) -> redis::RedisResult<(LinkSi
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let client = Backend::cluster_builder(nodes).use_protocol(redis::ProtocolVersion::RESP3).push_sender(tx).build()?;
             let conn = client.get_async_connection().await?;
-            Ok((LinkSink::Cluster(conn, Route::with_key(tagged, SlotAddr::Master)), LinkStream::Cluster(rx)))
+            Ok((LinkSink::Cluster(conn), LinkStream::Cluster(rx)))
         }
     }
+}
+
+/// Channels grouped by hash tag: one `SSUBSCRIBE` may name channels of one
+/// slot only, and channels with one tag share a slot.
+fn by_slot(channels: &[String]) -> BTreeMap<&str, Vec<&String>> {
+    let mut by: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for c in channels {
+        let tag = c.split_once('{').and_then(|(_, r)| r.split_once('}')).map_or(c.as_str(), |(t, _)| t);
+        by.entry(tag).or_default().push(c);
+    }
+    by
 }
 
 impl LinkSink {
     pub async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Self::Single(s) => s.subscribe(channels).await,
-            Self::Cluster(c, _) => c.ssubscribe(channels).await,
+            Self::Cluster(c) => {
+                for group in by_slot(channels).into_values() {
+                    c.ssubscribe(group).await?;
+                }
+                Ok(())
+            }
         }
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Self::Single(s) => s.unsubscribe(channels).await,
-            Self::Cluster(c, _) => c.sunsubscribe(channels).await,
+            Self::Cluster(c) => {
+                for group in by_slot(channels).into_values() {
+                    c.sunsubscribe(group).await?;
+                }
+                Ok(())
+            }
         }
     }
 
-    /// A PING on the link itself (on a cluster, to the channels' master).
+    /// A PING on the link itself (on a cluster, to every master).
     pub async fn ping(&mut self) -> redis::RedisResult<()> {
         match self {
             Self::Single(s) => s.ping::<Value>().await.map(|_| ()),
-            Self::Cluster(c, route) => c.route_command(redis::cmd("PING"), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*route))).await.map(|_| ()),
+            Self::Cluster(c) => {
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                c.route_command(redis::cmd("PING"), all).await.map(|_| ())
+            }
         }
     }
 }

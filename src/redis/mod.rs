@@ -207,11 +207,11 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// On a cluster every key and channel carries the prefix as its hash
-    /// tag, `{camsig}`, so that each script's keys are in one slot.
-    pub fn new(backend: Backend, prefix: &str, round_trips: IntCounter) -> Self {
+    /// On a cluster every key and channel carries a hash tag (`{camsig}`,
+    /// or its shard's, `{camsig:n}`), so that each script's keys are in one slot.
+    pub fn new(backend: Backend, prefix: &str, shards: u16, round_trips: IntCounter) -> Self {
         let addr = backend.addr();
-        let keys = if backend.is_cluster() { Keys::new(&format!("{{{prefix}}}")) } else { Keys::new(prefix) };
+        let keys = Keys::new(prefix, shards, backend.is_cluster());
         Self { backend, cmds: std::sync::Mutex::default(), opening: tokio::sync::Mutex::default(), health: std::sync::Mutex::default(), addr, keys, scripts: Scripts::new(), round_trips, waiter: None }
     }
 
@@ -229,7 +229,8 @@ impl Redis {
     /// acknowledged. Starts the waiter's task.
     pub fn with_min_replicas_acked(mut self, n: u32) -> Self {
         if n > 0 {
-            self.waiter = Some(replicated::Waiter::start(self.backend.clone(), self.keys.replicated(), n, self.round_trips.clone()));
+            let marks = (0..self.keys.shards()).map(|s| self.keys.replicated(s)).collect();
+            self.waiter = Some(replicated::Waiter::start(self.backend.clone(), marks, n, self.round_trips.clone()));
         }
         self
     }

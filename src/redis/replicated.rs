@@ -31,9 +31,10 @@ pub struct Waiter {
 
 impl Waiter {
     /// Starts the waiter's task; it opens its connection on first use.
-    pub fn start(client: Backend, mark: String, replicas: u32, round_trips: prometheus::IntCounter) -> Self {
+    /// `marks`: one key per shard (each master a step may write to has one).
+    pub fn start(client: Backend, marks: Vec<String>, replicas: u32, round_trips: prometheus::IntCounter) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        actix_web::rt::spawn(run(client, mark, replicas, rx, round_trips));
+        actix_web::rt::spawn(run(client, marks, replicas, rx, round_trips));
         Self { tx, replicas }
     }
 
@@ -53,7 +54,7 @@ impl Waiter {
     }
 }
 
-async fn run(client: Backend, mark: String, replicas: u32, mut rx: mpsc::Receiver<oneshot::Sender<Ack>>, round_trips: prometheus::IntCounter) {
+async fn run(client: Backend, marks: Vec<String>, replicas: u32, mut rx: mpsc::Receiver<oneshot::Sender<Ack>>, round_trips: prometheus::IntCounter) {
     let mut conn: Option<Conn> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -63,33 +64,41 @@ async fn run(client: Backend, mark: String, replicas: u32, mut rx: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let ack = wait_once(&client, &mut conn, &mark, replicas).await;
-        round_trips.inc();
+        let ack = wait_once(&client, &mut conn, &marks, replicas).await;
+        round_trips.inc_by(marks.len() as u64);
         for s in batch {
             let _ = s.send(ack.clone());
         }
     }
 }
 
-async fn wait_once(client: &Backend, conn: &mut Option<Conn>, mark: &str, replicas: u32) -> Ack {
+async fn wait_once(client: &Backend, conn: &mut Option<Conn>, marks: &[String], replicas: u32) -> Ack {
     if conn.is_none() {
         *conn = Some(tokio::time::timeout(OP_TIMEOUT, client.connect()).await.map_err(|_| "no connection in time".to_string())?.map_err(|e| e.to_string())?);
     }
-    let c = conn.as_mut().expect("opened above");
-    // On a cluster the pipeline goes to the master of the mark's slot, which
-    // (every key sharing one hash tag) is the master of every step.
-    let mut p = redis::pipe();
-    p.cmd("INCR").arg(mark).ignore().cmd("WAIT").arg(replicas).arg(WAIT_MS);
-    match tokio::time::timeout(OP_TIMEOUT, p.query_async::<(u32,)>(c)).await {
-        Ok(Ok((acked,))) => Ok(acked),
-        Ok(Err(e)) => {
-            *conn = None;
-            Err(e.to_string())
-        }
-        Err(_) => {
-            // A connection that stopped answering is replaced.
-            *conn = None;
-            Err(format!("no answer in {OP_TIMEOUT:?}"))
+    let c = conn.as_ref().expect("opened above").clone();
+    // On a cluster each pipeline goes to the master of its mark's slot: one
+    // WAIT per shard, so every master a step wrote to has its replicas' ack.
+    let waits = marks.iter().map(|mark| {
+        let mut c = c.clone();
+        let mut p = redis::pipe();
+        p.cmd("INCR").arg(mark).ignore().cmd("WAIT").arg(replicas).arg(WAIT_MS);
+        async move { tokio::time::timeout(OP_TIMEOUT, p.query_async::<(u32,)>(&mut c)).await }
+    });
+    let mut least = u32::MAX;
+    for r in futures_util::future::join_all(waits).await {
+        match r {
+            Ok(Ok((acked,))) => least = least.min(acked),
+            Ok(Err(e)) => {
+                *conn = None;
+                return Err(e.to_string());
+            }
+            Err(_) => {
+                // A connection that stopped answering is replaced.
+                *conn = None;
+                return Err(format!("no answer in {OP_TIMEOUT:?}"));
+            }
         }
     }
+    Ok(least)
 }

@@ -350,4 +350,10 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_lease(&self, _lease: &str) -> Result<()> {
         Ok(())
     }
+
+    /// Finishes the writes a step left for other shards when the node that
+    /// made it died before relaying them (Redis with `redis.shards` > 1).
+    async fn relay_stale(&self) -> Result<()> {
+        Ok(())
+    }
 }

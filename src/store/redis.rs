@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::Value;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{
@@ -20,14 +20,20 @@ use crate::broker::LogBounds;
 use crate::domain::meeting::pair_key;
 use crate::domain::{Connection, ConnState, MeetingId, RoomId, SessionId, UserId, UserState};
 use crate::error::{Error, Result};
-use crate::redis::step::Program;
-use crate::redis::{Keys, Redis, keys::SEP};
+use crate::redis::keys::{SEP, Shard};
+use crate::redis::step::{Program, Programs};
+use crate::redis::{Keys, Redis};
+
+/// A stream entry: its id and flat field-value pairs.
+type Entry = (String, Vec<String>);
 
 /// `update_user` entries kept for catching up after a pub/sub gap.
 pub const PRESENCE_LOG_MAX: usize = 10_000;
 
 pub struct RedisStore {
     r: Arc<Redis>,
+    /// Each shard's outbox entries at the last sweep (`relay_stale`).
+    seen: std::sync::Mutex<HashMap<Shard, HashSet<String>>>,
     bounds: LogBounds,
     /// `super::claim_hold`, in ms.
     claim_hold_ms: i64,
@@ -100,23 +106,66 @@ fn room_of(h: &HashMap<String, String>) -> Result<Option<RoomRead>> {
 
 impl RedisStore {
     pub fn new(r: Arc<Redis>, bounds: LogBounds, claim_hold: std::time::Duration) -> Self {
-        Self { r, bounds, claim_hold_ms: claim_hold.as_millis() as i64 }
+        Self { r, seen: std::sync::Mutex::default(), bounds, claim_hold_ms: claim_hold.as_millis() as i64 }
     }
 
     fn keys(&self) -> &Keys {
         &self.r.keys
     }
 
-    /// The commit program of a step: guards first, then writes, records and events.
-    fn compile(&self, step: &Step) -> Program {
+    /// The shard a step runs in: its guards' (all but `Fresh`, which is
+    /// checked wherever the step runs), else its first write's.
+    fn home(&self, step: &Step) -> Shard {
         let k = self.keys();
-        let mut p = Program::new();
-        if self.r.is_cluster() {
-            p.op("sharded");
-        }
+        let of = |id: &str| k.shard_of(id);
         for g in &step.guards {
             match g {
-                Guard::Fresh(u, key) => p.op("fresh").key(k.kept(u)).key(k.records(u)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000),
+                Guard::Fresh(..) => {}
+                Guard::User(u, _) | Guard::Sessions(u, _) | Guard::Owned(u, _) | Guard::Watched(u, _) | Guard::HasSession(u, _) | Guard::Created(u, _) => return of(u.as_str()),
+                Guard::CanShow { owner, .. } => return of(owner.as_str()),
+                Guard::Room(r, _) | Guard::Open(r) => return of(r.as_str()),
+                Guard::Meeting(m, _) => return of(m.as_str()),
+            }
+        }
+        let first = step
+            .users
+            .first()
+            .map(|u| u.user_id.to_string())
+            .or_else(|| step.rooms.first().map(|(r, _)| r.room_id.to_string()))
+            .or_else(|| step.meetings.first().map(|m| m.meeting.meeting_id.to_string()))
+            .or_else(|| step.touch.as_ref().map(|(r, _)| r.to_string()))
+            .or_else(|| step.sessions.first().map(|w| w.user.to_string()))
+            .or_else(|| step.expiries.first().or(step.flaps.first()).or(step.forgets.first()).map(|(u, _)| u.to_string()))
+            .or_else(|| step.forget.first().map(|u| u.to_string()))
+            .or_else(|| step.memberships.first().map(|(u, ..)| u.to_string()))
+            .or_else(|| step.events.first().map(|(u, _)| u.to_string()))
+            .or_else(|| step.record.as_ref().map(|r| r.user.to_string()));
+        first.map_or(0, |id| of(&id))
+    }
+
+    /// The programs of a step, one per shard it writes to: guards first (in
+    /// its home shard; one in another shard cannot be checked in the same
+    /// script and is left out, see `docs/contract.md`), then writes, records
+    /// and events, each in the shard of its keys.
+    fn compile(&self, step: &Step) -> (Shard, Programs) {
+        let k = self.keys();
+        let home = self.home(step);
+        let of = |id: &str| k.shard_of(id);
+        let mut ps = Programs::new(self.r.is_cluster());
+        for g in &step.guards {
+            let shard = match g {
+                Guard::Fresh(..) => home,
+                Guard::User(u, _) | Guard::Sessions(u, _) | Guard::Owned(u, _) | Guard::Watched(u, _) | Guard::HasSession(u, _) | Guard::Created(u, _) => of(u.as_str()),
+                Guard::CanShow { owner, .. } => of(owner.as_str()),
+                Guard::Room(r, _) | Guard::Open(r) => of(r.as_str()),
+                Guard::Meeting(m, _) => of(m.as_str()),
+            };
+            if shard != home {
+                continue;
+            }
+            let p = ps.at(home);
+            match g {
+                Guard::Fresh(u, key) => p.op("fresh").key(k.kept(u, home)).key(k.records(u, home)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000),
                 Guard::User(u, v) => p.op("feq").key(k.user(u)).arg("v").arg(v),
                 Guard::Room(r, rev) => p.op("feq").key(k.room(r)).arg("rev").arg(rev),
                 Guard::Open(r) => p.op("open").key(k.room(r)),
@@ -130,11 +179,14 @@ impl RedisStore {
             };
         }
         for u in &step.users {
-            p.op("hset").key(k.user(&u.user_id)).arg(2).arg("doc").arg(to_json(u)).arg("v").arg(u.version);
-            p.op("zadd").key(k.users()).arg(0).arg(&u.user_id);
+            let n = of(u.user_id.as_str());
+            ps.at(n).op("hset").key(k.user(&u.user_id)).arg(2).arg("doc").arg(to_json(u)).arg("v").arg(u.version);
+            ps.at(n).op("zadd").key(k.users(n)).arg(0).arg(&u.user_id);
         }
         for (r, created) in &step.rooms {
             let (rk, id, open) = (k.room(&r.room_id), r.room_id.as_str(), r.is_open());
+            let rs = of(id);
+            let p = ps.at(rs);
             p.op("hset").key(rk.clone()).arg(1).arg("doc").arg(to_json(r));
             p.op("hincr").key(rk.clone()).arg("rev");
             if *created {
@@ -149,35 +201,37 @@ impl RedisStore {
                 Some(m) => {
                     let pair = pair_key(&r.owner, &r.abonent);
                     if *created {
-                        p.op("hset").key(k.meeting_pairs(m)).arg(1).arg(&pair).arg(id);
+                        ps.at(of(m.as_str())).op("hset").key(k.meeting_pairs(m)).arg(1).arg(&pair).arg(id);
                     }
                     if !open {
-                        p.op("hdel").key(k.meeting_pairs(m)).arg(&pair);
+                        ps.at(of(m.as_str())).op("hdel").key(k.meeting_pairs(m)).arg(&pair);
                     }
                 }
                 None => {
+                    let (os, ab) = (of(r.owner.as_str()), of(r.abonent.as_str()));
                     if *created {
-                        p.op("hset").key(k.viewers(&r.owner)).arg(1).arg(&r.abonent).arg(id);
-                        p.op("hset").key(k.watching(&r.abonent)).arg(1).arg(&r.owner).arg(id);
+                        ps.at(os).op("hset").key(k.viewers(&r.owner)).arg(1).arg(&r.abonent).arg(id);
+                        ps.at(ab).op("hset").key(k.watching(&r.abonent)).arg(1).arg(&r.owner).arg(id);
                     }
                     if !open {
-                        p.op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
-                        p.op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
+                        ps.at(os).op("hdel").key(k.viewers(&r.owner)).arg(&r.abonent);
+                        ps.at(ab).op("hdel").key(k.watching(&r.abonent)).arg(&r.owner);
                     }
                     if open && matches!(r.state, ConnState::Requested | ConnState::Offered) {
-                        p.op("zadd").key(k.negotiating()).arg(ms(r.updated_at)).arg(id);
+                        ps.at(rs).op("zadd").key(k.negotiating(rs)).arg(ms(r.updated_at)).arg(id);
                     } else {
-                        p.op("zrem").key(k.negotiating()).arg(id);
+                        ps.at(rs).op("zrem").key(k.negotiating(rs)).arg(id);
                     }
                 }
             }
         }
         // Before the meeting's own writes, which date it in this set.
         if let Some((u, m)) = &step.created {
-            p.op("created").key(k.created(u)).arg(m);
+            ps.at(of(u.as_str())).op("created").key(k.created(u)).arg(m);
         }
         for w in &step.meetings {
             let (mk, pk) = (k.meeting(&w.meeting.meeting_id), k.meeting_pairs(&w.meeting.meeting_id));
+            let p = ps.at(of(w.meeting.meeting_id.as_str()));
             p.op("hset").key(mk.clone()).arg(1).arg("doc").arg(to_json(&w.meeting));
             p.op("hincr").key(mk.clone()).arg("rev");
             let gone = w.gone_after.map_or(String::new(), |d| d.as_millis().to_string());
@@ -192,9 +246,11 @@ impl RedisStore {
                 }
             }
             // The creator's count of meetings not gone, by the same date.
-            p.op("gone").key(k.created(&w.meeting.created_by)).arg(&w.meeting.meeting_id).arg(gone);
+            let c = &w.meeting.created_by;
+            ps.at(of(c.as_str())).op("gone").key(k.created(c)).arg(&w.meeting.meeting_id).arg(gone);
         }
         for (u, m, joined) in &step.memberships {
+            let p = ps.at(of(u.as_str()));
             if *joined {
                 p.op("hset").key(k.memberships(u)).arg(1).arg(m).arg(1);
             } else {
@@ -202,64 +258,113 @@ impl RedisStore {
             }
         }
         if let Some((r, _)) = &step.touch {
-            p.op("touch").key(k.room(r)).key(k.negotiating()).arg(r);
+            let rs = of(r.as_str());
+            ps.at(rs).op("touch").key(k.room(r)).key(k.negotiating(rs)).arg(r);
         }
         for w in &step.sessions {
             let member = Keys::node_session_member(&w.user, &w.session);
+            let n = of(w.user.as_str());
+            let p = ps.at(n);
             if w.open {
                 p.op("hset").key(k.sessions(&w.user)).arg(1).arg(&w.session).arg(&w.node);
-                p.op("sadd").key(k.lease_sessions(&w.node)).arg(member);
+                p.op("sadd").key(k.lease_sessions(&w.node, n)).arg(member);
             } else {
                 p.op("hdel").key(k.sessions(&w.user)).arg(&w.session);
-                p.op("srem").key(k.lease_sessions(&w.node)).arg(member);
+                p.op("srem").key(k.lease_sessions(&w.node, n)).arg(member);
             }
         }
-        for (u, at) in &step.expiries {
-            match at {
-                Some(at) => p.op("zadd").key(k.expiries()).arg(ms(*at)).arg(u),
-                None => p.op("zrem").key(k.expiries()).arg(u),
-            };
-        }
-        for (u, at) in &step.flaps {
-            match at {
-                Some(at) => p.op("zadd").key(k.flaps()).arg(ms(*at)).arg(u),
-                None => p.op("zrem").key(k.flaps()).arg(u),
-            };
-        }
-        for (u, at) in &step.forgets {
-            match at {
-                Some(at) => p.op("zadd").key(k.forgets()).arg(ms(*at)).arg(u),
-                None => p.op("zrem").key(k.forgets()).arg(u),
-            };
+        for (set, entries) in [(Keys::expiries as fn(&Keys, Shard) -> String, &step.expiries), (Keys::flaps, &step.flaps), (Keys::forgets, &step.forgets)] {
+            for (u, at) in entries {
+                let n = of(u.as_str());
+                match at {
+                    Some(at) => ps.at(n).op("zadd").key(set(k, n)).arg(ms(*at)).arg(u),
+                    None => ps.at(n).op("zrem").key(set(k, n)).arg(u),
+                };
+            }
         }
         for u in &step.forget {
+            let n = of(u.as_str());
+            let p = ps.at(n);
             p.op("del").key(k.user(u));
             p.op("del").key(k.created(u));
-            p.op("zrem").key(k.users()).arg(u);
-            p.op("zrem").key(k.forgets()).arg(u);
-            p.op("zrem").key(k.flaps()).arg(u);
+            p.op("zrem").key(k.users(n)).arg(u);
+            p.op("zrem").key(k.forgets(n)).arg(u);
+            p.op("zrem").key(k.flaps(n)).arg(u);
         }
         if let Some(kept) = &step.record {
+            // Where the step runs (its guard checks it there), and in the
+            // caller's own shard, where a retry's read finds it.
             let u = &kept.user;
-            p.op("keep")
-                .key(k.kept(u))
-                .key(k.records(u))
-                .arg(kept.key.as_str())
-                .arg(&kept.record)
-                .arg(RECORD_KEEP_S * 1000)
-                .arg(kept.per_user_max);
+            let mut places = vec![home];
+            if of(u.as_str()) != home {
+                places.push(of(u.as_str()));
+            }
+            for n in places {
+                ps.at(n)
+                    .op("keep")
+                    .key(k.kept(u, n))
+                    .key(k.records(u, n))
+                    .arg(kept.key.as_str())
+                    .arg(&kept.record)
+                    .arg(RECORD_KEEP_S * 1000)
+                    .arg(kept.per_user_max);
+            }
         }
         // Everyone hears the state change before its consequences (a camera
         // off before the hangups it causes), as the memory store sends them.
         for ev in &step.broadcast {
             let Some(user) = ev.presence_of() else { continue };
-            p.op("plog").key(k.presence_log()).key(k.presence()).key(k.presence_of(user)).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
+            let n = of(user.as_str());
+            ps.at(n).op("plog").key(k.presence_log(n)).key(k.presence(n)).key(k.presence_of(user)).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
         }
         for (to, ev) in &step.events {
+            let p = ps.at(of(to.as_str()));
             p.op("log").key(k.log(to)).key(k.channel(to)).arg(ev.name()).arg(step.accepted_us).arg(ev.to_json());
             p.arg(self.bounds.keep_max).arg(self.bounds.keep.as_millis() as u64);
         }
-        p
+        (home, ps)
+    }
+
+    /// Runs outbox entry `id` of shard `from` (its program `prog`) in shard
+    /// `to`, once however often it is relayed.
+    async fn relay(&self, from: Shard, id: &str, to: Shard, prog: &str) -> Result<()> {
+        let p = Program::relay(prog, self.keys().relayed(to), &format!("{from} {id}")).ok_or_else(|| corrupt(format!("outbox entry {id}")))?;
+        let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, p.keys(), p.args()).await?;
+        match out.first().and_then(text).as_deref() {
+            Some("ok") => Ok(()),
+            _ => Err(corrupt(format!("relay answered {out:?}"))),
+        }
+    }
+
+    /// Relays shard `from`'s outbox entries, the oldest first (`only`: just
+    /// those), and drops them; returns how many.
+    async fn relay_outbox(&self, from: Shard, only: Option<&HashSet<String>>) -> Result<usize> {
+        let k = self.keys();
+        let entries: Vec<Entry> = self.r.query(redis::cmd("XRANGE").arg(k.outbox(from)).arg("-").arg("+").arg("COUNT").arg(100)).await?;
+        let mut done = Vec::new();
+        for (id, fields) in &entries {
+            if only.is_some_and(|o| !o.contains(id)) {
+                continue;
+            }
+            let field = |name: &str| fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
+            let (Some(to), Some(prog)) = (field("t").and_then(|t| t.parse::<Shard>().ok()), field("p")) else { continue };
+            self.relay(from, id, to, &prog).await?;
+            done.push(id.clone());
+        }
+        if !done.is_empty() {
+            self.r.query::<()>(redis::cmd("XDEL").arg(k.outbox(from)).arg(&done)).await?;
+        }
+        Ok(done.len())
+    }
+
+    /// Claims what is due in every shard's set of this kind.
+    async fn claim_all(&self, set: fn(&Keys, Shard) -> String) -> Result<Vec<(String, i64)>> {
+        let k = self.keys();
+        let mut due = Vec::new();
+        for d in futures_util::future::join_all((0..k.shards()).map(|n| self.claim(set(k, n)))).await {
+            due.extend(d?);
+        }
+        Ok(due)
     }
 
     async fn claim(&self, key: String) -> Result<Vec<(String, i64)>> {
@@ -275,6 +380,8 @@ enum Slot {
     Room(RoomId),
     Owned,
     Watched,
+    /// The room ids of the rooms a user watches (their rooms are read next).
+    WatchedIds,
     Pair,
     Sessions,
     Record,
@@ -285,120 +392,202 @@ enum Slot {
     Time,
 }
 
+type ReadPrograms = std::collections::BTreeMap<Shard, (Program, Vec<Slot>)>;
+
+/// Shard `n`'s read program, with what its next instruction is for.
+fn slot_at(ps: &mut ReadPrograms, n: Shard, slot: Slot) -> &mut Program {
+    let e = ps.entry(n).or_default();
+    e.1.push(slot);
+    &mut e.0
+}
+
+fn rooms_of(v: &Value) -> Result<Vec<RoomRead>> {
+    Ok(items(v).iter().map(|h| room_of(&hash(h))).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+}
+
+/// Files one read instruction's answer in the snapshot.
+fn file(s: &mut Snapshot, slot: Slot, v: &Value) -> Result<()> {
+    match slot {
+        Slot::User(u) => {
+            if let Some(x) = user_of(&hash(v))? {
+                s.users.insert(u, x);
+            }
+        }
+        Slot::Room(r) => {
+            if let Some(x) = room_of(&hash(v))? {
+                s.rooms.insert(r, x);
+            }
+        }
+        Slot::Owned => s.owned = rooms_of(v)?,
+        Slot::Watched => s.watched = rooms_of(v)?,
+        Slot::WatchedIds => {}
+        Slot::Pair => {
+            let parts = items(v);
+            s.viewers = parts.first().map(int).transpose()?.unwrap_or(0);
+            s.pair_room = parts.get(1).map(|h| room_of(&hash(h))).transpose()?.flatten();
+        }
+        Slot::Sessions => s.sessions = hash(v).into_iter().map(|(id, node)| (SessionId::from_string(id), node)).collect(),
+        Slot::Record => s.record = text(v).filter(|t| !t.is_empty()),
+        Slot::Meeting(m) => {
+            if let Some(x) = meeting_of(&hash(v))? {
+                s.meetings.insert(m, x);
+            }
+        }
+        Slot::Pairs => s.pairs = rooms_of(v)?,
+        Slot::Created => s.created = int(v)?,
+        Slot::Time => {
+            // TIME answers two strings: seconds and microseconds.
+            let part = |i: usize| items(v).get(i).and_then(text).and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| corrupt(format!("TIME answered {v:?}")));
+            s.now = Utc.timestamp_micros(part(0)? * 1_000_000 + part(1)?).single().ok_or_else(|| corrupt("TIME out of range"))?;
+        }
+        Slot::MemberOf => s.member_of = hash(v).into_keys().filter_map(|m| MeetingId::parse(&m).ok()).collect(),
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for RedisStore {
+    /// One `read.lua` per shard the read touches, all at once (with one
+    /// shard: one round trip). With more, the rooms a user watches are in
+    /// their owners' shards: a second read follows the first.
     async fn read(&self, q: &Read) -> Result<Snapshot> {
         let k = self.keys();
-        let mut p = Program::new();
-        let mut slots = Vec::new();
+        let of = |id: &str| k.shard_of(id);
+        let mut ps: ReadPrograms = std::collections::BTreeMap::new();
+        let at = slot_at;
         for u in &q.users {
-            p.op("hash").key(k.user(u));
-            slots.push(Slot::User(u.clone()));
+            at(&mut ps, of(u.as_str()), Slot::User(u.clone())).op("hash").key(k.user(u));
         }
         for r in &q.rooms {
-            p.op("hash").key(k.room(r));
-            slots.push(Slot::Room(r.clone()));
+            at(&mut ps, of(r.as_str()), Slot::Room(r.clone())).op("hash").key(k.room(r));
         }
         if let Some(u) = &q.owned_by {
-            p.op("index").key(k.viewers(u)).arg(k.room_prefix());
-            slots.push(Slot::Owned);
+            let n = of(u.as_str());
+            at(&mut ps, n, Slot::Owned).op("index").key(k.viewers(u)).arg(k.room_prefix(n));
         }
         if let Some(u) = &q.watched_by {
-            p.op("index").key(k.watching(u)).arg(k.room_prefix());
-            slots.push(Slot::Watched);
+            let n = of(u.as_str());
+            if k.shards() == 1 {
+                at(&mut ps, n, Slot::Watched).op("index").key(k.watching(u)).arg(k.room_prefix(n));
+            } else {
+                at(&mut ps, n, Slot::WatchedIds).op("hash").key(k.watching(u));
+            }
         }
         if let Some((o, a)) = &q.pair {
-            p.op("pair").key(k.viewers(o)).arg(a).arg(k.room_prefix());
-            slots.push(Slot::Pair);
+            let n = of(o.as_str());
+            at(&mut ps, n, Slot::Pair).op("pair").key(k.viewers(o)).arg(a).arg(k.room_prefix(n));
         }
         if let Some(u) = &q.sessions_of {
-            p.op("hash").key(k.sessions(u));
-            slots.push(Slot::Sessions);
+            at(&mut ps, of(u.as_str()), Slot::Sessions).op("hash").key(k.sessions(u));
         }
         if let Some((u, key)) = &q.record {
-            p.op("kept").key(k.kept(u)).key(k.records(u)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000);
-            slots.push(Slot::Record);
+            let n = of(u.as_str());
+            at(&mut ps, n, Slot::Record).op("kept").key(k.kept(u, n)).key(k.records(u, n)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000);
         }
         for m in &q.meetings {
-            p.op("hash").key(k.meeting(m));
-            slots.push(Slot::Meeting(m.clone()));
+            at(&mut ps, of(m.as_str()), Slot::Meeting(m.clone())).op("hash").key(k.meeting(m));
         }
         if let Some(m) = &q.meeting_pairs {
-            p.op("index").key(k.meeting_pairs(m)).arg(k.room_prefix());
-            slots.push(Slot::Pairs);
+            let n = of(m.as_str());
+            at(&mut ps, n, Slot::Pairs).op("index").key(k.meeting_pairs(m)).arg(k.room_prefix(n));
         }
         if let Some(u) = &q.meetings_of {
-            p.op("hash").key(k.memberships(u));
-            slots.push(Slot::MemberOf);
+            at(&mut ps, of(u.as_str()), Slot::MemberOf).op("hash").key(k.memberships(u));
         }
         if let Some(u) = &q.created_by {
-            p.op("alive").key(k.created(u));
-            slots.push(Slot::Created);
+            at(&mut ps, of(u.as_str()), Slot::Created).op("alive").key(k.created(u));
         }
         let mut s = Snapshot::default();
-        if p.is_empty() {
+        let Some(first) = ps.keys().next().copied() else {
             // Nothing read, nothing decided on: the time is only for what the step writes.
             s.now = Utc::now();
             return Ok(s);
-        }
+        };
         // Redis's clock, in the same round trip: the step's time.
-        p.op("time");
-        slots.push(Slot::Time);
-        let out: Vec<Value> = self.r.run(&self.r.scripts.read, p.keys(), p.args()).await?;
-        let rooms = |v: &Value| -> Result<Vec<RoomRead>> { Ok(items(v).iter().map(|h| room_of(&hash(h))).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect()) };
-        for (slot, v) in slots.into_iter().zip(out.iter()) {
-            match slot {
-                Slot::User(u) => {
-                    if let Some(x) = user_of(&hash(v))? {
-                        s.users.insert(u, x);
-                    }
+        at(&mut ps, first, Slot::Time).op("time");
+        let outs = futures_util::future::join_all(ps.iter().map(|(_, (p, _))| self.r.run::<Vec<Value>>(&self.r.scripts.read, p.keys(), p.args()))).await;
+        let mut watched_ids = Vec::new();
+        for ((_, (_, slots)), out) in ps.into_iter().zip(outs) {
+            let out = out?;
+            for (slot, v) in slots.into_iter().zip(out.iter()) {
+                if let Slot::WatchedIds = slot {
+                    watched_ids = hash(v).into_values().filter_map(|id| RoomId::parse(&id).ok()).collect();
+                } else {
+                    file(&mut s, slot, v)?;
                 }
-                Slot::Room(r) => {
-                    if let Some(x) = room_of(&hash(v))? {
-                        s.rooms.insert(r, x);
-                    }
-                }
-                Slot::Owned => s.owned = rooms(v)?,
-                Slot::Watched => s.watched = rooms(v)?,
-                Slot::Pair => {
-                    let parts = items(v);
-                    s.viewers = parts.first().map(int).transpose()?.unwrap_or(0);
-                    s.pair_room = parts.get(1).map(|h| room_of(&hash(h))).transpose()?.flatten();
-                }
-                Slot::Sessions => s.sessions = hash(v).into_iter().map(|(id, node)| (SessionId::from_string(id), node)).collect(),
-                Slot::Record => s.record = text(v).filter(|t| !t.is_empty()),
-                Slot::Meeting(m) => {
-                    if let Some(x) = meeting_of(&hash(v))? {
-                        s.meetings.insert(m, x);
-                    }
-                }
-                Slot::Pairs => s.pairs = rooms(v)?,
-                Slot::Created => s.created = int(v)?,
-                Slot::Time => {
-                    // TIME answers two strings: seconds and microseconds.
-                    let part = |i: usize| items(v).get(i).and_then(text).and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| corrupt(format!("TIME answered {v:?}")));
-                    s.now = Utc.timestamp_micros(part(0)? * 1_000_000 + part(1)?).single().ok_or_else(|| corrupt("TIME out of range"))?;
-                }
-                Slot::MemberOf => s.member_of = hash(v).into_keys().filter_map(|m| MeetingId::parse(&m).ok()).collect(),
             }
+        }
+        if !watched_ids.is_empty() {
+            let rooms = self.read(&Read { rooms: watched_ids, ..Read::default() }).await?;
+            s.watched = rooms.rooms.into_values().filter(|r| r.room.is_open()).collect();
+            s.watched.sort_by(|a, b| a.room.room_id.cmp(&b.room.room_id));
         }
         Ok(s)
     }
 
+    /// With one shard: one script. With more: one script in the step's home
+    /// shard, which keeps the writes for other shards in its outbox; this
+    /// node then relays them before it answers (so a client that waits for
+    /// its answer keeps its order), and any node's sweeper relays what a
+    /// node that died left behind.
     async fn commit(&self, step: &Step) -> Result<Commit> {
-        let p = self.compile(step);
-        if p.keys().is_empty() {
+        let k = self.keys();
+        let (home, ps) = self.compile(step);
+        let (mut main, foreign) = ps.split(home);
+        let foreign: Vec<(Shard, String)> = foreign.into_iter().map(|(n, p)| (n, p.to_json())).collect();
+        for (n, json) in &foreign {
+            main.op("outbox").key(k.outbox(home)).arg(n).arg(json);
+        }
+        if main.keys().is_empty() {
             return Ok(Commit::Done);
         }
-        let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, p.keys(), p.args()).await?;
+        let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, main.keys(), main.args()).await?;
         match out.first().and_then(text).as_deref() {
-            Some("ok") => Ok(Commit::Done),
+            Some("ok") => {
+                let ids: Vec<String> = out.get(2).map(items).unwrap_or_default().iter().filter_map(text).collect();
+                if !ids.is_empty() {
+                    crate::failpoint::hit("commit.relay", step.record.is_some());
+                    // A relay that fails leaves the entry for the sweeper;
+                    // the call may have done all it will: 504, as for a lost answer.
+                    let relays = foreign.iter().zip(&ids).map(|((n, json), id)| self.relay(home, id, *n, json));
+                    for r in futures_util::future::join_all(relays).await {
+                        r.map_err(|e| Error::OutcomeUnknown(anyhow::anyhow!("relaying to another shard: {e}")))?;
+                    }
+                    let _ = self.r.query::<()>(redis::cmd("XDEL").arg(k.outbox(home)).arg(&ids)).await;
+                }
+                Ok(Commit::Done)
+            }
             Some("conflict") => Ok(Commit::Conflict),
             Some("closed") => Ok(Commit::Closed),
             Some("missing") => Ok(Commit::Missing),
-            Some("recorded") => Ok(Commit::Recorded(out.get(1).and_then(text).unwrap_or_default())),
+            Some("recorded") => {
+                // A retry: what the first try left in the outbox goes first.
+                if k.shards() > 1 {
+                    self.relay_outbox(home, None).await.map_err(|e| Error::OutcomeUnknown(anyhow::anyhow!("relaying a retried step: {e}")))?;
+                }
+                Ok(Commit::Recorded(out.get(1).and_then(text).unwrap_or_default()))
+            }
             _ => Err(corrupt(format!("commit answered {out:?}"))),
         }
+    }
+
+    async fn relay_stale(&self) -> Result<()> {
+        let k = self.keys();
+        if k.shards() == 1 {
+            return Ok(());
+        }
+        for n in 0..k.shards() {
+            let ids: Vec<Entry> = self.r.query(redis::cmd("XRANGE").arg(k.outbox(n)).arg("-").arg("+").arg("COUNT").arg(100)).await?;
+            let now: HashSet<String> = ids.into_iter().map(|(id, _)| id).collect();
+            // Only entries seen a sweep ago: a fresh one is its committer's to relay, in order.
+            let before = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(n, now.clone()).unwrap_or_default();
+            let stale: HashSet<String> = now.intersection(&before).cloned().collect();
+            if !stale.is_empty() {
+                let relayed = self.relay_outbox(n, Some(&stale)).await?;
+                tracing::info!(shard = n, relayed, "relayed outbox entries a node left behind");
+            }
+        }
+        Ok(())
     }
 
     async fn users(&self, q: &UserQuery) -> Result<UserPage> {
@@ -410,7 +599,20 @@ impl Store for RedisStore {
         };
         let mut users = Vec::new();
         loop {
-            let ids: Vec<String> = self.r.query(redis::cmd("ZRANGE").arg(k.users()).arg(&start).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(batch)).await?;
+            // Each shard's next ids, merged: the first `batch` of them all are
+            // the directory's next, whichever shard each is in.
+            let pages = (0..k.shards()).map(|n| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(k.users(n)).arg(&start).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(batch);
+                async move { self.r.query::<Vec<String>>(&cmd).await }
+            });
+            let mut ids = Vec::new();
+            for page in futures_util::future::join_all(pages).await {
+                ids.extend(page?);
+            }
+            ids.sort();
+            let more = ids.len() >= batch;
+            ids.truncate(batch);
             if !ids.is_empty() {
                 let read = Read { users: ids.iter().filter_map(|id| UserId::parse(id).ok()).collect(), ..Read::default() };
                 let snap = self.read(&read).await?;
@@ -422,7 +624,7 @@ impl Store for RedisStore {
                     }
                 }
             }
-            if users.len() > q.limit || ids.len() < batch {
+            if users.len() > q.limit || !more {
                 break;
             }
             start = format!("({}", ids.last().expect("a full batch"));
@@ -431,24 +633,26 @@ impl Store for RedisStore {
     }
 
     async fn claim_expired(&self) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().expiries()).await?;
-        Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
+        Ok(self.claim_all(Keys::expiries).await?.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
     async fn claim_flaps(&self) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().flaps()).await?;
-        Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
+        Ok(self.claim_all(Keys::flaps).await?.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
     async fn claim_forgettable(&self) -> Result<Vec<UserId>> {
-        let due = self.claim(self.keys().forgets()).await?;
-        Ok(due.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
+        Ok(self.claim_all(Keys::forgets).await?.into_iter().filter_map(|(u, _)| UserId::parse(&u).ok()).collect())
     }
 
     async fn idle_rooms(&self, idle: std::time::Duration) -> Result<Vec<RoomId>> {
+        let k = self.keys();
         let args = [idle.as_millis().to_string().into_bytes()];
-        let ids: Vec<String> = self.r.run(&self.r.scripts.idle, &[self.keys().negotiating()], &args).await?;
-        Ok(ids.iter().filter_map(|id| RoomId::parse(id).ok()).collect())
+        let keys: Vec<[String; 1]> = (0..k.shards()).map(|n| [k.negotiating(n)]).collect();
+        let mut rooms = Vec::new();
+        for ids in futures_util::future::join_all(keys.iter().map(|key| self.r.run::<Vec<String>>(&self.r.scripts.idle, key, &args))).await {
+            rooms.extend(ids?.iter().filter_map(|id| RoomId::parse(id).ok()));
+        }
+        Ok(rooms)
     }
 
     /// A write, not a PING: a Redis that answers but refuses writes
@@ -475,7 +679,16 @@ impl Store for RedisStore {
     }
 
     async fn lease_sessions(&self, lease: &str) -> Result<Vec<(UserId, SessionId)>> {
-        let all: Vec<String> = self.r.query(redis::cmd("SMEMBERS").arg(self.keys().lease_sessions(lease))).await?;
+        let k = self.keys();
+        let sets = (0..k.shards()).map(|n| {
+            let mut cmd = redis::cmd("SMEMBERS");
+            cmd.arg(k.lease_sessions(lease, n));
+            async move { self.r.query::<Vec<String>>(&cmd).await }
+        });
+        let mut all = Vec::new();
+        for set in futures_util::future::join_all(sets).await {
+            all.extend(set?);
+        }
         Ok(all
             .iter()
             .filter_map(|e| e.split_once(SEP))
@@ -485,6 +698,19 @@ impl Store for RedisStore {
 
     async fn forget_lease(&self, lease: &str) -> Result<()> {
         let k = self.keys();
-        self.r.pipe(redis::pipe().atomic().cmd("ZREM").arg(k.leases()).arg(lease).ignore().cmd("DEL").arg(k.lease_sessions(lease)).ignore()).await
+        if k.shards() == 1 {
+            return self.r.pipe(redis::pipe().atomic().cmd("ZREM").arg(k.leases()).arg(lease).ignore().cmd("DEL").arg(k.lease_sessions(lease, 0)).ignore()).await;
+        }
+        // The sessions' sets first: a node that dies in between leaves the
+        // lease, which is swept again and finds nothing.
+        let dels = (0..k.shards()).map(|n| {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(k.lease_sessions(lease, n));
+            async move { self.r.query::<()>(&cmd).await }
+        });
+        for r in futures_util::future::join_all(dels).await {
+            r?;
+        }
+        self.r.query(redis::cmd("ZREM").arg(k.leases()).arg(lease)).await
     }
 }

@@ -20,6 +20,20 @@ fn big_offer(bytes: usize, n: usize) -> Value {
     json!({"type": "offer", "sdp": sdp})
 }
 
+/// A session that keeps `user` online however long a test runs: it reads
+/// and drops every frame, so it answers the heartbeat and never fills its
+/// outbox (a session left unread is rightly closed, and its user's rooms
+/// with it: on a slow machine that was a 409 `room_closed` mid-test).
+async fn stay_online(node: &ProcNode, user: &str) -> tokio::task::JoinHandle<()> {
+    let url = format!("ws://127.0.0.1:{}/ws?token={user}", node.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    match ws.next().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => {}
+        other => panic!("no hello: {other:?}"),
+    }
+    tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} })
+}
+
 async fn room(node: &ProcNode, owner: &str, viewer: &str) -> String {
     assert_eq!(node.post("cameraOn", owner, None, &json!({})).await.0, 200);
     let (status, show) = node.post("cameraShow", viewer, None, &json!({"user_id": "ann"})).await;
@@ -31,8 +45,9 @@ async fn room(node: &ProcNode, owner: &str, viewer: &str) -> String {
 async fn fresh_idempotency_keys_do_not_grow_memory() {
     let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__EVENTS__KEEP_MAX", "8")]).await;
     let (ann, bob) = (token("ann"), token("bob"));
-    // A session keeps ann online (and her camera on) however long this takes.
-    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    // Sessions keep ann online (and her camera on) and bob's view open
+    // however long this takes: a REST-only viewer is `gone` after the grace.
+    let _online = (stay_online(&node, &ann).await, stay_online(&node, &bob).await);
     let room = room(&node, &ann, &bob).await;
     let offer = |i: usize| {
         let body = json!({"room_id": room, "offer": big_offer(61 * 1024, i)});
@@ -200,7 +215,7 @@ async fn a_ping_flood_that_never_reads_is_closed_at_the_outbox_bound() {
 async fn kept_answers_hold_no_copy_of_the_peers_offer() {
     let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__EVENTS__KEEP_MAX", "8")]).await;
     let (ann, bob) = (token("ann"), token("bob"));
-    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    let _online = (stay_online(&node, &ann).await, stay_online(&node, &bob).await);
     let room = room(&node, &ann, &bob).await;
     let round = |i: usize| {
         let (node, ann, bob, room) = (&node, ann.clone(), bob.clone(), room.clone());
@@ -251,7 +266,7 @@ async fn kept_answers_hold_no_copy_of_the_peers_offer() {
 async fn a_resume_replays_the_log_a_page_at_a_time() {
     let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000")]).await;
     let (ann, bob) = (token("ann"), token("bob"));
-    let _online = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={ann}", node.port)).await.unwrap();
+    let _online = stay_online(&node, &ann).await;
     let mut first = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={bob}&presence=false", node.port)).await.unwrap().0;
     let hello: Value = match first.next().await {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => serde_json::from_str(&t).unwrap(),

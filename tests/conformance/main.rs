@@ -18,10 +18,12 @@ pub mod support;
 pub enum Kind {
     Memory,
     Redis,
+    /// Redis with `redis.shards = 4`: steps that span shards go through the outbox.
+    Sharded,
 }
 
-/// Makes each `async fn <scenario>(kind: Kind)` two tests,
-/// `<scenario>::memory` and `<scenario>::redis`.
+/// Makes each `async fn <scenario>(kind: Kind)` three tests,
+/// `<scenario>::memory`, `<scenario>::redis` and `<scenario>::sharded`.
 macro_rules! on_both {
     ($($scenario:ident),+ $(,)?) => {$(
         mod $scenario {
@@ -33,6 +35,11 @@ macro_rules! on_both {
             #[actix_web::test]
             async fn redis() {
                 super::$scenario($crate::Kind::Redis).await
+            }
+
+            #[actix_web::test]
+            async fn sharded() {
+                super::$scenario($crate::Kind::Sharded).await
             }
         }
     )+};

@@ -31,13 +31,21 @@ async fn nodes(kind: Kind, f: impl Fn(&mut camsig::config::Settings) + Clone) ->
             let one = spawn_app_with(f).await;
             Nodes { name: "memory", nodes: vec![one.clone(), one.clone(), one], _redis: None }
         }
-        Kind::Redis => {
+        Kind::Redis | Kind::Sharded => {
             let redis = Redis::start().await;
+            let shards = if matches!(kind, Kind::Sharded) { 4 } else { 1 };
             let mut nodes = Vec::new();
             for n in ["c1", "c2", "c3"] {
-                nodes.push(node_with(&redis, n, f.clone()).await);
+                let f = f.clone();
+                nodes.push(
+                    node_with(&redis, n, move |s| {
+                        s.redis.shards = shards;
+                        f(s);
+                    })
+                    .await,
+                );
             }
-            Nodes { name: "redis", nodes, _redis: Some(redis) }
+            Nodes { name: if shards == 1 { "redis" } else { "sharded" }, nodes, _redis: Some(redis) }
         }
     }
 }

@@ -7,10 +7,10 @@
 //! meetings, a resume, expiries, forgetting, a dead node swept) runs every
 //! script.
 //!
-//! Issue #25 is under way: what is still built inside a script, or still
-//! spans slots, is listed in `KNOWN_UNDECLARED` and `MAY_SPAN_SLOTS`. The
-//! test fails on anything not listed, and on a listed entry no longer seen,
-//! so the lists only shrink.
+//! What is still built inside a script, or still spans slots, is listed in
+//! `KNOWN_UNDECLARED` and `MAY_SPAN_SLOTS`. The test fails on anything not
+//! listed, on a listed entry no longer seen (so the lists only shrink), and
+//! on any undeclared key outside the slot of the call's declared keys.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
@@ -23,15 +23,22 @@ use crate::support::cluster::*;
 use crate::support::*;
 
 /// (script, kind of key) still reached by a name built inside the script:
-/// the rooms of an index read (`read`'s `index` and `pair`). (Kept answers
+/// the rooms of an index read (`read`'s `index` and `pair`), always placed in
+/// the index's slot (a room is drawn beside its owner or its meeting; the
+/// rooms a user watches are read from their owners' shards in a second
+/// call), so one round trip reads an index and its rooms. (Kept answers
 /// past the per-user limit, and a user's live meetings, were too, until
 /// each moved into a hash or a dated sorted set of the user's own.)
 const KNOWN_UNDECLARED: &[(&str, &str)] = &[("read", "room")];
 
-/// Scripts whose calls may still declare keys of several slots (a step
-/// touches several users, rooms and the global sets; the outbox of issue
-/// #25 is not built yet). Every other script must stay in one slot.
-const MAY_SPAN_SLOTS: &[&str] = &["commit", "read"];
+/// Scripts whose calls may still declare keys of several slots: none, with
+/// the state in shards (a step's writes for other shards go through its
+/// outbox, a read is one call per shard).
+const MAY_SPAN_SLOTS: &[&str] = &[];
+
+/// `redis.shards` for the workload: more than one, so that every step that
+/// crosses shards shows.
+const SHARDS: u16 = 4;
 
 /// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of
 /// the whole key, modulo 16384.
@@ -130,7 +137,10 @@ impl Drop for Monitor {
 
 /// The kind of a key: its segment after the prefix (`camsig:room:<id>` is `room`).
 fn kind(key: &[u8]) -> String {
-    String::from_utf8_lossy(key).split(':').nth(1).unwrap_or("?").to_owned()
+    let key = String::from_utf8_lossy(key);
+    // `{P:n}:kind:...`, or `P:kind:...` with one shard.
+    let rest = key.split_once("}:").map_or_else(|| key.split_once(':').map_or("", |(_, r)| r), |(_, r)| r);
+    rest.split(':').next().unwrap_or("?").to_owned()
 }
 
 fn ok(r: Res) {
@@ -142,6 +152,7 @@ fn ok(r: Res) {
 /// dead node's lease swept.
 async fn workload(redis: &Redis) {
     let a = node_with(redis, "keys-a", |s| {
+        s.redis.shards = SHARDS;
         s.limits.max_idempotency_keys = 2;
         s.presence.forget_after = Duration::from_secs(1);
     })
@@ -184,7 +195,8 @@ async fn workload(redis: &Redis) {
     wait_until(Duration::from_secs(20), "bob forgotten", async || a.get("/webrtc/users/bob", Some(&ann)).await.status == 404).await;
 
     // A node dies: its lease is claimed and swept.
-    let mut doomed = ProcNode::start(redis, "keys-doomed").await;
+    let shards = SHARDS.to_string();
+    let mut doomed = ProcNode::start_with(redis, "keys-doomed", &[("CAMSIG__REDIS__SHARDS", &shards)]).await;
     let cat = token("cat");
     let _cat_ws = doomed.ws(&cat).await;
     doomed.kill();
@@ -210,6 +222,7 @@ async fn every_script_declares_its_keys_in_one_slot() {
     let mut conn = redis.conn().await;
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut undeclared: BTreeMap<(&str, String), (usize, String)> = BTreeMap::new();
+    let mut foreign: BTreeMap<&str, (usize, String)> = BTreeMap::new();
     let mut spans: BTreeMap<&str, (usize, String)> = BTreeMap::new();
     // The script whose commands the following `lua` lines are, and its KEYS.
     let mut current: Option<(&str, BTreeSet<Vec<u8>>)> = None;
@@ -249,6 +262,15 @@ async fn every_script_declares_its_keys_in_one_slot() {
         }
         let keys: Vec<Vec<u8>> = getkeys.query_async(&mut conn).await.unwrap_or_default();
         for k in keys {
+            // Even a listed undeclared key must be in the call's slot: a
+            // cluster node refuses a script that reaches another slot.
+            if !declared.contains(&k) && !declared.iter().any(|d| slot(d) == slot(&k)) {
+                let e = foreign.entry(*name).or_insert((0, String::new()));
+                e.0 += 1;
+                if e.1.is_empty() {
+                    e.1 = format!("{cmd} {}", String::from_utf8_lossy(&k));
+                }
+            }
             if !declared.contains(&k) {
                 let e = undeclared.entry((name, kind(&k))).or_insert((0, String::new()));
                 e.0 += 1;
@@ -261,6 +283,7 @@ async fn every_script_declares_its_keys_in_one_slot() {
     eprintln!("script calls seen: {seen:?}");
     eprintln!("undeclared keys (script, kind) -> (accesses, first): {undeclared:?}");
     eprintln!("calls whose keys span slots: {spans:?}");
+    eprintln!("undeclared keys outside the call's slot: {foreign:?}");
 
     for (name, _) in scripts.all() {
         assert!(seen.contains_key(name), "the workload never ran the {name} script: {seen:?}");
@@ -275,6 +298,9 @@ async fn every_script_declares_its_keys_in_one_slot() {
         if !undeclared.contains_key(&(*name, kind.to_string())) {
             failures.push(format!("({name}, {kind}) is listed in KNOWN_UNDECLARED but no longer seen: take it off the list"));
         }
+    }
+    for (name, (n, first)) in &foreign {
+        failures.push(format!("{n} call(s) of {name} reached a key outside the slot of its declared keys, first: {first}"));
     }
     for (name, (n, first)) in &spans {
         if !MAY_SPAN_SLOTS.contains(name) {

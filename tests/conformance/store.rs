@@ -52,13 +52,14 @@ async fn backend(kind: Kind) -> Backend {
             let mem = Arc::new(MemoryBroker::new(Arc::new(Collect::default()), BOUNDS));
             Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone(), camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: mem, _redis: None }
         }
-        Kind::Redis => {
+        Kind::Redis | Kind::Sharded => {
             let redis = Redis::start().await;
             let client = redis::Client::open(redis.url()).unwrap();
             let counter = prometheus::IntCounter::new("rt", "round trips").unwrap();
-            let r = Arc::new(camsig::redis::Redis::new(camsig::redis::Backend::Single(client), "conf", counter));
+            let shards = if matches!(kind, Kind::Sharded) { 4 } else { 1 };
+            let r = Arc::new(camsig::redis::Redis::new(camsig::redis::Backend::Single(client), "conf", shards, counter));
             let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS, std::time::Duration::from_secs(2)));
-            Backend { name: "redis", store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: rb, _redis: Some(redis) }
+            Backend { name: if shards == 1 { "redis" } else { "sharded" }, store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: rb, _redis: Some(redis) }
         }
     }
 }

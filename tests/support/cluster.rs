@@ -154,7 +154,7 @@ pub trait Backing {
     /// Points a node's settings at it.
     fn apply(&self, s: &mut camsig::config::Settings);
     /// The same, as a child node's environment.
-    fn env(&self) -> (&'static str, String);
+    fn env(&self) -> Vec<(&'static str, String)>;
 }
 
 impl<T: Backing> Backing for &T {
@@ -162,7 +162,7 @@ impl<T: Backing> Backing for &T {
         (*self).apply(s)
     }
 
-    fn env(&self) -> (&'static str, String) {
+    fn env(&self) -> Vec<(&'static str, String)> {
         (*self).env()
     }
 }
@@ -172,8 +172,8 @@ impl Backing for Redis {
         s.redis.url = Some(SecretString::from(self.url()));
     }
 
-    fn env(&self) -> (&'static str, String) {
-        ("CAMSIG__REDIS__URL", self.url())
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("CAMSIG__REDIS__URL", self.url())]
     }
 }
 
@@ -181,10 +181,11 @@ impl Backing for RedisCluster {
     fn apply(&self, s: &mut camsig::config::Settings) {
         s.redis.url = None;
         s.redis.cluster_urls = self.urls().into_iter().map(SecretString::from).collect();
+        s.redis.shards = self.shards;
     }
 
-    fn env(&self) -> (&'static str, String) {
-        ("CAMSIG__REDIS__CLUSTER_URLS", self.urls().join(","))
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("CAMSIG__REDIS__CLUSTER_URLS", self.urls().join(",")), ("CAMSIG__REDIS__SHARDS", self.shards.to_string())]
     }
 }
 
@@ -197,11 +198,12 @@ pub async fn node(redis: &impl Backing, name: &str) -> TestApp {
 pub async fn node_with(redis: &impl Backing, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
     let mut at = camsig::config::Settings::default();
     redis.apply(&mut at);
-    let (url, cluster_urls) = (at.redis.url, at.redis.cluster_urls);
+    let (url, cluster_urls, shards) = (at.redis.url, at.redis.cluster_urls, at.redis.shards);
     let name = name.to_owned();
     spawn_app_with(move |s| {
         s.redis.url = url;
         s.redis.cluster_urls = cluster_urls;
+        s.redis.shards = shards;
         s.node.id = Some(name);
         s.presence.ttl = std::time::Duration::from_secs(TTL_S);
         s.presence.grace = std::time::Duration::from_secs(GRACE_S);
@@ -231,9 +233,9 @@ impl ProcNode {
 
     /// With extra environment, e.g. `CAMSIG_FAILPOINT`.
     pub async fn start_with(redis: &impl Backing, name: &str, env: &[(&str, &str)]) -> ProcNode {
-        let ((url_key, url), ttl, grace) = (redis.env(), TTL_S.to_string(), GRACE_S.to_string());
-        let mut all = vec![
-            (url_key, url.as_str()),
+        let (backing, ttl, grace) = (redis.env(), TTL_S.to_string(), GRACE_S.to_string());
+        let mut all: Vec<(&str, &str)> = backing.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend([
             ("CAMSIG__AUTH__JWT_SECRET", SECRET),
             ("CAMSIG__NODE__ID", name),
             ("CAMSIG__PRESENCE__TTL_S", ttl.as_str()),
@@ -241,7 +243,7 @@ impl ProcNode {
             ("CAMSIG__LIMITS__RATE_PER_S", "10000"),
             ("CAMSIG__LIMITS__PRESENCE_PER_MIN", "100000"),
             ("RUST_LOG", "warn,camsig::startup=info"),
-        ];
+        ]);
         all.extend_from_slice(env);
         let node = ProcNode(Process::spawn(&all).await);
         let http = awc::Client::default();
@@ -299,6 +301,8 @@ impl ProcNode {
 /// timeout so a failover takes a second or two.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
+    /// `redis.shards` for the nodes on it (16: the state spread over the masters).
+    pub shards: u16,
     children: Vec<Option<Child>>,
     dir: std::path::PathBuf,
 }
@@ -308,7 +312,7 @@ impl RedisCluster {
         let n = masters * (1 + replicas);
         let dir = std::env::temp_dir().join(format!("camsig-cluster-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut c = RedisCluster { ports: vec![], children: vec![], dir };
+        let mut c = RedisCluster { ports: vec![], shards: 16, children: vec![], dir };
         for _ in 0..n {
             let (port, bus) = (free_port(), free_port());
             let child = Command::new("redis-server")

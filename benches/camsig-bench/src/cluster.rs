@@ -118,7 +118,7 @@ impl Cluster {
     }
 
     /// `nodes` camsig nodes on a Redis Cluster of `masters` masters, no replicas
-    /// (`redis.cluster_urls`).
+    /// (`redis.cluster_urls`), the state spread over 16 shards.
     pub async fn start_on_redis_cluster(camsig: &Path, nodes: usize, masters: usize) -> Result<Cluster> {
         let dir = std::env::temp_dir().join(format!("camsig-bench-cluster-{}", free_port()));
         std::fs::create_dir_all(&dir)?;
@@ -158,7 +158,7 @@ impl Cluster {
         let urls = procs.iter().map(|p| format!("redis://127.0.0.1:{}/", p.port)).collect::<Vec<_>>().join(",");
         let mut nodes_ = Vec::new();
         for i in 0..nodes {
-            nodes_.push(spawn_camsig(camsig, &format!("bench-{i}"), None, &[("CAMSIG__REDIS__CLUSTER_URLS", &urls)])?);
+            nodes_.push(spawn_camsig(camsig, &format!("bench-{i}"), None, &[("CAMSIG__REDIS__CLUSTER_URLS", &urls), ("CAMSIG__REDIS__SHARDS", "16")])?);
         }
         for n in &mut nodes_ {
             wait_ready(n, "/readyz", "camsig node").await?;

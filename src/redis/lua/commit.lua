@@ -4,13 +4,25 @@
 -- ARGV is a flat list of opcodes, each followed by its arguments; a key
 -- argument is an index into KEYS. Guards come before any write, so a failed
 -- guard leaves nothing behind.
-local ids = {}
+local ids, oids = {}, {}
 -- On a Redis Cluster channels are sharded (in the step's slot): 'sharded' says so first.
 local publish = 'PUBLISH'
 while more() do
   local op = arg()
   if op == 'sharded' then
     publish = 'SPUBLISH'
+  elseif op == 'once' then
+    -- A relayed outbox entry: a second relay of it does nothing. Marks last
+    -- 10 minutes; a stuck entry is relayed within seconds.
+    local k, m = key(), arg()
+    if redis.call('ZSCORE', k, m) then return {'ok', ids, oids} end
+    local now = now_ms()
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now - 600000)
+    redis.call('ZADD', k, now, m)
+  elseif op == 'outbox' then
+    -- Writes for another shard: kept here, in this step, until relayed.
+    local k, target, prog = key(), arg(), arg()
+    oids[#oids + 1] = redis.call('XADD', k, '*', 't', target, 'p', prog)
   elseif op == 'fresh' then
     local k, idx, f, ms = key(), key(), arg(), tonumber(arg())
     local v = kept(k, idx, f, ms)
@@ -119,4 +131,4 @@ while more() do
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end
 end
-return {'ok', ids}
+return {'ok', ids, oids}
