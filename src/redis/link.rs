@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::Backend;
+use super::backend::Backend;
 
 /// What the link hears.
 pub enum Heard {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, Conn};
+use super::backend::{Backend, Conn};
 use crate::error::{Error, Result};
 
 /// How long one `WAIT` waits for the replicas.

@@ -264,7 +264,9 @@ async fn kept_answers_hold_no_copy_of_the_peers_offer() {
 /// with the whole replay written at once: +201 MiB.
 #[actix_web::test]
 async fn a_resume_replays_the_log_a_page_at_a_time() {
-    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000")]).await;
+    // bob is away while his log fills: a long grace keeps his view open (on
+    // a slow machine the default one ended mid-test, closing the room).
+    let node = ProcNode::start(&[("CAMSIG__LIMITS__RATE_PER_S", "100000"), ("CAMSIG__PRESENCE__GRACE_S", "600")]).await;
     let (ann, bob) = (token("ann"), token("bob"));
     let _online = stay_online(&node, &ann).await;
     let mut first = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={bob}&presence=false", node.port)).await.unwrap().0;
