@@ -53,6 +53,15 @@ impl Keys {
         placement(id) % self.shards
     }
 
+    /// The shard a key of this table is in, from its hash tag (0 with one shard).
+    pub fn shard_of_key(&self, key: &str) -> Shard {
+        if self.shards == 1 {
+            return 0;
+        }
+        let tag = format!("{{{}:", self.p);
+        key.strip_prefix(&tag).and_then(|rest| rest.split_once('}')).and_then(|(n, _)| n.parse().ok()).unwrap_or(0)
+    }
+
     /// Every key of shard `n` starts with this.
     pub fn tag(&self, n: Shard) -> String {
         if self.shards == 1 { self.whole.clone() } else { format!("{{{}:{n}}}", self.p) }
@@ -261,5 +270,8 @@ mod tests {
         // A room placed beside its owner is in the owner's shard.
         let room = RoomId::near("ann");
         assert_eq!(many.shard_of(room.as_str()), n);
+        assert_eq!(many.shard_of_key(&many.log(&ann)), n);
+        assert_eq!(many.shard_of_key(&many.relayed(9)), 9);
+        assert_eq!(one.shard_of_key(&one.log(&ann)), 0);
     }
 }

@@ -227,7 +227,8 @@ impl Redis {
             r => r,
         }?;
         if let Some(w) = &self.waiter {
-            w.replicated().await?;
+            let shard = keys.first().map_or(0, |k| self.keys.shard_of_key(k));
+            w.replicated(shard as usize).await?;
         }
         Ok(out)
     }

@@ -25,7 +25,7 @@ const QUEUE: usize = 65_536;
 type Ack = std::result::Result<u32, String>;
 
 pub struct Waiter {
-    tx: mpsc::Sender<oneshot::Sender<Ack>>,
+    tx: mpsc::Sender<(usize, oneshot::Sender<Ack>)>,
     replicas: u32,
 }
 
@@ -38,13 +38,15 @@ impl Waiter {
         Self { tx, replicas }
     }
 
-    /// Ok once every step answered before this call is on `replicas`
-    /// replicas; `OutcomeUnknown` when they did not all acknowledge it in time
-    /// (the step ran on the master, and a failover may lose it).
-    pub async fn replicated(&self) -> Result<()> {
+    /// Ok once every step answered before this call in `shard` is on
+    /// `replicas` replicas; `OutcomeUnknown` when they did not all
+    /// acknowledge it in time (the step ran on the master, and a failover
+    /// may lose it). Only that shard's master is asked: a replica that lags
+    /// elsewhere holds up no other shard's calls.
+    pub async fn replicated(&self, shard: usize) -> Result<()> {
         let unknown = |why: String| Error::OutcomeUnknown(anyhow::anyhow!(why));
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.map_err(|_| unknown("the replica waiter stopped".into()))?;
+        self.tx.send((shard, tx)).await.map_err(|_| unknown("the replica waiter stopped".into()))?;
         match tokio::time::timeout(OP_TIMEOUT + OP_TIMEOUT, rx).await {
             Ok(Ok(Ok(acked))) if acked >= self.replicas => Ok(()),
             Ok(Ok(Ok(acked))) => Err(unknown(format!("the step reached {acked} of {} replicas in {WAIT_MS} ms", self.replicas))),
@@ -54,51 +56,64 @@ impl Waiter {
     }
 }
 
-async fn run(client: Backend, marks: Vec<String>, replicas: u32, mut rx: mpsc::Receiver<oneshot::Sender<Ack>>, round_trips: prometheus::IntCounter) {
+async fn run(client: Backend, marks: Vec<String>, replicas: u32, mut rx: mpsc::Receiver<(usize, oneshot::Sender<Ack>)>, round_trips: prometheus::IntCounter) {
     let mut conn: Option<Conn> = None;
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < QUEUE {
+        // Every step that asked meanwhile, by shard: one WAIT per shard asked.
+        let mut batch: std::collections::BTreeMap<usize, Vec<oneshot::Sender<Ack>>> = Default::default();
+        let mut n = 1;
+        batch.entry(first.0.min(marks.len() - 1)).or_default().push(first.1);
+        while n < QUEUE {
             match rx.try_recv() {
-                Ok(s) => batch.push(s),
+                Ok((shard, s)) => batch.entry(shard.min(marks.len() - 1)).or_default().push(s),
                 Err(_) => break,
             }
+            n += 1;
         }
-        let ack = wait_once(&client, &mut conn, &marks, replicas).await;
-        round_trips.inc_by(marks.len() as u64);
-        for s in batch {
-            let _ = s.send(ack.clone());
+        let shards: Vec<usize> = batch.keys().copied().collect();
+        let acks = wait_once(&client, &mut conn, &marks, &shards, replicas).await;
+        round_trips.inc_by(shards.len() as u64);
+        for (ack, (_, senders)) in acks.into_iter().zip(batch) {
+            for s in senders {
+                let _ = s.send(ack.clone());
+            }
         }
     }
 }
 
-async fn wait_once(client: &Backend, conn: &mut Option<Conn>, marks: &[String], replicas: u32) -> Ack {
+/// One `INCR` + `WAIT` on the master of each shard in `shards`, at once: an
+/// answer per shard.
+async fn wait_once(client: &Backend, conn: &mut Option<Conn>, marks: &[String], shards: &[usize], replicas: u32) -> Vec<Ack> {
     if conn.is_none() {
-        *conn = Some(tokio::time::timeout(OP_TIMEOUT, client.connect()).await.map_err(|_| "no connection in time".to_string())?.map_err(|e| e.to_string())?);
+        let opened = match tokio::time::timeout(OP_TIMEOUT, client.connect()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return vec![Err(e.to_string()); shards.len()],
+            Err(_) => return vec![Err("no connection in time".to_string()); shards.len()],
+        };
+        *conn = Some(opened);
     }
     let c = conn.as_ref().expect("opened above").clone();
-    // On a cluster each pipeline goes to the master of its mark's slot: one
-    // WAIT per shard, so every master a step wrote to has its replicas' ack.
-    let waits = marks.iter().map(|mark| {
+    // On a cluster each pipeline goes to the master of its mark's slot.
+    let waits = shards.iter().map(|&n| {
         let mut c = c.clone();
         let mut p = redis::pipe();
-        p.cmd("INCR").arg(mark).ignore().cmd("WAIT").arg(replicas).arg(WAIT_MS);
+        p.cmd("INCR").arg(&marks[n]).ignore().cmd("WAIT").arg(replicas).arg(WAIT_MS);
         async move { tokio::time::timeout(OP_TIMEOUT, p.query_async::<(u32,)>(&mut c)).await }
     });
-    let mut least = u32::MAX;
+    let mut acks = Vec::new();
     for r in futures_util::future::join_all(waits).await {
-        match r {
-            Ok(Ok((acked,))) => least = least.min(acked),
+        acks.push(match r {
+            Ok(Ok((acked,))) => Ok(acked),
             Ok(Err(e)) => {
                 *conn = None;
-                return Err(e.to_string());
+                Err(e.to_string())
             }
             Err(_) => {
                 // A connection that stopped answering is replaced.
                 *conn = None;
-                return Err(format!("no answer in {OP_TIMEOUT:?}"));
+                Err(format!("no answer in {OP_TIMEOUT:?}"))
             }
-        }
+        });
     }
-    Ok(least)
+    acks
 }

@@ -58,9 +58,10 @@ impl Program {
         serde_json::json!({"k": self.keys, "a": args}).to_string()
     }
 
-    /// An outbox entry's program, run once: `once` (the entry's name in
-    /// `relayed`, a key put last) before everything it holds.
-    pub fn relay(json: &str, relayed: String, entry: &str) -> Option<Self> {
+    /// An outbox entry's program, run once: `once` (the entry's id `entry`
+    /// against the last one relayed from shard `from`, in `relayed`, a key
+    /// put last) before everything it holds.
+    pub fn relay(json: &str, relayed: String, from: Shard, entry: &str) -> Option<Self> {
         #[derive(serde::Deserialize)]
         struct Kept {
             k: Vec<String>,
@@ -71,7 +72,7 @@ impl Program {
         for (i, k) in p.keys.iter().enumerate() {
             p.index.insert(k.clone(), i);
         }
-        p.op("once").key(relayed).arg(entry);
+        p.op("once").key(relayed).arg(from).arg(entry);
         p.args.extend(kept.a.into_iter().map(String::into_bytes));
         Some(p)
     }
@@ -128,9 +129,9 @@ mod tests {
     fn a_relayed_program_runs_once_first_with_its_keys_where_they_were() {
         let mut p = Program::new();
         p.op("hdel").key("a".into()).arg("x");
-        let r = Program::relay(&p.to_json(), "rel".into(), "3 1-0").unwrap();
+        let r = Program::relay(&p.to_json(), "rel".into(), 3, "1-0").unwrap();
         assert_eq!(r.keys(), ["a", "rel"]);
         let args: Vec<String> = r.args().iter().map(|a| String::from_utf8(a.clone()).unwrap()).collect();
-        assert_eq!(args, ["once", "2", "3 1-0", "hdel", "1", "x"]);
+        assert_eq!(args, ["once", "2", "3", "1-0", "hdel", "1", "x"]);
     }
 }

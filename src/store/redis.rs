@@ -27,6 +27,12 @@ use crate::redis::{Keys, Redis};
 /// A stream entry: its id and flat field-value pairs.
 type Entry = (String, Vec<String>);
 
+/// A stream id (`ms-seq`), to compare.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// `update_user` entries kept for catching up after a pub/sub gap.
 pub const PRESENCE_LOG_MAX: usize = 10_000;
 
@@ -328,7 +334,7 @@ impl RedisStore {
     /// Runs outbox entry `id` of shard `from` (its program `prog`) in shard
     /// `to`, once however often it is relayed.
     async fn relay(&self, from: Shard, id: &str, to: Shard, prog: &str) -> Result<()> {
-        let p = Program::relay(prog, self.keys().relayed(to), &format!("{from} {id}")).ok_or_else(|| corrupt(format!("outbox entry {id}")))?;
+        let p = Program::relay(prog, self.keys().relayed(to), from, id).ok_or_else(|| corrupt(format!("outbox entry {id}")))?;
         let out: Vec<Value> = self.r.run_step(&self.r.scripts.commit, p.keys(), p.args()).await?;
         match out.first().and_then(text).as_deref() {
             Some("ok") => Ok(()),
@@ -336,25 +342,65 @@ impl RedisStore {
         }
     }
 
-    /// Relays shard `from`'s outbox entries, the oldest first (`only`: just
-    /// those), and drops them; returns how many.
-    async fn relay_outbox(&self, from: Shard, only: Option<&HashSet<String>>) -> Result<usize> {
+    /// Relays shard `from`'s outbox, oldest first, and drops what it
+    /// relayed: every entry, or (`upto`) those up to a step's last entry
+    /// for that step's targets. Each target's entries go in order (`once`
+    /// applies an entry only past the last one relayed from `from`), the
+    /// targets at once; a target whose relay fails keeps the rest of its
+    /// entries, and the call fails. Returns how many it relayed.
+    async fn relay_outbox(&self, from: Shard, upto: Option<(&str, &HashSet<Shard>)>) -> Result<usize> {
+        const PAGE: usize = 200;
         let k = self.keys();
-        let entries: Vec<Entry> = self.r.query(redis::cmd("XRANGE").arg(k.outbox(from)).arg("-").arg("+").arg("COUNT").arg(100)).await?;
-        let mut done = Vec::new();
-        for (id, fields) in &entries {
-            if only.is_some_and(|o| !o.contains(id)) {
-                continue;
+        let mut start = "-".to_owned();
+        let mut relayed = 0;
+        let mut failed: HashMap<Shard, String> = HashMap::new();
+        loop {
+            let entries: Vec<Entry> = self.r.query(redis::cmd("XRANGE").arg(k.outbox(from)).arg(&start).arg("+").arg("COUNT").arg(PAGE)).await?;
+            let last_page = entries.len() < PAGE;
+            let mut past = false;
+            let mut by: std::collections::BTreeMap<Shard, Vec<(&str, String)>> = Default::default();
+            for (id, fields) in &entries {
+                if upto.is_some_and(|(last, _)| stream_id(id) > stream_id(last)) {
+                    past = true;
+                    break;
+                }
+                let field = |name: &str| fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
+                let (Some(to), Some(prog)) = (field("t").and_then(|t| t.parse::<Shard>().ok()), field("p")) else { continue };
+                if upto.is_some_and(|(_, targets)| !targets.contains(&to)) || failed.contains_key(&to) {
+                    continue;
+                }
+                by.entry(to).or_default().push((id, prog));
             }
-            let field = |name: &str| fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned();
-            let (Some(to), Some(prog)) = (field("t").and_then(|t| t.parse::<Shard>().ok()), field("p")) else { continue };
-            self.relay(from, id, to, &prog).await?;
-            done.push(id.clone());
+            let runs = by.into_iter().map(|(to, list)| async move {
+                let mut done = Vec::new();
+                for (id, prog) in list {
+                    if let Err(e) = self.relay(from, id, to, &prog).await {
+                        return (to, done, Some(e.to_string()));
+                    }
+                    done.push(id.to_owned());
+                }
+                (to, done, None)
+            });
+            let mut done = Vec::new();
+            for (to, ids, err) in futures_util::future::join_all(runs).await {
+                done.extend(ids);
+                if let Some(e) = err {
+                    failed.insert(to, e);
+                }
+            }
+            if !done.is_empty() {
+                relayed += done.len();
+                self.r.query::<()>(redis::cmd("XDEL").arg(k.outbox(from)).arg(&done)).await?;
+            }
+            match entries.last() {
+                Some((id, _)) if !past && !last_page => start = format!("({id}"),
+                _ => break,
+            }
         }
-        if !done.is_empty() {
-            self.r.query::<()>(redis::cmd("XDEL").arg(k.outbox(from)).arg(&done)).await?;
+        match failed.into_iter().next() {
+            Some((to, e)) => Err(Error::OutcomeUnknown(anyhow::anyhow!("relaying from shard {from} to shard {to}: {e}"))),
+            None => Ok(relayed),
         }
-        Ok(done.len())
     }
 
     /// Claims what is due in every shard's set of this kind.
@@ -427,7 +473,11 @@ fn file(s: &mut Snapshot, slot: Slot, v: &Value) -> Result<()> {
             s.pair_room = parts.get(1).map(|h| room_of(&hash(h))).transpose()?.flatten();
         }
         Slot::Sessions => s.sessions = hash(v).into_iter().map(|(id, node)| (SessionId::from_string(id), node)).collect(),
-        Slot::Record => s.record = text(v).filter(|t| !t.is_empty()),
+        Slot::Record => {
+            if let Some(t) = text(v).filter(|t| !t.is_empty()) {
+                s.record = Some(t);
+            }
+        }
         Slot::Meeting(m) => {
             if let Some(x) = meeting_of(&hash(v))? {
                 s.meetings.insert(m, x);
@@ -480,10 +530,6 @@ impl Store for RedisStore {
         if let Some(u) = &q.sessions_of {
             at(&mut ps, of(u.as_str()), Slot::Sessions).op("hash").key(k.sessions(u));
         }
-        if let Some((u, key)) = &q.record {
-            let n = of(u.as_str());
-            at(&mut ps, n, Slot::Record).op("kept").key(k.kept(u, n)).key(k.records(u, n)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000);
-        }
         for m in &q.meetings {
             at(&mut ps, of(m.as_str()), Slot::Meeting(m.clone())).op("hash").key(k.meeting(m));
         }
@@ -496,6 +542,18 @@ impl Store for RedisStore {
         }
         if let Some(u) = &q.created_by {
             at(&mut ps, of(u.as_str()), Slot::Created).op("alive").key(k.created(u));
+        }
+        if let Some((u, key)) = &q.record {
+            // A kept answer is in the shard its step ran in (one this read
+            // reads: the step's guards are on what it read), and copied to
+            // the caller's: a duplicate on another node finds it in either.
+            let mut shards: Vec<Shard> = ps.keys().copied().collect();
+            shards.push(of(u.as_str()));
+            shards.sort_unstable();
+            shards.dedup();
+            for n in shards {
+                at(&mut ps, n, Slot::Record).op("kept").key(k.kept(u, n)).key(k.records(u, n)).arg(key.as_str()).arg(RECORD_KEEP_S * 1000);
+            }
         }
         let mut s = Snapshot::default();
         let Some(first) = ps.keys().next().copied() else {
@@ -545,15 +603,14 @@ impl Store for RedisStore {
         match out.first().and_then(text).as_deref() {
             Some("ok") => {
                 let ids: Vec<String> = out.get(2).map(items).unwrap_or_default().iter().filter_map(text).collect();
-                if !ids.is_empty() {
+                if let Some(last) = ids.last() {
                     crate::failpoint::hit("commit.relay", step.record.is_some());
-                    // A relay that fails leaves the entry for the sweeper;
-                    // the call may have done all it will: 504, as for a lost answer.
-                    let relays = foreign.iter().zip(&ids).map(|((n, json), id)| self.relay(home, id, *n, json));
-                    for r in futures_util::future::join_all(relays).await {
-                        r.map_err(|e| Error::OutcomeUnknown(anyhow::anyhow!("relaying to another shard: {e}")))?;
-                    }
-                    let _ = self.r.query::<()>(redis::cmd("XDEL").arg(k.outbox(home)).arg(&ids)).await;
+                    // Before the answer, with what came before it for the
+                    // same targets: a client that waits keeps its order. A
+                    // relay that fails leaves the entry for the sweeper; the
+                    // call may have done all it will: 504, as for a lost answer.
+                    let targets: HashSet<Shard> = foreign.iter().map(|(n, _)| *n).collect();
+                    self.relay_outbox(home, Some((last, &targets))).await.map_err(|e| Error::OutcomeUnknown(anyhow::anyhow!("relaying to another shard: {e}")))?;
                 }
                 Ok(Commit::Done)
             }
@@ -583,7 +640,8 @@ impl Store for RedisStore {
             let before = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(n, now.clone()).unwrap_or_default();
             let stale: HashSet<String> = now.intersection(&before).cloned().collect();
             if !stale.is_empty() {
-                let relayed = self.relay_outbox(n, Some(&stale)).await?;
+                // Everything, in order: what a dead node left goes before what came after it.
+                let relayed = self.relay_outbox(n, None).await?;
                 tracing::info!(shard = n, relayed, "relayed outbox entries a node left behind");
             }
         }

@@ -260,3 +260,172 @@ async fn a_relay_cut_short_by_a_dead_node_is_finished_by_another_once() {
     let ev = v.next_event().await;
     assert_eq!(ev["data"]["candidate"], candidate(2), "the cut candidate came once: {ev}");
 }
+
+/// Pairs whose owner and viewer are in different shards, `n` of them.
+fn pairs_apart(k: &camsig::redis::Keys, tag: &str, n: usize) -> Vec<(String, String)> {
+    let owners = (0..).map(|i| format!("{tag}-own-{i}"));
+    let mut out = Vec::new();
+    for o in owners {
+        let v = (0..).map(|i| format!("{o}-v{i}")).find(|v| k.shard_of(v) != k.shard_of(&o)).unwrap();
+        out.push((o, v));
+        if out.len() == n {
+            return out;
+        }
+    }
+    unreachable!()
+}
+
+/// One call, sent with one key to two nodes at the same moment, by a
+/// caller whose shard is not the room's: one runs, the other answers what
+/// it did (`idempotent-replayed`), for cameraShow, answer and hangup alike.
+/// Found by a fault probe: the duplicate looked for the kept answer only in
+/// the caller's shard, before the relay put it there (cameraShow 200 not
+/// replayed, answer 409 `no_offer`, hangup 409 `room_closed`).
+#[actix_web::test]
+async fn a_call_sent_twice_at_once_across_shards_runs_once() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let k = keys(&cluster);
+    // A long grace: the viewers call by REST alone, with no session.
+    let long = |s: &mut camsig::config::Settings| s.presence.grace = Duration::from_secs(120);
+    let (a, b) = (node_with(&cluster, "dup-a", long).await, node_with(&cluster, "dup-b", long).await);
+    let pairs = pairs_apart(&k, "dup", 60);
+    for (o, _) in &pairs {
+        assert_eq!(a.camera_on(&token(o)).await.status, 200);
+    }
+    let twice = |op: &'static str, who: String, key: String, body: serde_json::Value| {
+        let (a, b) = (&a, &b);
+        async move {
+            let t = token(&who);
+            let (x, y) = futures_util::join!(a.post_once(op, &t, &key, body.clone()), b.post_once(op, &t, &key, body));
+            let replayed = [&x, &y].iter().filter(|r| r.header("idempotent-replayed").is_some()).count();
+            assert_eq!(x.status, y.status, "{op}: {} / {}", x.body, y.body);
+            assert_eq!(replayed, 1, "{op}: one ran, one replayed ({} / {})", x.body, y.body);
+            x
+        }
+    };
+    let shows = pairs.iter().map(|(o, v)| twice("cameraShow", v.clone(), format!("show-{v}"), json!({"user_id": o})));
+    let rooms: Vec<String> = futures_util::future::join_all(shows).await.into_iter().map(|r| {
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["connection"]["room_id"].as_str().unwrap().to_owned()
+    }).collect();
+    for ((o, _), room) in pairs.iter().zip(&rooms) {
+        assert_eq!(a.post("offer", &token(o), json!({"room_id": room, "offer": sdp("offer")})).await.status, 202);
+    }
+    let answers = pairs.iter().zip(&rooms).map(|((_, v), room)| twice("answer", v.clone(), format!("ans-{v}"), json!({"room_id": room, "answer": sdp("answer")})));
+    for r in futures_util::future::join_all(answers).await {
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let hangups = pairs.iter().zip(&rooms).map(|((_, v), room)| twice("hangup", v.clone(), format!("bye-{v}"), json!({"room_id": room})));
+    for r in futures_util::future::join_all(hangups).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+/// With `redis.min_replicas_acked = 1`, a replica that stops answering holds
+/// up only its master's shards: a call in a shard on another master is
+/// answered at once. Found by a fault probe: every call waited on every
+/// shard's master, so one stalled replica made all of them 504.
+#[actix_web::test]
+async fn a_stalled_replica_holds_up_only_its_masters_shards() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let k = keys(&cluster);
+    let node = node_with(&cluster, "rep-a", |s| s.redis.min_replicas_acked = 1).await;
+    let stalled = cluster.master_of(&k.tag(0)).await;
+    let replica = cluster.replica_of(stalled).await;
+    let mut users = Vec::new();
+    for i in 0.. {
+        let u = format!("rep-{i}");
+        if cluster.master_of(&k.tag(k.shard_of(&u))).await != stalled {
+            users.push(u);
+        }
+        if users.len() == 10 {
+            break;
+        }
+    }
+    assert_eq!(node.camera_on(&token(&users[0])).await.status, 200, "with every replica up");
+    cluster.pause(replica);
+    for u in &users {
+        let r = node.camera_on(&token(u)).await;
+        assert_eq!(r.status, 200, "{u}: {}", r.body);
+    }
+    cluster.resume(replica);
+}
+
+/// The viewers' master pauses mid-stream, so relays into their shard pile
+/// up in the owners' outbox and calls answer 504: each owner retries with
+/// the same key until it gets its answer, and every viewer still gets every
+/// candidate once, in its owner's order (a retry relays what its shard's
+/// outbox holds for a target first, all of it, in order).
+#[actix_web::test]
+async fn a_relay_backlog_keeps_each_senders_order() {
+    const STREAMS: usize = 20;
+    const EACH: u16 = 30;
+    let cluster = RedisCluster::start(3, 0).await;
+    let k = keys(&cluster);
+    let long = |s: &mut camsig::config::Settings| s.presence.grace = Duration::from_secs(120);
+    let (a, b) = (node_with(&cluster, "bl-a", long).await, node_with(&cluster, "bl-b", long).await);
+    // Owners in one shard, viewers in another, on different masters.
+    let owner_shard = k.shard_of("bl-own-0");
+    let owner_master = cluster.master_of(&k.tag(owner_shard)).await;
+    let mut viewer_shard = None;
+    for n in 0..k.shards() {
+        if cluster.master_of(&k.tag(n)).await != owner_master {
+            viewer_shard = Some(n);
+            break;
+        }
+    }
+    let viewer_shard = viewer_shard.unwrap();
+    let owners: Vec<String> = (0..).map(|i| format!("bl-own-{i}")).filter(|u| k.shard_of(u) == owner_shard).take(STREAMS).collect();
+    let viewers: Vec<String> = (0..).map(|i| format!("bl-view-{i}")).filter(|u| k.shard_of(u) == viewer_shard).take(STREAMS).collect();
+    let mut socks = Vec::new();
+    let mut rooms = Vec::new();
+    for (o, v) in owners.iter().zip(&viewers) {
+        assert_eq!(a.camera_on(&token(o)).await.status, 200);
+        socks.push(b.ws_query(&token(v), "?presence=false").await);
+        rooms.push(b.show(&token(v), o).await);
+    }
+    let paused = cluster.master_of(&k.tag(viewer_shard)).await;
+    let pause = async {
+        // Once the streams are under way.
+        wait_until(Duration::from_secs(30), "the streams to start", async || {
+            let n: i64 = redis::cmd("XLEN").arg(format!("{{camsig:{viewer_shard}}}:log:{}", viewers[0])).query_async(&mut cluster.conn(paused).await).await.unwrap_or(0);
+            n > 3
+        })
+        .await;
+        let () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("ALL").query_async(&mut cluster.conn(paused).await).await.unwrap();
+    };
+    let retried = std::sync::atomic::AtomicUsize::new(0);
+    let streams = owners.iter().zip(&rooms).enumerate().map(|(s, (o, room))| {
+        let (a, b, retried) = (&a, &b, &retried);
+        async move {
+            let t = token(o);
+            for i in 0..EACH {
+                let key = format!("bl-{s}-{i}");
+                let body = json!({"room_id": room, "candidate": candidate(i)});
+                let mut tries = 0;
+                loop {
+                    let node = if (i as usize + tries) % 2 == 0 { a } else { b };
+                    let r = node.post_once("ice", &t, &key, body.clone()).await;
+                    if r.status == 202 {
+                        break;
+                    }
+                    assert!(matches!(r.status, 503 | 504), "{}: {}", r.status, r.body);
+                    tries += 1;
+                    retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    assert!(tries < 200, "candidate {i} of stream {s} never answered: {}", r.body);
+                    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    futures_util::join!(futures_util::future::join_all(streams), pause);
+    let retried = retried.into_inner();
+    eprintln!("relay backlog: {retried} calls answered 503/504 and retried");
+    assert!(retried > 0, "the pause made no call fail: the test tests nothing");
+    for (s, ws) in socks.iter_mut().enumerate() {
+        for i in 0..EACH {
+            let ev = ws.try_next(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("stream {s}: only {i} of {EACH}"));
+            assert_eq!(ev["data"]["candidate"], candidate(i), "stream {s}, in order, once: {ev}");
+        }
+    }
+}

@@ -436,6 +436,38 @@ impl RedisCluster {
         self.children.iter().position(Option::is_some).expect("a node alive")
     }
 
+    /// The index of a replica of node `i`.
+    pub async fn replica_of(&self, i: usize) -> usize {
+        for j in 0..self.ports.len() {
+            if j == i || self.children[j].is_none() {
+                continue;
+            }
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut self.conn(j).await).await.unwrap();
+            let port = match role.get(2) {
+                Some(redis::Value::Int(p)) => *p as u16,
+                _ => continue,
+            };
+            if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"slave") && port == self.ports[i] {
+                return j;
+            }
+        }
+        panic!("node {i} has no replica");
+    }
+
+    /// SIGSTOP node `i`: it holds its connections and answers nothing.
+    pub fn pause(&self, i: usize) {
+        if let Some(c) = &self.children[i] {
+            let _ = Command::new("kill").args(["-STOP", &c.id().to_string()]).status();
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&self, i: usize) {
+        if let Some(c) = &self.children[i] {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+        }
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {

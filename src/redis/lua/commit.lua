@@ -5,6 +5,13 @@
 -- argument is an index into KEYS. Guards come before any write, so a failed
 -- guard leaves nothing behind.
 local ids, oids = {}, {}
+-- Whether stream id a ("ms-seq") comes after b.
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
 -- On a Redis Cluster channels are sharded (in the step's slot): 'sharded' says so first.
 local publish = 'PUBLISH'
 while more() do
@@ -12,13 +19,13 @@ while more() do
   if op == 'sharded' then
     publish = 'SPUBLISH'
   elseif op == 'once' then
-    -- A relayed outbox entry: a second relay of it does nothing. Marks last
-    -- 10 minutes; a stuck entry is relayed within seconds.
-    local k, m = key(), arg()
-    if redis.call('ZSCORE', k, m) then return {'ok', ids, oids} end
-    local now = now_ms()
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now - 600000)
-    redis.call('ZADD', k, now, m)
+    -- A relayed outbox entry of shard src: applied only past the last entry
+    -- relayed from src (entries are relayed in order), so a second relay of
+    -- one does nothing. One field per shard: bounded.
+    local k, src, id = key(), arg(), arg()
+    local last = redis.call('HGET', k, src)
+    if last and not after(id, last) then return {'ok', ids, oids} end
+    redis.call('HSET', k, src, id)
   elseif op == 'outbox' then
     -- Writes for another shard: kept here, in this step, until relayed.
     local k, target, prog = key(), arg(), arg()
