@@ -69,6 +69,8 @@ class Client:
         self.transport = "none"
         # Sockets opened so far (a reconnect adds one).
         self.connects = 0
+        # Tokens refreshed on the open socket.
+        self.refreshes = 0
         self._http: Optional[aiohttp.ClientSession] = None
         self._queue: asyncio.Queue[Optional[Event]] = asyncio.Queue()
         self._seen: dict[str, None] = {}
@@ -309,6 +311,7 @@ class Client:
                 if todo == "refresh" and self._get_token is not None:
                     self._token = await self._fresh_token()
                     await ws.send_json({"cmd": "refresh", "ack": str(uuid.uuid4()), "token": self._token})
+                    self.refreshes += 1
             self._ws = None
             if ws.close_code in (1012, 1001):
                 return  # a drain or a restart: at once, elsewhere
