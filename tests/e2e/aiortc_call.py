@@ -1,7 +1,8 @@
 """Proves two real WebRTC peers (aiortc) make a call with camsig as their only
-signaling channel: the owner and the viewer hold their WebSockets and send their
-REST calls to two different nodes of a scripts/cluster, the owner sends a
-generated video track, and the viewer decodes at least 30 frames of it.
+signaling channel, through camsig's own Python client (clients/python): the
+owner and the viewer hold their WebSockets and send their calls to two
+different nodes of a scripts/cluster, the owner sends a generated video
+track, and the viewer decodes at least 30 frames of it.
 
 Usage: target/e2e/venv/bin/python tests/e2e/aiortc_call.py   (scripts/e2e sets it up)
 """
@@ -9,47 +10,68 @@ Usage: target/e2e/venv/bin/python tests/e2e/aiortc_call.py   (scripts/e2e sets i
 import asyncio
 import sys
 
-from harness import Client, Cluster, H, T, W, camera_call, say, sigterm_exits
+from aiortc.mediastreams import MediaStreamError
+
+import camsig
+from camsig.aiortc import Call
+
+from harness import BarTrack, Cluster, H, T, W, picture_has_bar, say, sigterm_exits
 
 TAG = "aiortc"
 
 
 async def main(cluster: Cluster) -> None:
     await cluster.ready()
-    owner = Client(cluster.url(0), cluster.token("ann"), "ann")
-    viewer = Client(cluster.url(1), cluster.token("bob"), "bob")
-    peers = []
-    try:
-        on = [(await owner.connect())["node_id"], (await viewer.connect())["node_id"]]
+    async with camsig.Client(cluster.url(0), token=cluster.token("ann")) as owner, camsig.Client(cluster.url(1), token=cluster.token("bob")) as viewer:
+        on = [owner.hello["node_id"], viewer.hello["node_id"]]
         assert on[0] != on[1], f"owner and viewer sessions are on different nodes: {on}"
         say(TAG, f"owner's WebSocket on {on[0]}, viewer's on {on[1]}")
-
-        user = (await owner.post("cameraOn", {"meta": {"name": "Ann"}}))["user"]
+        user = (await owner.camera_on({"name": "Ann"}))["user"]
         assert user["camera"] == "on"
-        seen = await viewer.next("update_user", lambda d: d["user"]["user_id"] == "ann" and d["user"]["camera"] == "on")
-        assert seen["data"]["user"]["version"] == user["version"]
-        listed = (await viewer.get("users?camera=on"))["users"]
-        assert [u["user_id"] for u in listed] == ["ann"], listed
+        while True:
+            seen = (await viewer.next_event("update_user", T)).data["user"]
+            if seen["user_id"] == "ann" and seen["camera"] == "on":
+                break
+        assert seen["version"] == user["version"]
+        assert viewer.users["ann"]["camera"] == "on"
 
-        o, v = await camera_call(owner, viewer, tag=TAG)
-        peers += [o, v]
-        await asyncio.wait_for(v.enough.wait(), T)
-        assert v.sizes == {(W, H)}, f"decoded frames are {W}x{H}: {v.sizes}"
-        assert v.bar_frames >= 25, f"decoded pictures show the sent bar: {v.bar_frames} of {v.frames}"
-        pair = v.selected_pair()
-        assert pair is not None and pair.remote_addr[0] == "127.0.0.1", f"media on loopback: {pair}"
-        say(TAG, f"viewer decoded {v.frames} frames of {W}x{H} over {pair}")
+        v = await Call.show(viewer, "ann")
+        show = await owner.next_event("show_cam", T)
+        assert show.data == {"room_id": v.room_id, "user_id": "bob"}, show.data
+        o = await Call.for_owner(owner, v.room_id)
+        o.pc.addTrack(BarTrack())
 
-        # The owner turns the camera off: the viewer hears hangup with reason camera_off.
-        await owner.post("cameraOff")
-        bye = await viewer.next("hangup", lambda d: d["room_id"] == o.room)
-        assert bye["data"]["reason"] == "camera_off", bye
-        say(TAG, "camera off: the viewer heard hangup (camera_off)")
-    finally:
-        for p in peers:
-            await p.close()
-        await owner.close()
-        await viewer.close()
+        frames, bars, sizes, enough = [0], [0], set(), asyncio.Event()
+
+        @v.pc.on("track")
+        def on_track(track):
+            async def receive() -> None:
+                while True:
+                    try:
+                        f = await track.recv()
+                    except MediaStreamError:
+                        return  # the call ended
+                    frames[0] += 1
+                    sizes.add((f.width, f.height))
+                    bars[0] += picture_has_bar(f)
+                    if frames[0] >= 30:
+                        enough.set()
+            asyncio.ensure_future(receive())
+
+        await o.offer()
+        await v.answer(T)
+        say(TAG, f"offer/answer done; {len(o.sent)} + {len(v.sent)} candidates trickled through camsig")
+        await asyncio.wait_for(enough.wait(), T)
+        assert sizes == {(W, H)}, f"decoded frames are {W}x{H}: {sizes}"
+        assert bars[0] >= 25, f"decoded pictures show the sent bar: {bars[0]} of {frames[0]}"
+        say(TAG, f"viewer decoded {frames[0]} frames of {W}x{H}")
+
+        # The owner turns the camera off: the viewer's call ends with reason camera_off.
+        await owner.camera_off()
+        await asyncio.wait_for(v.ended.wait(), T)
+        assert v.hangup_reason == "camera_off", v.hangup_reason
+        say(TAG, "camera off: the viewer's call ended (camera_off)")
+        await o.close()
 
 
 if __name__ == "__main__":

@@ -69,10 +69,14 @@ class Client:
         self.transport = "none"
         # Sockets opened so far (a reconnect adds one).
         self.connects = 0
+        # The last `hello` (`session_id`, `node_id`, ...).
+        self.hello: dict = {}
         # Tokens refreshed on the open socket.
         self.refreshes = 0
         self._http: Optional[aiohttp.ClientSession] = None
         self._queue: asyncio.Queue[Optional[Event]] = asyncio.Queue()
+        # Extra readers (`subscribe`), each handed every event too.
+        self._subscribers: list[asyncio.Queue[Optional[Event]]] = []
         self._seen: dict[str, None] = {}
         self._task: Optional[asyncio.Task] = None
         self._closed = False
@@ -109,6 +113,19 @@ class Client:
         if self._http is not None:
             await self._http.close()
         self._queue.put_nowait(None)
+        for q in self._subscribers:
+            q.put_nowait(None)
+
+    def subscribe(self) -> "asyncio.Queue[Optional[Event]]":
+        """A queue of its own that gets every event from now on (None when the
+        client closes), beside `events()`: for a helper such as a call."""
+        q: asyncio.Queue[Optional[Event]] = asyncio.Queue()
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: "asyncio.Queue[Optional[Event]]") -> None:
+        if q in self._subscribers:
+            self._subscribers.remove(q)
 
     async def events(self) -> AsyncIterator[Event]:
         """Each event once, in order, across reconnects and node changes."""
@@ -242,6 +259,8 @@ class Client:
         action, data, eid = raw.get("action", ""), raw.get("data") or {}, raw.get("id")
         name = action.removeprefix("server-action:")
         if name == "hello":
+            self.hello = data
+            self._connected.set()
             if self.since is None:
                 self.since = data.get("last_id")
             return None
@@ -265,7 +284,10 @@ class Client:
             if len(self._seen) > 4096:
                 self._seen.pop(next(iter(self._seen)))
             self.since = eid
-        self._queue.put_nowait(Event(action=action, data=data, id=eid, raw=raw))
+        ev = Event(action=action, data=data, id=eid, raw=raw)
+        self._queue.put_nowait(ev)
+        for q in self._subscribers:
+            q.put_nowait(ev)
         return None
 
     async def _run(self) -> None:
@@ -298,7 +320,6 @@ class Client:
             self._ws = ws
             self.connects += 1
             self.transport = "websocket"
-            self._connected.set()
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
