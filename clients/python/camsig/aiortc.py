@@ -149,3 +149,72 @@ class Call:
         cand: RTCIceCandidate = candidate_from_sdp(c["candidate"].removeprefix("a=").removeprefix("candidate:"))
         cand.sdpMid, cand.sdpMLineIndex = c.get("sdpMid"), c.get("sdpMLineIndex")
         await self.pc.addIceCandidate(cand)
+
+
+class Meeting:
+    """A mesh meeting: one `Call` per other member, in the role the server
+    gives (the newcomer answers each earlier member's offer; a member offers
+    to each newcomer on `member_joined`). `tracks()` gives the local tracks
+    for each new call; `on_call(user_id, call)` is told of each call before it
+    negotiates (to watch its tracks). `calls` maps each other member to
+    their call."""
+
+    def __init__(self, client: Client, meeting_id: str, tracks=None, on_call=None):
+        self.client, self.meeting_id = client, meeting_id
+        self.tracks, self.on_call = tracks, on_call
+        self.calls: dict[str, Call] = {}
+        self._rooms: dict[str, Call] = {}
+        self._task: Optional[asyncio.Task] = None
+        self._servers: list[dict] = []
+
+    async def join(self, name: str) -> dict:
+        # Listening first: earlier members offer as soon as the join is in.
+        events = self.client.subscribe()
+        try:
+            reply = await self.client.join_meeting(self.meeting_id, name)
+            self._servers = (await self.client.ice_servers()).get("ice_servers", [])
+        except BaseException:
+            self.client.unsubscribe(events)
+            raise
+        for c in reply.get("connections", []):
+            self._add(c["owner"], c["room_id"], "abonent")
+        self._task = asyncio.create_task(self._run(events))
+        return reply
+
+    async def leave(self) -> None:
+        await self.client.leave_meeting(self.meeting_id)
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for call in list(self.calls.values()):
+            await call.close()
+
+    def _add(self, user: str, room: str, role: str) -> Call:
+        call = Call(self.client, room, role, self._servers, events=asyncio.Queue())
+        for t in self.tracks() if self.tracks else []:
+            call.pc.addTrack(t)
+        if self.on_call:
+            self.on_call(user, call)
+        self.calls[user], self._rooms[room] = call, call
+        call.start()
+        return call
+
+    async def _run(self, events: "asyncio.Queue[Optional[Event]]") -> None:
+        try:
+            while True:
+                ev = await events.get()
+                if ev is None:
+                    return
+                d, name = ev.data, ev.action.removeprefix("server-action:")
+                if name == "member_joined" and d.get("meeting_id") == self.meeting_id:
+                    await self._add(d["user_id"], d["room_id"], "owner").offer()
+                elif name == "member_left" and d.get("meeting_id") == self.meeting_id:
+                    call = self.calls.pop(d["user_id"], None)
+                    if call is not None:
+                        await call.close()
+                elif d.get("room_id") in self._rooms:
+                    self._rooms[d["room_id"]]._events.put_nowait(ev)
+        finally:
+            self.client.unsubscribe(events)
