@@ -88,6 +88,8 @@ fn build(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     }
     let (test, bin) = (test.context("cargo named no chaos test binary")?, bin.context("cargo named no camsig binary")?);
     std::fs::create_dir_all(dir)?;
+    // Absolute: the suite hands the binary's path on to processes of its own.
+    let dir = &std::fs::canonicalize(dir)?;
     let (t, b) = (dir.join("chaos-suite"), dir.join("camsig-debug"));
     std::fs::copy(&test, &t).with_context(|| format!("copying {}", test.display()))?;
     std::fs::copy(&bin, &b).with_context(|| format!("copying {}", bin.display()))?;
