@@ -20,6 +20,7 @@ const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("openapi", &[]),
     ("asyncapi", &[]),
     ("demoPage", &[]),
+    ("clientScript", &[(NotFound, "no such file")]),
     ("devToken", &[(NotFound, "not in dev mode")]),
     ("openWebSocket", &[(BadRequest, ""), (Unauthorized, ""), (Forbidden, "an `Origin` not in `server.allowed_origins`"), (TooManySessions, ""), (RateLimited, "handshakes count against `limits.rate_per_s`"), (Unavailable, "the node is draining (Retry-After: 1)")]),
     ("cameraOn", &[(Unavailable, "")]),

@@ -107,6 +107,7 @@ where
         .service(ops::openapi_json)
         .service(ops::asyncapi_json)
         .service(ops::demo)
+        .service(ops::client_script)
         .service(ops::dev_token)
         .service(ops::websocket)
 }

@@ -125,6 +125,33 @@ pub async fn demo(node: web::Data<Node>) -> HttpResponse {
         .body(DEMO_PAGE.replacen(DEV_MARKER, &mode, 1))
 }
 
+/// camsig's TypeScript client (`clients/typescript`) as `tsc` compiles it,
+/// built in so that the demo page needs no build step; `scripts/e2e
+/// client_typescript` fails when it differs from what `tsc` makes of the source.
+const CLIENT_FILES: &[(&str, &str)] = &[
+    ("index.js", include_str!("static/client/index.js")),
+    ("client.js", include_str!("static/client/client.js")),
+    ("call.js", include_str!("static/client/call.js")),
+    ("meeting.js", include_str!("static/client/meeting.js")),
+    ("openapi.js", include_str!("static/client/openapi.js")),
+];
+
+/// camsig's TypeScript client, compiled to ES modules: `import { CamsigClient } from "/client/index.js"`.
+#[utoipa::path(
+    operation_id = "clientScript", tag = "ops", security(()),
+    params(("file" = String, Path, description = "`index.js` (which imports the others), `client.js`, `call.js`, `meeting.js` or `openapi.js`")),
+    responses((status = 200, description = "JavaScript (an ES module)", body = String, content_type = "text/javascript"))
+)]
+#[get("/client/{file}")]
+pub async fn client_script(file: web::Path<String>) -> Result<HttpResponse> {
+    let (_, body) = CLIENT_FILES.iter().find(|(name, _)| *name == file.as_str()).ok_or(Error::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(*body))
+}
+
 /// The demo page's policy: its one inline script and one inline style, by
 /// hash; requests to this server only; no framing.
 static DEMO_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -135,7 +162,7 @@ static DEMO_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()))
     };
     format!(
-        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src 'self' data:; media-src 'self' blob: mediastream:; \
+        "default-src 'none'; script-src 'self' 'sha256-{}'; style-src 'sha256-{}'; img-src 'self' data:; media-src 'self' blob: mediastream:; \
          connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         hash("<script>", "</script>"),
         hash("<style>", "</style>"),

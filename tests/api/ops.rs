@@ -25,7 +25,7 @@ async fn health_readiness_openapi_and_demo_page() {
     let header = |name: &str| page.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     assert_eq!((header("x-frame-options"), header("x-content-type-options")), ("DENY".into(), "nosniff".into()));
     let csp = header("content-security-policy");
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self' 'sha256-") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert!(ct.starts_with("text/html"), "{ct}");
     let html = String::from_utf8_lossy(&page.body().await.unwrap()).into_owned();
@@ -35,6 +35,25 @@ async fn health_readiness_openapi_and_demo_page() {
     let dev = spawn_app_with(|s| s.auth.jwt_secret = None).await;
     let mut page = dev.http.get(dev.url("/")).send().await.unwrap();
     assert!(String::from_utf8_lossy(&page.body().await.unwrap()).contains(r#"<meta name="camsig-dev" content="true">"#), "dev mode says so");
+}
+
+#[actix_web::test]
+async fn the_typescript_client_is_built_in() {
+    let app = spawn_app().await;
+    for file in ["index.js", "client.js", "call.js", "meeting.js", "openapi.js"] {
+        let mut r = app.http.get(app.url(&format!("/client/{file}"))).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{file}");
+        let ct = r.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/javascript"), "{file}: {ct}");
+        let body = String::from_utf8_lossy(&r.body().await.unwrap()).into_owned();
+        assert!(file == "openapi.js" || body.contains("export"), "{file} is an ES module");
+    }
+    let index = app.http.get(app.url("/client/index.js")).send().await.unwrap().body().await.unwrap();
+    assert!(String::from_utf8_lossy(&index).contains("./client.js"), "index.js imports its siblings");
+    for missing in ["/client/nope.js", "/client/..%2Fclient.js", "/client/"] {
+        let r = app.get(missing, None).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("not_found")), "{missing}");
+    }
 }
 
 #[actix_web::test]

@@ -33,7 +33,11 @@ async function until(what, cond, ms = 30000) {
 }
 
 class Nodes {
-  async start(extra = {}) {
+  constructor(extra = {}) {
+    this.extra = extra;
+  }
+  async start() {
+    const extra = this.extra;
     this.redisPort = await freePort();
     this.redis = spawn("redis-server", ["--port", String(this.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
     this.env = { ...process.env, CAMSIG__AUTH__JWT_SECRET: crypto.randomBytes(32).toString("hex"), CAMSIG__REDIS__URL: `redis://127.0.0.1:${this.redisPort}/`,
@@ -46,8 +50,8 @@ class Nodes {
       });
     }
   }
-  token(user) {
-    return execFileSync(BIN, ["token", user, "--ttl", "900"], { env: this.env }).toString().trim();
+  token(user, ttl = 900) {
+    return execFileSync(BIN, ["token", user, "--ttl", String(ttl)], { env: this.env }).toString().trim();
   }
   url(i) { return `http://127.0.0.1:${this.ports[i]}`; }
   stop() {
@@ -156,8 +160,105 @@ async function aDrainMovesTheClientWithNoFlicker(nodes) {
   lb.server.close();
 }
 
-for (const [name, test] of [["a_node_killed_mid_stream_loses_nothing", aNodeKilledMidStreamLosesNothing], ["a_drain_moves_the_client_with_no_flicker", aDrainMovesTheClientWithNoFlicker]]) {
-  const nodes = new Nodes();
+
+// A 6 s token, warned 5 s ahead: the client gets a new one from getToken and
+// sends `refresh` on its socket, which outlives the first token.
+async function aTokenThatExpiresIsRefreshedWithoutAReconnect(nodes) {
+  let minted = 0;
+  const c = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), getToken: () => nodes.token("ts-refresh", ++minted === 1 ? 6 : 900) });
+  const other = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), token: nodes.token("ts-other") });
+  await c.connect();
+  await other.connect();
+  const first = Date.now();
+  await until("a refresh", () => c.refreshes >= 1, 15000);
+  await until("the first token to expire", () => Date.now() > first + 7000, 15000);
+  const on = c.next("update_user", 10000, (d) => d.user.user_id === "ts-other" && d.user.camera === "on");
+  await other.cameraOn();
+  await on;
+  if (c.connects !== 1) throw new Error(`reconnected ${c.connects - 1} times`);
+  c.close();
+  other.close();
+}
+
+// events.keep_max 4: the viewer kept away while 20 candidates pass comes back
+// to a log that no longer covers it, gets `resync`, and the client reloads
+// the directory before handing the resync on.
+async function aSinceTooOldTakesTheResyncPath(nodes) {
+  const lb = new Balancer(nodes.ports);
+  await lb.start();
+  const owner = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), token: nodes.token("rs-owner") });
+  const viewer = new CamsigClient({ WebSocket, baseUrl: lb.url, token: nodes.token("rs-viewer") });
+  await owner.connect();
+  await viewer.connect();
+  await owner.cameraOn();
+  const room = (await viewer.cameraShow("rs-owner")).connection.room_id;
+  const offered = viewer.next("put_offer");
+  await owner.offer(room, OFFER);
+  await offered;
+  const resync = viewer.next("resync", 60000);
+  lb.hold = true;
+  nodes.procs[0].kill("SIGKILL");
+  for (let i = 0; i < 20; i++) await owner.ice(room, cand(i));
+  await owner.cameraOff();
+  lb.hold = false;
+  await resync;
+  if (viewer.users.get("rs-owner")?.camera !== "off") throw new Error("resync came before the directory was reloaded");
+  owner.close();
+  viewer.close();
+  lb.server.close();
+}
+
+// Calls go over the socket as commands with acks while it is open, and over
+// REST while it is not; a command's error is the same ApiError as REST's.
+async function callsGoOverTheSocketAndFallBackToRest(nodes) {
+  const wire = [];
+  const c = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), token: nodes.token("ts-cmd"), onWire: (w) => void wire.push(w) });
+  await c.connect();
+  const on = await c.cameraOn({ label: "cmd" });
+  if (on.user.camera !== "on") throw new Error(`cameraOn answered ${JSON.stringify(on)}`);
+  const sent = wire.filter((w) => w.dir === "out" && w.name === "cameraOn");
+  if (sent.length !== 1 || sent[0].kind !== "ws" || typeof sent[0].body.idempotency_key !== "string") throw new Error(`cameraOn went ${JSON.stringify(sent)}`);
+  try {
+    await c.cameraShow("ts-cmd");
+    throw new Error("showing oneself was accepted");
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.code !== "cannot_show_self" || e.status !== 400) throw e;
+  }
+  const m = await c.createMeeting("Standup");
+  const joined = await c.joinMeeting(m.meeting.meeting_id, "Ann");
+  if (joined.meeting.members.length !== 1) throw new Error("the join did not answer the meeting");
+  // A client on the long poll (as after failed sockets) calls over REST and still hears events.
+  const polling = new CamsigClient({ WebSocket, baseUrl: nodes.url(0), token: nodes.token("ts-cmd"), pollAfterFailures: 0, onWire: (w) => void wire.push(w) });
+  await polling.connect();
+  if (polling.transport !== "poll") throw new Error(`transport ${polling.transport}`);
+  const heard = c.next("update_user", 10000, (d) => d.user.user_id === "ts-cmd" && d.user.camera === "off");
+  const off = await polling.cameraOff();
+  if (off.user.camera !== "off") throw new Error("cameraOff over REST failed");
+  await heard;
+  const rest = wire.filter((w) => w.dir === "out" && w.name === "cameraOff");
+  if (rest.length !== 1 || rest[0].kind !== "rest") throw new Error(`cameraOff went ${JSON.stringify(rest)}`);
+  const shown = polling.next("show_cam", 40000);
+  const viewer = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), token: nodes.token("ts-cmd-viewer") });
+  await viewer.connect();
+  await c.cameraOn();
+  await viewer.cameraShow("ts-cmd");
+  await shown;
+  c.close();
+  polling.close();
+  viewer.close();
+}
+
+const TESTS = [
+  ["calls_go_over_the_socket_and_fall_back_to_rest", callsGoOverTheSocketAndFallBackToRest],
+  ["a_node_killed_mid_stream_loses_nothing", aNodeKilledMidStreamLosesNothing],
+  ["a_token_that_expires_is_refreshed_without_a_reconnect", aTokenThatExpiresIsRefreshedWithoutAReconnect, { CAMSIG__AUTH__REFRESH_BEFORE_S: "5" }],
+  ["a_since_too_old_takes_the_resync_path", aSinceTooOldTakesTheResyncPath, { CAMSIG__EVENTS__KEEP_MAX: "4" }],
+  ["a_drain_moves_the_client_with_no_flicker", aDrainMovesTheClientWithNoFlicker],
+];
+const only = process.argv.slice(2);
+for (const [name, test, env] of TESTS) {
+  if (only.length && !only.includes(name)) continue;
+  const nodes = new Nodes(env);
   try {
     await nodes.start();
     await test(nodes);
