@@ -48,6 +48,7 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     pub ws: WsSettings,
     pub log: LogSettings,
+    pub compat: CompatSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +354,43 @@ impl Default for WsSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatSettings {
+    pub peerconnection: PeerConnectionSettings,
+}
+
+/// libwebrtc's sample `peerconnection_server` protocol (`crate::compat`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConnectionSettings {
+    /// Off unless set: the protocol has no authentication.
+    pub enabled: bool,
+    #[serde(deserialize_with = "de::socket_addr")]
+    pub bind: Option<SocketAddr>,
+    /// Peers signed in at once, over all nodes (a guard of the sign-in step).
+    pub max_peers: usize,
+    /// The largest message body; a larger one is refused, its connection closed.
+    pub max_message_bytes: usize,
+    /// Requests a second from one IP address (a burst of as many).
+    pub rate_per_s: NonZeroU32,
+    /// Connections open at once from one IP address.
+    pub max_conns_per_ip: usize,
+}
+
+impl Default for PeerConnectionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            max_peers: 256,
+            max_message_bytes: 64 * 1024,
+            rate_per_s: NonZeroU32::new(50).expect("non-zero"),
+            max_conns_per_ip: 32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -515,7 +553,9 @@ impl Settings {
             ("ws", fields_of::<WsSettings>()),
             ("log", fields_of::<LogSettings>()),
         ];
-        sections.iter().flat_map(|(section, fields)| fields.iter().map(move |f| format!("{section}.{f}"))).collect()
+        let mut keys: Vec<String> = sections.iter().flat_map(|(section, fields)| fields.iter().map(move |f| format!("{section}.{f}"))).collect();
+        keys.extend(fields_of::<PeerConnectionSettings>().iter().map(|f| format!("compat.peerconnection.{f}")));
+        keys
     }
 
     /// Loads from the process environment.
@@ -635,6 +675,9 @@ impl Settings {
             ("limits.max_viewers", self.limits.max_viewers as u64),
             ("connections.idle_ttl_s", self.connections.idle_ttl.as_secs()),
             ("ws.heartbeat_s", self.ws.heartbeat.as_secs()),
+            ("compat.peerconnection.max_peers", self.compat.peerconnection.max_peers as u64),
+            ("compat.peerconnection.max_message_bytes", self.compat.peerconnection.max_message_bytes as u64),
+            ("compat.peerconnection.max_conns_per_ip", self.compat.peerconnection.max_conns_per_ip as u64),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));

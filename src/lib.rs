@@ -4,6 +4,7 @@ pub mod actors;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod dev;
 pub mod domain;

@@ -23,6 +23,8 @@ pub struct Application {
     port: u16,
     node: Node,
     server: Server,
+    /// The peerconnection_client listener, when `compat.peerconnection.enabled`.
+    compat: Option<std::net::TcpListener>,
 }
 
 impl Application {
@@ -44,6 +46,7 @@ impl Application {
             settings.server.max_conns_per_ip,
             crate::http::request_log::TrustedProxies(settings.server.trusted_proxies.clone()),
         );
+        let compat = crate::compat::peerconnection::bind(&settings)?;
         let node = Node::build(settings).await?;
         // Before serving: a restart under a used node id ends what the predecessor left.
         match tokio::time::timeout(Duration::from_secs(5), node.service.take_over()).await {
@@ -74,11 +77,16 @@ impl Application {
             let ip = listener_ip(&bind);
             tracing::info!("demo page: http://{ip}:{port}/");
         }
-        Ok(Self { port, node, server })
+        Ok(Self { port, node, server, compat })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The peerconnection_client listener's port, when it is on.
+    pub fn compat_port(&self) -> Option<u16> {
+        self.compat.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
     }
 
     pub fn node(&self) -> &Node {
@@ -93,6 +101,7 @@ impl Application {
     /// which the binary calls on SIGTERM and SIGINT), or at once by `handle().stop()`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let sweeper = crate::sweeper::start(self.node.clone());
+        let compat = self.compat.map(|l| actix_web::rt::spawn(crate::compat::peerconnection::serve(self.node.clone(), l)));
         let (node, handle) = (self.node.clone(), self.server.handle());
         let drainer = actix_web::rt::spawn(async move {
             node.drain_requested().await;
@@ -100,6 +109,9 @@ impl Application {
         });
         let served = self.server.await;
         drainer.abort();
+        if let Some(c) = compat {
+            c.abort();
+        }
         served
     }
 }

@@ -153,6 +153,25 @@ pub struct MemberLeftData {
     pub reason: String,
 }
 
+/// For the peers of the peerconnection_client listener (`crate::compat`): a
+/// peer signed in (`connected`) or out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PeerData {
+    pub peer_id: u64,
+    pub name: String,
+    pub connected: bool,
+}
+
+/// For the peers of the peerconnection_client listener: a message from
+/// another peer, its body as sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PeerMessageData {
+    /// The sender.
+    pub peer_id: u64,
+    pub content_type: String,
+    pub data: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResyncData {
     /// Events after `since` are gone; reload state through REST and resume from here.
@@ -197,6 +216,10 @@ pub enum Event {
     MemberJoined(MemberJoinedData),
     #[serde(rename = "server-action:member_left")]
     MemberLeft(MemberLeftData),
+    #[serde(rename = "server-action:peer")]
+    Peer(PeerData),
+    #[serde(rename = "server-action:peer_message")]
+    PeerMessage(PeerMessageData),
 }
 
 impl Event {
@@ -215,6 +238,8 @@ impl Event {
             Event::IceServers(_) => EventKind::IceServers,
             Event::MemberJoined(_) => EventKind::MemberJoined,
             Event::MemberLeft(_) => EventKind::MemberLeft,
+            Event::Peer(_) => EventKind::Peer,
+            Event::PeerMessage(_) => EventKind::PeerMessage,
         }
     }
 

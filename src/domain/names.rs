@@ -165,6 +165,8 @@ pub enum EventKind {
     IceServers,
     MemberJoined,
     MemberLeft,
+    Peer,
+    PeerMessage,
 }
 
 /// An event: its name, the schema of its `data`, whether it carries a log
@@ -268,6 +270,20 @@ pub const EVENTS: &[EventSpec] = &[
         data: "MemberLeftData",
         logged: true,
         doc: "To every remaining member: someone left the meeting (`left`, `gone` or `kicked`); your pair with them is closed.",
+    },
+    EventSpec {
+        kind: EventKind::Peer,
+        name: "peer",
+        data: "PeerData",
+        logged: true,
+        doc: "Only to the peers of the peerconnection_client listener (their user ids are `pc-<peer id>`): another peer signed in or out. Its listener answers a hanging GET with it.",
+    },
+    EventSpec {
+        kind: EventKind::PeerMessage,
+        name: "peer_message",
+        data: "PeerMessageData",
+        logged: true,
+        doc: "Only to the peers of the peerconnection_client listener: a message from another peer, passed on byte for byte by a hanging GET.",
     },
 ];
 

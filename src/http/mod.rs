@@ -48,6 +48,8 @@ use crate::node::Node;
         crate::protocol::bodies::WatchReply,
         crate::domain::event::MemberJoinedData,
         crate::domain::event::MemberLeftData,
+        crate::domain::event::PeerData,
+        crate::domain::event::PeerMessageData,
         crate::protocol::bodies::MeetingJoinFields,
         crate::protocol::bodies::MeetingRef,
         crate::protocol::bodies::CameraOnBody,

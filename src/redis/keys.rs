@@ -153,6 +153,16 @@ impl Keys {
         format!("{}:ready", self.tag(0))
     }
 
+    /// String: the last peer id handed out to a peerconnection_client peer; in shard 0.
+    pub fn peer_ids(&self) -> String {
+        format!("{}:pc:ids", self.tag(0))
+    }
+
+    /// String: the log id a peer's next hanging GET resumes after; in the peer's shard.
+    pub fn peer_cursor(&self, u: &UserId) -> String {
+        format!("{}:pc:cursor:{u}", self.at(u.as_str()))
+    }
+
     /// Sorted set: lease (`node#incarnation`) scored by when it ends (ms); in shard 0.
     pub fn leases(&self) -> String {
         format!("{}:leases", self.tag(0))

@@ -44,6 +44,9 @@ impl Service {
     }
 
     pub(super) async fn meeting_join(&self, caller: &UserId, id: MeetingId, name: MemberName, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+        if id.is_lobby() {
+            return Err(Error::MeetingNotFound);
+        }
         let read = Read { meetings: vec![id.clone()], meeting_pairs: Some(id.clone()), sessions_of: Some(caller.clone()), ..Read::default() };
         self
             .call(read, idem, |s| {
@@ -78,6 +81,9 @@ impl Service {
     }
 
     pub(super) async fn meeting_leave(&self, caller: &UserId, id: MeetingId, accepted: i64, idem: Option<&Idem>) -> Result<Executed> {
+        if id.is_lobby() {
+            return Err(Error::MeetingNotFound);
+        }
         let done = self.leave(caller, &id, "left", false, accepted, idem).await?;
         Ok(done.expect("leave always answers"))
     }
@@ -103,9 +109,15 @@ impl Service {
                 }
                 step = step.guard(Guard::Sessions(user.clone(), 0));
             }
+            if id.is_lobby() {
+                // Peers hear the sample protocol's `name,id,0`, not member_left.
+                if let Some(left) = meeting.members.iter().find(|m| m.user_id == *user) {
+                    super::peers::peer_left(&mut step, &meeting, left);
+                }
+            }
             meeting.leave(user);
             close_rooms(&mut step, &s.pairs, user, reason, now);
-            for other in &meeting.members {
+            for other in meeting.members.iter().filter(|_| !id.is_lobby()) {
                 let data = MemberLeftData { meeting_id: id.clone(), user_id: user.clone(), reason: reason.to_owned() };
                 step.events.push((other.user_id.clone(), Event::MemberLeft(data)));
             }
@@ -131,9 +143,19 @@ impl Service {
         Ok(())
     }
 
+    /// The lobby of the peerconnection_client peers (see `peers`): `user` leaves it.
+    pub(crate) async fn leave_lobby(&self, user: &UserId, reason: &str) -> Result<()> {
+        let lobby = MeetingId::lobby();
+        self.leave(user, &lobby, reason, false, crate::domain::event::now_us(), None).await?;
+        Ok(())
+    }
+
     /// A meeting, for its members.
     pub async fn meeting(&self, caller: &UserId, id: &str) -> Result<Meeting> {
         let id = MeetingId::parse(id)?;
+        if id.is_lobby() {
+            return Err(Error::MeetingNotFound);
+        }
         let s = self.store.read(&Read { meetings: vec![id.clone()], ..Read::default() }).await?;
         let m = s.meetings.get(&id).ok_or(Error::MeetingNotFound)?;
         m.meeting.require_member(caller)?;

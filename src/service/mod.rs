@@ -9,7 +9,7 @@
 //! again and decides again (`Service::run`, here).
 //!
 //! One file per concept: `command` (dispatch), `camera`, `rooms` (signaling
-//! and idle rooms), `meetings`, `directory` (reads), `presence` (sessions,
+//! and idle rooms), `meetings`, `peers` (the peerconnection_client lobby), `directory` (reads), `presence` (sessions,
 //! grace, forgetting), `lease` (node incarnations and dead-node sweeps),
 //! `idempotency`, and `reply` (what commands answer).
 
@@ -19,6 +19,7 @@ pub mod directory;
 pub mod idempotency;
 pub mod lease;
 pub mod meetings;
+pub mod peers;
 pub mod presence;
 pub mod reply;
 pub mod rooms;

@@ -21,6 +21,10 @@ use crate::error::Result;
 
 #[derive(Default)]
 struct Inner {
+    /// The last peer id handed out (`Store::next_peer_id`).
+    peer_ids: u64,
+    /// Peers' cursors, each with when it lapses.
+    peer_cursors: HashMap<UserId, (String, std::time::Instant)>,
     /// Sorted, so that listing pages by user id is a range scan.
     users: BTreeMap<UserId, UserState>,
     rooms: HashMap<RoomId, RoomRead>,
@@ -377,6 +381,24 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn next_peer_id(&self) -> Result<u64> {
+        let mut inner = self.lock();
+        inner.peer_ids += 1;
+        Ok(inner.peer_ids)
+    }
+
+    async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>> {
+        let mut inner = self.lock();
+        let now = std::time::Instant::now();
+        inner.peer_cursors.retain(|_, (_, until)| *until > now);
+        Ok(inner.peer_cursors.get(user).map(|(at, _)| at.clone()))
+    }
+
+    async fn set_peer_cursor(&self, user: &UserId, at: &str, keep: std::time::Duration) -> Result<()> {
+        self.lock().peer_cursors.insert(user.clone(), (at.to_owned(), std::time::Instant::now() + keep));
         Ok(())
     }
 }

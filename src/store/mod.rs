@@ -321,6 +321,16 @@ pub trait Store: Send + Sync + 'static {
     /// Ok when the store can serve: read and write.
     async fn ping(&self) -> Result<()>;
 
+    /// A new peer id for the peerconnection_client listener: 1, 2, ... over
+    /// every node (`crate::compat`).
+    async fn next_peer_id(&self) -> Result<u64>;
+
+    /// Where a peer's next hanging GET resumes in its log (None: from its start).
+    async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>>;
+
+    /// Moves a peer's cursor; it lasts `keep` after its last move.
+    async fn set_peer_cursor(&self, user: &UserId, at: &str, keep: std::time::Duration) -> Result<()>;
+
     /// Renews a lease (one incarnation of a node, see `crate::lease`) for
     /// `valid` from now, by the store's clock; returns whether it was as this
     /// node left it (`held_until`; false when a peer swept it, or claimed it

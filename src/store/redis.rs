@@ -719,6 +719,19 @@ impl Store for RedisStore {
         self.r.query::<()>(redis::cmd("SET").arg(self.keys().ready()).arg(1).arg("PX").arg(10_000)).await
     }
 
+    async fn next_peer_id(&self) -> Result<u64> {
+        self.r.query(redis::cmd("INCR").arg(self.keys().peer_ids())).await
+    }
+
+    async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>> {
+        self.r.query(redis::cmd("GET").arg(self.keys().peer_cursor(user))).await
+    }
+
+    async fn set_peer_cursor(&self, user: &UserId, at: &str, keep: std::time::Duration) -> Result<()> {
+        let ms = keep.as_millis().max(1) as u64;
+        self.r.query::<()>(redis::cmd("SET").arg(self.keys().peer_cursor(user)).arg(at).arg("PX").arg(ms)).await
+    }
+
     async fn renew_lease(&self, lease: &str, valid: std::time::Duration, held_until: Option<DateTime<Utc>>) -> Result<(bool, DateTime<Utc>)> {
         let held = held_until.map(|t| ms(t).to_string()).unwrap_or_default();
         let args = [lease.as_bytes().to_vec(), valid.as_millis().to_string().into_bytes(), held.into_bytes()];

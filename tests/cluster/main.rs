@@ -13,6 +13,7 @@ mod failures;
 mod flow;
 mod lifecycle;
 mod nginx;
+mod peerconnection;
 mod redis_cluster;
 mod replicas;
 mod rolling;

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub http: awc::Client,
     pub handle: actix_web::dev::ServerHandle,
     pub node: camsig::node::Node,
+    /// The peerconnection_client listener's port, when `compat.peerconnection.enabled`.
+    pub compat_port: Option<u16>,
 }
 
 /// Settings for a test node: fixed secret, port 0, generous rate limit.
@@ -53,9 +55,10 @@ pub async fn spawn_app_with(f: impl FnOnce(&mut Settings)) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let node = app.node().clone();
+    let compat_port = app.compat_port();
     actix_web::rt::spawn(app.run_until_stopped());
     let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    TestApp { port, base: format!("http://127.0.0.1:{port}"), http, handle, node }
+    TestApp { port, base: format!("http://127.0.0.1:{port}"), http, handle, node, compat_port }
 }
 
 /// A signed token for `user`, valid for an hour.

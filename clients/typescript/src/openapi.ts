@@ -606,7 +606,7 @@ export interface components {
             error: components["schemas"]["ErrorBody"];
         };
         /** @description Everything the server pushes on `/ws` (and `GET /webrtc/events` returns): `{"action": "server-action:<name>", "id"?, "data"}`. */
-        Event: components["schemas"]["HelloEvent"] | components["schemas"]["UpdateUserEvent"] | components["schemas"]["ShowCamEvent"] | components["schemas"]["PutOfferEvent"] | components["schemas"]["PutAnswerEvent"] | components["schemas"]["PutIceEvent"] | components["schemas"]["HangupEvent"] | components["schemas"]["ResyncEvent"] | components["schemas"]["ReconnectEvent"] | components["schemas"]["TokenExpiringEvent"] | components["schemas"]["IceServersEvent"] | components["schemas"]["MemberJoinedEvent"] | components["schemas"]["MemberLeftEvent"];
+        Event: components["schemas"]["HelloEvent"] | components["schemas"]["UpdateUserEvent"] | components["schemas"]["ShowCamEvent"] | components["schemas"]["PutOfferEvent"] | components["schemas"]["PutAnswerEvent"] | components["schemas"]["PutIceEvent"] | components["schemas"]["HangupEvent"] | components["schemas"]["ResyncEvent"] | components["schemas"]["ReconnectEvent"] | components["schemas"]["TokenExpiringEvent"] | components["schemas"]["IceServersEvent"] | components["schemas"]["MemberJoinedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["PeerEvent"] | components["schemas"]["PeerMessageEvent"];
         EventsPage: {
             /**
              * @description Events after `since`, oldest first, as the WebSocket carries them; or a
@@ -866,6 +866,57 @@ export interface components {
             cmd: "offer";
             /** @description As the `Idempotency-Key` header. */
             idempotency_key?: string;
+        };
+        /**
+         * @description For the peers of the peerconnection_client listener (`crate::compat`): a
+         *     peer signed in (`connected`) or out.
+         */
+        PeerData: {
+            connected: boolean;
+            name: string;
+            /** Format: int64 */
+            peer_id: number;
+        };
+        /** @description Only to the peers of the peerconnection_client listener (their user ids are `pc-<peer id>`): another peer signed in or out. Its listener answers a hanging GET with it. */
+        PeerEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            action: "server-action:peer";
+            data: components["schemas"]["PeerData"];
+            /**
+             * @description This event's place in the user's log: pass it as `since` to resume after it.
+             * @example 1732212000123-0
+             */
+            id: string;
+        };
+        /**
+         * @description For the peers of the peerconnection_client listener: a message from
+         *     another peer, its body as sent.
+         */
+        PeerMessageData: {
+            content_type: string;
+            data: string;
+            /**
+             * Format: int64
+             * @description The sender.
+             */
+            peer_id: number;
+        };
+        /** @description Only to the peers of the peerconnection_client listener: a message from another peer, passed on byte for byte by a hanging GET. */
+        PeerMessageEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            action: "server-action:peer_message";
+            data: components["schemas"]["PeerMessageData"];
+            /**
+             * @description This event's place in the user's log: pass it as `since` to resume after it.
+             * @example 1732212000123-0
+             */
+            id: string;
         };
         /** @description Acked with an empty result and no effect; counts against `limits.rate_per_s` like any command. */
         PingCommand: {

@@ -1,0 +1,246 @@
+//! libwebrtc's peerconnection_client against camsig's compatibility listener,
+//! on two nodes sharing one Redis. `Sample` speaks the client's bytes, as
+//! `peer_connection_client.cc` writes and reads them: HTTP/1.0 with no
+//! `Host`, a new TCP connection per request, the answer read until its
+//! `Content-Length` is in, `\r\nContent-Length: ` and `\r\nPragma: ` found
+//! by exact, case-sensitive match.
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::cluster::{GRACE_S, Redis, node_with};
+use crate::support::TestApp;
+
+/// An answer as the sample client reads it.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: i64,
+    /// `Pragma` (-1 when absent, as the client leaves it).
+    pragma: i64,
+    body: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// What `GetHeaderValue` does: the integer after an exact pattern, within the head.
+fn header_int(data: &[u8], eoh: usize, pattern: &str) -> Option<i64> {
+    let at = data.windows(pattern.len()).position(|w| w == pattern.as_bytes())?;
+    if at >= eoh {
+        return None;
+    }
+    let digits: String = data[at + pattern.len()..].iter().map(|b| *b as char).take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+async fn exchange(port: u16, request: &[u8]) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("the listener accepts");
+    s.write_all(request).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        // As ReadIntoBuffer: done once the head and Content-Length bytes are in.
+        if let Some(eoh) = raw.windows(4).position(|w| w == b"\r\n\r\n")
+            && let Some(len) = header_int(&raw, eoh, "\r\nContent-Length: ")
+            && raw.len() >= eoh + 4 + len as usize
+        {
+            break;
+        }
+    }
+    let eoh = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let len = header_int(&raw, eoh, "\r\nContent-Length: ").unwrap_or_else(|| panic!("no exact `Content-Length: ` in {:?}", String::from_utf8_lossy(&raw)));
+    let status = String::from_utf8_lossy(&raw).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(-1);
+    let pragma = header_int(&raw, eoh, "\r\nPragma: ").unwrap_or(-1);
+    let body = raw[eoh + 4..eoh + 4 + len as usize].to_vec();
+    Answer { status, pragma, body, raw }
+}
+
+/// One sample peer, signed in through `port`.
+struct Sample {
+    id: i64,
+    name: String,
+}
+
+impl Sample {
+    async fn sign_in(port: u16, name: &str) -> (Sample, Answer) {
+        let a = exchange(port, format!("GET /sign_in?{name} HTTP/1.0\r\n\r\n").as_bytes()).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.raw.starts_with(b"HTTP/1.1 200 Added\r\n"), "{a:?}");
+        (Sample { id: a.pragma, name: name.to_owned() }, a)
+    }
+
+    fn wait_request(&self) -> Vec<u8> {
+        format!("GET /wait?peer_id={} HTTP/1.0\r\n\r\n", self.id).into_bytes()
+    }
+
+    async fn wait(&self, port: u16) -> Answer {
+        tokio::time::timeout(Duration::from_secs(20), exchange(port, &self.wait_request())).await.expect("a hanging GET is answered")
+    }
+
+    async fn send(&self, port: u16, to: i64, message: &[u8]) -> Answer {
+        let mut req = format!("POST /message?peer_id={}&to={to} HTTP/1.0\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n", self.id, message.len()).into_bytes();
+        req.extend_from_slice(message);
+        exchange(port, &req).await
+    }
+
+    async fn sign_out(&self, port: u16) -> Answer {
+        exchange(port, format!("GET /sign_out?peer_id={} HTTP/1.0\r\n\r\n", self.id).as_bytes()).await
+    }
+}
+
+async fn compat_node(redis: &Redis, name: &str) -> TestApp {
+    node_with(redis, name, |s| {
+        s.compat.peerconnection.enabled = true;
+        s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // A peer that stops polling ends after this (a long poll's presence outlives its last poll by silent_after).
+        s.ws.heartbeat = Duration::from_secs(1);
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn two_peers_on_two_nodes_trade_messages_and_nothing_waits_lost() {
+    let redis = Redis::start().await;
+    let (n1, n2) = (compat_node(&redis, "pc1").await, compat_node(&redis, "pc2").await);
+    let (p1, p2) = (n1.compat_port.unwrap(), n2.compat_port.unwrap());
+
+    let (ann, first) = Sample::sign_in(p1, "ann%40box").await;
+    assert_eq!(first.text(), format!("ann@box,{},1\n", ann.id), "the own line first, name URL-decoded");
+    let ann_waits = tokio::spawn({
+        let req = ann.wait_request();
+        async move { exchange(p1, &req).await }
+    });
+    let (bob, listed) = Sample::sign_in(p2, "bob").await;
+    assert!(ann.id > 0 && bob.id > 0 && ann.id != bob.id, "integer ids unique over nodes: {} {}", ann.id, bob.id);
+    assert_eq!(listed.text(), format!("bob,{},1\nann@box,{},1\n", bob.id, ann.id));
+    let told = tokio::time::timeout(Duration::from_secs(10), ann_waits).await.expect("ann hears bob").unwrap();
+    assert_eq!((told.status, told.pragma, told.text()), (200, ann.id, format!("bob,{},1\n", bob.id)), "a notification carries the receiver's own id");
+
+    // Bob's messages, sent while Ann has no hanging GET open, on the other node.
+    let offer = br#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}"#;
+    let candidate = br#"{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host"}"#;
+    for m in [&offer[..], &candidate[..], b"BYE"] {
+        let sent = bob.send(p2, ann.id, m).await;
+        assert_eq!((sent.status, sent.body.len()), (200, 0), "{sent:?}");
+    }
+    // Ann's hanging GETs, now on node 2 (a load balancer without stickiness), get them in order, byte for byte.
+    for (i, want) in [&offer[..], &candidate[..], b"BYE"].into_iter().enumerate() {
+        let port = if i % 2 == 0 { p2 } else { p1 };
+        let got = ann.wait(port).await;
+        assert_eq!((got.status, got.pragma), (200, bob.id), "a message carries the sender's id: {got:?}");
+        assert_eq!(got.body, want, "message {i} byte for byte");
+    }
+    // To oneself: answered straight back, as the sample does.
+    let echo = ann.send(p1, ann.id, b"hi me").await;
+    assert_eq!((echo.status, echo.pragma, echo.text().as_str()), (200, ann.id, "hi me"));
+
+    let out = bob.sign_out(p1).await;
+    assert_eq!(out.status, 200);
+    let gone = ann.wait(p1).await;
+    assert_eq!((gone.pragma, gone.text()), (ann.id, format!("bob,{},0\n", bob.id)));
+    // Signed out: Bob is unknown now.
+    assert_eq!(bob.send(p2, ann.id, b"late").await.status, 500);
+    let _ = bob.name;
+}
+
+#[actix_web::test]
+async fn a_peer_that_stops_polling_is_signed_out_for_the_others() {
+    let redis = Redis::start().await;
+    let (n1, n2) = (compat_node(&redis, "pc1").await, compat_node(&redis, "pc2").await);
+    let (p1, p2) = (n1.compat_port.unwrap(), n2.compat_port.unwrap());
+    let (ann, _) = Sample::sign_in(p1, "ann").await;
+    let (bob, _) = Sample::sign_in(p2, "bob").await;
+    let joined = ann.wait(p1).await;
+    assert_eq!(joined.text(), format!("bob,{},1\n", bob.id));
+    // Bob opens one hanging GET, gives up on it, and never polls again.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", p2)).await.unwrap();
+        s.write_all(&bob.wait_request()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let t0 = Instant::now();
+    let left = ann.wait(p1).await;
+    assert_eq!((left.pragma, left.text()), (ann.id, format!("bob,{},0\n", bob.id)));
+    // silent_after (3 heartbeats of 1 s) + grace, with a sweep's slack.
+    let bound = Duration::from_secs(3 + GRACE_S + 2);
+    assert!(t0.elapsed() <= bound, "bob was announced gone after {:?}, bound {bound:?}", t0.elapsed());
+    // Unknown to the sample protocol now: his hanging GET is a browser's request.
+    assert_eq!(bob.wait(p2).await.status, 500);
+}
+
+#[actix_web::test]
+async fn unknown_peers_and_malformed_requests_get_the_sample_servers_answers() {
+    let redis = Redis::start().await;
+    let n = compat_node(&redis, "pc1").await;
+    let p = n.compat_port.unwrap();
+    let (ann, _) = Sample::sign_in(p, "ann").await;
+    let sorry = |a: &Answer| a.raw.starts_with(b"HTTP/1.1 500 Sorry\r\n") && a.text().contains("not yet implemented");
+    let error = |a: &Answer| a.raw.starts_with(b"HTTP/1.1 500 Error\r\n");
+    // An unknown peer_id: /wait and /sign_out are a browser's requests (500 Sorry); a message with a body is 500 Error.
+    assert!(sorry(&exchange(p, b"GET /wait?peer_id=999999 HTTP/1.0\r\n\r\n").await));
+    assert!(sorry(&exchange(p, b"GET /sign_out?peer_id=999999 HTTP/1.0\r\n\r\n").await));
+    assert!(error(&exchange(p, b"POST /message?peer_id=999999&to=1 HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi").await));
+    // A known sender, an unknown target.
+    let to_nobody = ann.send(p, 999_999, b"hi").await;
+    assert!(error(&to_nobody) && to_nobody.text() == "Peer most likely gone.", "{to_nobody:?}");
+    // What the sample does not serve.
+    assert!(sorry(&exchange(p, b"GET /quit HTTP/1.0\r\n\r\n").await), "no remote shutdown");
+    assert!(sorry(&exchange(p, b"GET /nothing HTTP/1.0\r\n\r\n").await));
+    assert!(sorry(&exchange(p, b"BREW /pot HTCPCP/1.0\r\n\r\n").await));
+    assert!(sorry(&exchange(p, b"\x00\x01garbage\r\n\r\n").await));
+    let options = exchange(p, b"OPTIONS /sign_in HTTP/1.1\r\nOrigin: http://example.com\r\n\r\n").await;
+    assert_eq!(options.status, 200);
+    assert!(String::from_utf8_lossy(&options.raw).contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
+    // Over compat.peerconnection.max_message_bytes (64 KiB): refused, nothing queued.
+    let big = vec![b'x'; 64 * 1024 + 1];
+    assert!(error(&ann.send(p, ann.id, &big).await));
+    // Every answer spells its headers exactly as the client searches them.
+    let raw = String::from_utf8_lossy(&ann.send(p, ann.id, b"x").await.raw).into_owned();
+    assert!(raw.contains("\r\nContent-Length: 1\r\n") && raw.contains(&format!("\r\nPragma: {}\r\n", ann.id)), "{raw}");
+}
+
+#[actix_web::test]
+async fn max_peers_holds_under_200_concurrent_sign_ins_over_two_nodes() {
+    let redis = Redis::start().await;
+    let limited = async |name: &str| {
+        node_with(&redis, name, |s| {
+            s.compat.peerconnection.enabled = true;
+            s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            s.compat.peerconnection.max_peers = 50;
+            s.compat.peerconnection.rate_per_s = std::num::NonZeroU32::new(10_000).unwrap();
+            s.compat.peerconnection.max_conns_per_ip = 1_000;
+            // Peers that never poll would otherwise end (and free places) within the test.
+            s.presence.grace = Duration::from_secs(120);
+        })
+        .await
+    };
+    let (n1, n2) = (limited("pc1").await, limited("pc2").await);
+    let ports = [n1.compat_port.unwrap(), n2.compat_port.unwrap()];
+    let tries: Vec<_> = (0..200)
+        .map(|i| {
+            let port = ports[i % 2];
+            tokio::spawn(async move { exchange(port, format!("GET /sign_in?p{i} HTTP/1.0\r\n\r\n").as_bytes()).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut refused = 0;
+    for t in tries {
+        let a = t.await.unwrap();
+        match a.status {
+            200 => assert!(ids.insert(a.pragma), "id {} handed out twice", a.pragma),
+            500 => refused += 1,
+            s => panic!("unexpected {s}: {a:?}"),
+        }
+    }
+    assert_eq!((ids.len(), refused), (50, 150), "exactly max_peers signed in");
+}
