@@ -64,11 +64,19 @@ class Balancer {
     this.ports = ports;
     this.hold = false;
     this.down = new Set();
+    // Refuse WebSocket upgrades only, as a proxy that cannot carry them would.
+    this.noUpgrade = false;
   }
   async start() {
     this.port = await freePort();
     this.server = net.createServer((c) => {
       if (this.hold) return c.destroy();
+      c.once("data", (first) => {
+        if (this.noUpgrade && /\r\nupgrade:\s*websocket/i.test(first.toString("latin1"))) return c.destroy();
+        c.pause();
+        c.unshift(first);
+        tryAt(0);
+      });
       const tryAt = (i) => {
         if (i >= this.ports.length) return c.destroy();
         if (this.down.has(this.ports[i])) return tryAt(i + 1);
@@ -81,9 +89,9 @@ class Balancer {
           b.on("error", () => c.destroy());
           c.on("close", () => b.destroy());
           b.on("close", () => c.destroy());
+          c.resume();
         });
       };
-      tryAt(0);
     });
     await new Promise((r) => this.server.listen(this.port, "127.0.0.1", r));
   }
@@ -248,7 +256,36 @@ async function callsGoOverTheSocketAndFallBackToRest(nodes) {
   viewer.close();
 }
 
+// Sockets refused (a proxy without WebSocket support): after pollAfterFailures
+// the client takes the long poll, hears events there, and goes back to a
+// socket once one can be held again.
+async function theLongPollStandsInWhileNoSocketCanBeHeld(nodes) {
+  const lb = new Balancer(nodes.ports);
+  await lb.start();
+  lb.noUpgrade = true;
+  const owner = new CamsigClient({ WebSocket, baseUrl: nodes.url(1), token: nodes.token("lp-owner") });
+  const viewer = new CamsigClient({ WebSocket, baseUrl: lb.url, token: nodes.token("lp-viewer"), pollAfterFailures: 2 });
+  await owner.connect();
+  await viewer.connect();
+  if (viewer.transport !== "poll") throw new Error(`transport ${viewer.transport}`);
+  await owner.cameraOn();
+  const room = (await viewer.cameraShow("lp-owner")).connection.room_id;
+  const got = [];
+  viewer.on("put_ice", (ev) => got.push(ev.data.candidate));
+  for (let i = 0; i < 5; i++) await owner.ice(room, cand(i));
+  await until("candidates over the long poll", () => got.length >= 5);
+  lb.noUpgrade = false;
+  await until("the socket again", () => viewer.transport === "websocket", 60000);
+  for (let i = 5; i < 10; i++) await owner.ice(room, cand(i));
+  await until("candidates over the socket", () => got.length >= 10);
+  if (JSON.stringify(got) !== JSON.stringify(Array.from({ length: 10 }, (_, i) => cand(i)))) throw new Error(`lost, doubled or reordered: ${JSON.stringify(got)}`);
+  owner.close();
+  viewer.close();
+  lb.server.close();
+}
+
 const TESTS = [
+  ["the_long_poll_stands_in_while_no_socket_can_be_held", theLongPollStandsInWhileNoSocketCanBeHeld],
   ["calls_go_over_the_socket_and_fall_back_to_rest", callsGoOverTheSocketAndFallBackToRest],
   ["a_node_killed_mid_stream_loses_nothing", aNodeKilledMidStreamLosesNothing],
   ["a_token_that_expires_is_refreshed_without_a_reconnect", aTokenThatExpiresIsRefreshedWithoutAReconnect, { CAMSIG__AUTH__REFRESH_BEFORE_S: "5" }],
