@@ -244,3 +244,25 @@ async fn max_peers_holds_under_200_concurrent_sign_ins_over_two_nodes() {
     }
     assert_eq!((ids.len(), refused), (50, 150), "exactly max_peers signed in");
 }
+
+#[actix_web::test]
+async fn a_draining_node_closes_hanging_gets_unanswered_and_the_next_on_another_node_gets_everything() {
+    let redis = Redis::start().await;
+    let (n1, n2) = (compat_node(&redis, "pc1").await, compat_node(&redis, "pc2").await);
+    let (p1, p2) = (n1.compat_port.unwrap(), n2.compat_port.unwrap());
+    let (ann, _) = Sample::sign_in(p2, "ann").await;
+    let (bob, _) = Sample::sign_in(p2, "bob").await;
+    assert_eq!(ann.wait(p2).await.text(), format!("bob,{},1\n", bob.id));
+    // Ann's hanging GET waits on node 1, which drains.
+    let mut held = TcpStream::connect(("127.0.0.1", p1)).await.unwrap();
+    held.write_all(&ann.wait_request()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n1.node.request_drain();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), held.read_to_end(&mut rest)).await.expect("the drain ends the hanging GET").unwrap_or(0);
+    assert_eq!(n, 0, "closed with no answer (the sample client then opens another): {:?}", String::from_utf8_lossy(&rest));
+    // Meanwhile Bob sends; Ann's next hanging GET, on node 2, gets it.
+    assert_eq!(bob.send(p2, ann.id, b"after the drain").await.status, 200);
+    let got = ann.wait(p2).await;
+    assert_eq!((got.pragma, got.body.as_slice()), (bob.id, &b"after the drain"[..]));
+}
