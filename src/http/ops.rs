@@ -152,8 +152,9 @@ pub async fn client_script(file: web::Path<String>) -> Result<HttpResponse> {
         .body(*body))
 }
 
-/// The demo page's policy: its one inline script and one inline style, by
-/// hash; requests to this server only; no framing.
+/// The demo page's policy: its one inline script (a module, which imports
+/// camsig's TypeScript client from `/client/`: `'self'`) and one inline
+/// style, by hash; requests to this server only; no framing.
 static DEMO_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use base64::Engine;
     use sha2::Digest;
@@ -164,7 +165,7 @@ static DEMO_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "default-src 'none'; script-src 'self' 'sha256-{}'; style-src 'sha256-{}'; img-src 'self' data:; media-src 'self' blob: mediastream:; \
          connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hash("<script>", "</script>"),
+        hash("<script type=\"module\">", "</script>"),
         hash("<style>", "</style>"),
     )
 });

@@ -111,12 +111,12 @@ async function clusterCall() {
 
   // The viewer loses its socket; the owner stops the call meanwhile. Back on
   // ?since=<last id>, the viewer gets the missed hangup replayed.
-  const lastId = await V.evaluate(() => { const ws = camsig.ws; ws.onclose = null; ws.close(); camsig.ws = null; return camsig.lastId; });
+  const lastId = await V.evaluate(() => camsig.offline());
   await O.getByTestId("stop-bob").click();
   await O.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
   assert.equal(await V.locator('[data-testid="view-ann"][data-state="live"]').count(), 1, "viewer has not heard of it yet");
   const wsUrl = V.waitForEvent("websocket", { timeout: T });
-  await V.evaluate(() => connect());
+  await V.evaluate(() => camsig.online());
   assert.match((await wsUrl).url(), new RegExp(`since=${lastId}`), "the page reconnects with since=<last event id>");
   await assertEnded(V, "ann", /ann hung up/);
 
@@ -142,7 +142,7 @@ async function clusterCall() {
   await V.screenshot({ path: path.join(WORK, "demo-ended.png") });
 
   // Errors read in words: the server's message is shown.
-  await V.evaluate(() => show("nobody-here"));
+  await V.evaluate(() => camsig.show("nobody-here"));
   const err = V.getByTestId("error-text");
   await err.waitFor({ timeout: T });
   const text = await err.textContent();

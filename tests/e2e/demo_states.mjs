@@ -197,18 +197,18 @@ async function main() {
     // Bob's page: watching Ann, and (as if) Ann watching Bob.
     const viewer = { role: "viewer", peer: "ann" }, owner = { role: "owner", peer: "ann" };
     return {
-      hangup: reasonText("hangup", "ann", viewer),
-      hangupUnknown: reasonText("hangup", null, viewer),
-      mine: reasonText("hangup", "bob", viewer),
-      cameraOff: reasonText("camera_off", "ann", viewer),
-      cameraOffUnknown: reasonText("camera_off", null, viewer),
-      gone: reasonText("gone", "ann", owner),
-      goneMe: reasonText("gone", null, viewer),
-      timeout: reasonText("timeout", "ann", viewer),
-      drain: reasonText("drain", null, viewer),
-      restart: reasonText("restart", null, viewer),
-      restartedBy: reasonText("restart", "ann", owner),
-      other: reasonText("done, bye", "ann", viewer),
+      hangup: camsig.reasonText("hangup", "ann", viewer),
+      hangupUnknown: camsig.reasonText("hangup", null, viewer),
+      mine: camsig.reasonText("hangup", "bob", viewer),
+      cameraOff: camsig.reasonText("camera_off", "ann", viewer),
+      cameraOffUnknown: camsig.reasonText("camera_off", null, viewer),
+      gone: camsig.reasonText("gone", "ann", owner),
+      goneMe: camsig.reasonText("gone", null, viewer),
+      timeout: camsig.reasonText("timeout", "ann", viewer),
+      drain: camsig.reasonText("drain", null, viewer),
+      restart: camsig.reasonText("restart", null, viewer),
+      restartedBy: camsig.reasonText("restart", "ann", owner),
+      other: camsig.reasonText("done, bye", "ann", viewer),
     };
   });
   assert.deepEqual(said, {
@@ -266,7 +266,7 @@ async function main() {
   await B.getByTestId("show-ann").click();
   await assertPlaying(B, "ann");
   await A.getByTestId("watcher-bob").waitFor({ timeout: T });
-  const away = await B.evaluate(() => { const ws = camsig.ws; ws.onclose = null; ws.close(); camsig.ws = null; return { since: camsig.lastId, token: camsig.token }; });
+  const away = await B.evaluate(() => ({ since: camsig.offline(), token: camsig.token }));
   await A.getByTestId("stop-bob").click();
   await A.getByTestId("watcher-bob").waitFor({ state: "detached", timeout: T });
   await until("the hangup for Bob to expire from his event log", async () => {
@@ -275,7 +275,7 @@ async function main() {
   });
   const checks = () => B.locator('#frames > li[data-dir="out"][data-name="connections"]').count();
   const checked = await checks();
-  await B.evaluate(() => connect());
+  await B.evaluate(() => camsig.online());
   await B.locator('[data-testid="view-ann"][data-state="ended"]').waitFor({ timeout: T });
   assert.equal(await B.getByTestId("view-status-ann").textContent(), "The call was hung up while this page was away.");
   assert.equal(await B.getByTestId("view-ann").getAttribute("data-reason"), "hangup");
@@ -432,13 +432,13 @@ async function main() {
     assert.equal(await page.locator('#frames > li[data-dir="in"][data-name="hello"]').count(), 1, `${user}'s page never reconnected`);
     const token = await page.evaluate(() => sessionStorage.getItem("camsig.token"));
     assert.ok(claims(token).sub === user && claims(token).exp > exp + 60, `${user}'s page holds a fresh token`);
-    assert.equal(await page.evaluate(async () => (await get("users?limit=1")).status), 200, `${user}'s REST calls use it`);
+    assert.ok(await page.evaluate(async () => Array.isArray((await camsig.client.get("users?limit=1")).users)), `${user}'s REST calls use it`);
   }
   say("past the first tokens' exp, both pages are connected on refreshed tokens");
 
   // The panel keeps the last 200 lines.
   const kept = await B.evaluate(() => {
-    for (let i = 0; i < 250; i++) frameLine("in", "ws", "test", "test", "{}", () => "{}");
+    for (let i = 0; i < 250; i++) camsig.frameLine("in", "ws", "test", "test", "{}", () => "{}");
     return document.querySelectorAll("#frames > li").length;
   });
   assert.equal(kept, 200, "the frames panel is bounded");

@@ -189,7 +189,7 @@ async function main() {
 
   // Every page: three tiles, and both peers' videos play.
   await assertMesh({ ann: A, bob: B, cat: C });
-  const members = await A.evaluate(async (id) => (await get(`meetings/${id}`)).data.members.map((m) => m.name), id);
+  const members = await A.evaluate(async (id) => (await camsig.client.getMeeting(id)).members.map((m) => m.name), id);
   assert.deepEqual(members, ["Ann", "Bob", "Cat"]);
   const shot = path.join(WORK, "meeting.png");
   await A.screenshot({ path: shot });
@@ -226,12 +226,12 @@ async function main() {
   const dan = await signIn("dan", `http://127.0.0.1:${fourth}/?meeting=${id}`);
   assert.equal(dan.node, "node4", "Dan's socket is on the fourth node");
   const D = dan.page;
-  const lastId = await B.evaluate(() => { const ws = camsig.ws; ws.onclose = null; ws.close(); camsig.ws = null; return camsig.lastId; });
+  const lastId = await B.evaluate(() => camsig.offline());
   await join(D, "Dan");
   await A.getByTestId("meeting-tile-dan").waitFor({ timeout: T });
   assert.equal(await B.getByTestId("meeting-tile-dan").count(), 0, "Bob has not heard of Dan yet");
   const ws = B.waitForEvent("websocket", { timeout: T });
-  await B.evaluate(() => connect());
+  await B.evaluate(() => camsig.online());
   assert.match((await ws).url(), new RegExp(`since=${lastId}`), "the page reconnects with since=<last event id>");
   await live(B);
   await assertMesh({ ann: A, bob: B, dan: D });
@@ -250,17 +250,17 @@ async function main() {
   say(`Dan was gone ${after.toFixed(1)} s after his node died (lease ${TTL_S} s + grace ${GRACE_S} s)`);
   assert.ok(after >= GRACE_S, `not before the grace period ran out (${after} s)`);
   await assertMesh({ ann: A, bob: B });
-  const left = await A.evaluate(async (id) => (await get(`meetings/${id}`)).data.members.map((m) => m.user_id), id);
+  const left = await A.evaluate(async (id) => (await camsig.client.getMeeting(id)).members.map((m) => m.user_id), id);
   assert.deepEqual(left, ["ann", "bob"]);
 
   // Bob's page is offline longer than the grace period: presence takes him out
   // (gone). Back online, his page finds it is no longer a member and says so.
   await holdPc(A, "bob");
   await holdPc(B, "ann");
-  await B.evaluate(() => { const ws = camsig.ws; ws.onclose = null; ws.close(); camsig.ws = null; });
+  await B.evaluate(() => camsig.offline());
   await assertLeft(A, "ann", "bob", "gone");
   await assertTiles(A, "ann", ["ann"]);
-  await B.evaluate(() => connect());
+  await B.evaluate(() => camsig.online());
   await live(B);
   await B.locator('[data-testid="meeting-room"][data-state="open"]').waitFor({ timeout: T });
   const notice = B.getByTestId("meeting-notice");

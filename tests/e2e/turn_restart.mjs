@@ -91,17 +91,17 @@ async function main() {
   await V.getByTestId("show-ann").click();
   await V.locator('[data-testid="view-ann"][data-state="live"]').waitFor({ timeout: T });
   await playing(V, "the call through coturn");
-  const relayOnly = await V.evaluate(() => [...S.calls.values()][0].pc.getConfiguration().iceTransportPolicy);
+  const relayOnly = await V.evaluate(() => [...camsig.calls.values()][0].pc.getConfiguration().iceTransportPolicy);
   assert.equal(relayOnly, "relay");
   say("the call plays through coturn, relay only");
 
   // The first credentials are gone: two refreshes came (at 80 % and 160 % of the ttl).
-  const firstUser = await O.evaluate(() => [...S.calls.values()][0].servers.find((s) => s.username)?.username);
+  const firstUser = await O.evaluate(() => [...camsig.calls.values()][0].servers.find((s) => s.username)?.username);
   await until("two ice_servers refreshes on both pages", async () =>
-    (await O.evaluate(() => S.iceRefreshes || 0)) >= 2 && (await V.evaluate(() => S.iceRefreshes || 0)) >= 2, 4 * TTL_S * 1000);
+    (await O.evaluate(() => camsig.iceRefreshes || 0)) >= 2 && (await V.evaluate(() => camsig.iceRefreshes || 0)) >= 2, 4 * TTL_S * 1000);
   const expiry = Number(firstUser.split(":")[0]);
   assert.ok(Date.now() / 1000 > expiry, `the first credentials (${firstUser}) have expired`);
-  const freshUser = await O.evaluate(() => S.ice.servers.find((s) => s.username)?.username);
+  const freshUser = await O.evaluate(() => camsig.ice.servers.find((s) => s.username)?.username);
   assert.notEqual(freshUser, firstUser);
   say(`first credentials ${firstUser} expired; the pages hold ${freshUser}`);
 
@@ -109,11 +109,11 @@ async function main() {
   await stopTurn();
   turn = startTurn(turnPort, turnSecret);
   say("coturn restarted: every relay allocation is gone");
-  await until("the owner to restart ICE", async () => (await O.evaluate(() => S.iceRestarts || 0)) >= 1, 60_000);
+  await until("the owner to restart ICE", async () => (await O.evaluate(() => camsig.iceRestarts || 0)) >= 1, 60_000);
   await until("the call to be connected again", async () =>
-    (await V.evaluate(() => [...S.calls.values()][0]?.pc.connectionState)) === "connected", 60_000);
+    (await V.evaluate(() => [...camsig.calls.values()][0]?.pc.connectionState)) === "connected", 60_000);
   await playing(V, "the call after the ICE restart");
-  const restarts = await O.evaluate(() => S.iceRestarts);
+  const restarts = await O.evaluate(() => camsig.iceRestarts);
   say(`the owner restarted ICE ${restarts} time(s); the video plays again through coturn`);
 }
 
