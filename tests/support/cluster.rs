@@ -310,29 +310,50 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub async fn start(masters: usize, replicas: usize) -> RedisCluster {
         let n = masters * (1 + replicas);
-        let dir = std::env::temp_dir().join(format!("camsig-cluster-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut c = RedisCluster { ports: vec![], shards: 16, children: vec![], dir };
-        for _ in 0..n {
-            let (port, bus) = (free_port(), free_port());
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--dir", &c.dir.display().to_string(), "--enable-debug-command", "local"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/test installs it)");
-            c.ports.push(port);
-            c.children.push(Some(child));
-        }
-        for i in 0..n {
-            let url = c.url(i);
-            wait_until(Duration::from_secs(10), "a cluster node to answer", async || {
-                let Ok(client) = redis::Client::open(url.as_str()) else { return false };
-                client.get_multiplexed_async_connection().await.is_ok()
-            })
-            .await;
-        }
+        // Ports below the ephemeral range, so that no outgoing connection of a
+        // test running beside takes one first; a start that lost one anyway
+        // (another test's server) tries another run.
+        let c = 'started: {
+            for _ in 0..3 {
+                let base = free_port_run(2 * n as u16);
+                let dir = std::env::temp_dir().join(format!("camsig-cluster-{}-{base}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let mut c = RedisCluster { ports: vec![], shards: 16, children: vec![], dir };
+                for i in 0..n as u16 {
+                    let (port, bus) = (base + i, base + n as u16 + i);
+                    let child = Command::new("redis-server")
+                        .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-config-file", &format!("nodes-{port}.conf")])
+                        .args(["--dir", &c.dir.display().to_string(), "--enable-debug-command", "local"])
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("redis-server is installed (scripts/test installs it)");
+                    c.ports.push(port);
+                    c.children.push(Some(child));
+                }
+                let mut all = true;
+                for i in 0..n {
+                    let url = c.url(i);
+                    let end = Instant::now() + Duration::from_secs(10);
+                    let up = loop {
+                        let ok = match redis::Client::open(url.as_str()) {
+                            Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if ok || Instant::now() > end || c.children[i].as_mut().is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_)))) {
+                            break ok;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    };
+                    all &= up;
+                }
+                if all {
+                    break 'started c;
+                }
+                drop(c); // stops what it started
+            }
+            panic!("a Redis Cluster could not get its ports in three tries");
+        };
         let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
