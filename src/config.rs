@@ -376,6 +376,8 @@ pub struct PeerConnectionSettings {
     pub rate_per_s: NonZeroU32,
     /// Connections open at once from one IP address.
     pub max_conns_per_ip: usize,
+    /// Connections open at once in all, on this node.
+    pub max_conns: usize,
 }
 
 impl Default for PeerConnectionSettings {
@@ -387,6 +389,7 @@ impl Default for PeerConnectionSettings {
             max_message_bytes: 64 * 1024,
             rate_per_s: NonZeroU32::new(50).expect("non-zero"),
             max_conns_per_ip: 32,
+            max_conns: 1024,
         }
     }
 }
@@ -678,6 +681,7 @@ impl Settings {
             ("compat.peerconnection.max_peers", self.compat.peerconnection.max_peers as u64),
             ("compat.peerconnection.max_message_bytes", self.compat.peerconnection.max_message_bytes as u64),
             ("compat.peerconnection.max_conns_per_ip", self.compat.peerconnection.max_conns_per_ip as u64),
+            ("compat.peerconnection.max_conns", self.compat.peerconnection.max_conns as u64),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));

@@ -19,12 +19,16 @@ struct Log {
     /// A new log starts with a marker id here, so a `since` from before the log
     /// existed (or `0-0`) never passes for complete.
     trimmed: EventId,
+    /// When it was last read or written: a log read within `keep` stays, as a
+    /// Redis read refreshes the stream's expiry, so a reader that is up to
+    /// date is never told its `since` is gone.
+    touched_ms: u64,
 }
 
 impl Log {
     fn new(now_ms: u64) -> Self {
         let marker = EventId::next(EventId::START, now_ms);
-        Self { events: VecDeque::new(), last: marker, trimmed: marker }
+        Self { events: VecDeque::new(), last: marker, trimmed: marker, touched_ms: now_ms }
     }
 
     fn trim(&mut self, bounds: LogBounds, now_ms: u64) {
@@ -65,7 +69,7 @@ impl MemoryBroker {
         let now = Self::now_ms();
         self.logs().retain(|_, log| {
             log.trim(self.bounds, now);
-            !log.events.is_empty() || u128::from(now.saturating_sub(log.last.ms)) < self.bounds.keep.as_millis()
+            !log.events.is_empty() || u128::from(now.saturating_sub(log.last.ms.max(log.touched_ms))) < self.bounds.keep.as_millis()
         });
     }
 
@@ -98,6 +102,7 @@ impl Broker for MemoryBroker {
         let mut logs = self.logs();
         let log = logs.entry(user.clone()).or_insert_with(|| Log::new(now));
         log.trim(self.bounds, now);
+        log.touched_ms = now;
         if since > log.last || since < log.trimmed {
             return Ok(Replay::Gone { last_id: log.last });
         }
@@ -107,7 +112,10 @@ impl Broker for MemoryBroker {
 
     async fn last_id(&self, user: &UserId) -> Result<EventId> {
         let now = Self::now_ms();
-        Ok(self.logs().entry(user.clone()).or_insert_with(|| Log::new(now)).last)
+        let mut logs = self.logs();
+        let log = logs.entry(user.clone()).or_insert_with(|| Log::new(now));
+        log.touched_ms = now;
+        Ok(log.last)
     }
 
     async fn subscribe(&self, _user: &UserId) -> Result<()> {
@@ -133,6 +141,22 @@ mod tests {
 
     fn ev() -> Event {
         Event::Resync(ResyncData { last_id: String::new() })
+    }
+
+    #[tokio::test]
+    async fn a_log_read_within_keep_outlives_a_sweep_so_an_up_to_date_reader_is_not_told_gone() {
+        let b = MemoryBroker::new(Arc::new(Nowhere), LogBounds { keep: std::time::Duration::from_millis(400), keep_max: 8 });
+        let u = UserId::parse("idle").unwrap();
+        let since = b.last_id(&u).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            assert!(matches!(b.replay(&u, since, 0).await.unwrap(), Replay::Events(e) if e.is_empty()), "read, nothing new");
+            b.sweep();
+        }
+        // Unread for longer than keep: swept, and a `since` from before is gone.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        b.sweep();
+        assert!(matches!(b.replay(&u, since, 0).await.unwrap(), Replay::Gone { .. }));
     }
 
     #[actix_web::test]

@@ -15,6 +15,7 @@
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -26,9 +27,14 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::service::peers::{MAX_PEER_NAME, peer_user};
 
-/// How long one long poll of a `/wait` lasts before the next (the client sees one hanging GET).
+/// How long one long poll of a `/wait` lasts at most before the next (the
+/// client sees one hanging GET); each renews the peer's cursor and log.
 const POLL: Duration = Duration::from_secs(25);
 const GONE: &[u8] = b"Peer most likely gone.";
+/// How long an answer waits for the client to close its end, which tells that it read it.
+const LINGER: Duration = Duration::from_secs(5);
+/// How long a sign-in or sign-out waits for this node's turn at the lobby.
+const LOBBY_WAIT: Duration = Duration::from_secs(10);
 
 /// Binds the listener when the protocol is on (port 0 works, for tests).
 pub fn bind(settings: &crate::config::Settings) -> anyhow::Result<Option<std::net::TcpListener>> {
@@ -42,25 +48,39 @@ pub fn bind(settings: &crate::config::Settings) -> anyhow::Result<Option<std::ne
     Ok(Some(l))
 }
 
-/// Connections open and requests made per IP address.
-struct PerIp {
+/// The listener's own state on this node.
+struct Listener {
+    /// Connections open per IP address, and in all.
     open: Mutex<HashMap<IpAddr, usize>>,
+    open_total: AtomicUsize,
     max_open: usize,
+    max_open_total: usize,
     rate: DefaultKeyedRateLimiter<IpAddr>,
+    /// The highest signed-in peer id seen here (`Store::next_peer_id`).
+    floor: AtomicU64,
+    /// Sign-ins and sign-outs go to the lobby one at a time from this node,
+    /// so that a storm of them costs each node one step at a time, not a
+    /// storm of conflicting steps.
+    lobby: tokio::sync::Semaphore,
 }
 
-impl PerIp {
+impl Listener {
     /// A place for one more connection from `ip`, freed when the guard drops.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<impl Drop + use<>> {
         let mut open = self.open.lock().expect("not poisoned");
+        if self.open_total.load(Ordering::Relaxed) >= self.max_open_total {
+            return None;
+        }
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max_open {
             return None;
         }
         *n += 1;
+        self.open_total.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         Some(scopeguard::guard((), move |()| {
             let mut open = me.open.lock().expect("not poisoned");
+            me.open_total.fetch_sub(1, Ordering::Relaxed);
             if let Some(n) = open.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -78,7 +98,15 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
         Err(e) => return tracing::error!(error = %e, "compat.peerconnection: cannot serve"),
     };
     let pc = node.settings.compat.peerconnection.clone();
-    let per_ip = Arc::new(PerIp { open: Mutex::new(HashMap::new()), max_open: pc.max_conns_per_ip, rate: RateLimiter::keyed(Quota::per_second(pc.rate_per_s)) });
+    let per_ip = Arc::new(Listener {
+        open: Mutex::new(HashMap::new()),
+        open_total: AtomicUsize::new(0),
+        max_open: pc.max_conns_per_ip,
+        max_open_total: pc.max_conns,
+        rate: RateLimiter::keyed(Quota::per_second(pc.rate_per_s)),
+        floor: AtomicU64::new(0),
+        lobby: tokio::sync::Semaphore::new(1),
+    });
     tracing::info!(addr = ?listener.local_addr().ok(), "peerconnection_client listener");
     let mut tidy = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -95,7 +123,7 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
             _ = tidy.tick() => { per_ip.rate.retain_recent(); continue; }
         };
         let Some(place) = per_ip.enter(addr.ip()) else {
-            drop(stream); // over the per-IP connection limit: shut at once
+            drop(stream); // over a connection limit: shut at once
             continue;
         };
         let (node, per_ip) = (node.clone(), per_ip.clone());
@@ -106,7 +134,7 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
     }
 }
 
-async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &PerIp) {
+async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Listener) {
     let s = &node.settings;
     let req = match wire::read_request(&mut stream, s.server.header_timeout, s.server.body_timeout, s.compat.peerconnection.max_message_bytes).await {
         Ok(r) => r,
@@ -123,7 +151,7 @@ async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Per
         span.record("user_id", peer_user(id).as_str());
     }
     async {
-        match handle(node, &req, &mut stream).await {
+        match handle(node, per_ip, &req, &mut stream).await {
             Some(bytes) => answer(&mut stream, bytes).await,
             None => {} // a hanging GET that ended without an answer: the client opens another
         }
@@ -133,7 +161,7 @@ async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Per
 }
 
 async fn answer(stream: &mut TcpStream, bytes: Vec<u8>) {
-    let _ = wire::send(stream, &bytes).await;
+    wire::send(stream, &bytes, LINGER).await;
 }
 
 fn sorry() -> Vec<u8> {
@@ -148,10 +176,14 @@ fn ok() -> Vec<u8> {
     wire::response("200 OK", "text/plain", None, b"")
 }
 
+fn busy() -> Vec<u8> {
+    wire::response("503 Service Unavailable", "text/plain", None, b"Try again shortly.")
+}
+
 /// A store or broker failure, as this protocol can say it.
 fn failed(e: Error) -> Vec<u8> {
     match e {
-        Error::Unavailable(_) | Error::OutcomeUnknown(_) => wire::response("503 Service Unavailable", "text/plain", None, b"Try again shortly."),
+        Error::Unavailable(_) | Error::OutcomeUnknown(_) => busy(),
         Error::Forbidden(_) => error(GONE),
         Error::MeetingFull => error(b"Too many peers are signed in."),
         e => {
@@ -164,18 +196,22 @@ fn failed(e: Error) -> Vec<u8> {
 /// The sample server's dispatch: a request naming a signed-in peer
 /// (`/wait`, `/sign_out`, `/message`), else a new peer (`/sign_in`), else
 /// what a browser sends (OPTIONS, and anything else: `500 Sorry`).
-async fn handle(node: &Node, req: &Request, stream: &mut TcpStream) -> Option<Vec<u8>> {
+async fn handle(node: &Node, l: &Listener, req: &Request, stream: &mut TcpStream) -> Option<Vec<u8>> {
     let svc = &node.service;
     let named = matches!(req.path.as_str(), "/wait" | "/sign_out" | "/message") && matches!(req.method.as_str(), "GET" | "POST");
     if named && let Some(id) = req.int_arg("peer_id") {
         match svc.peer_signed_in(id).await {
             Err(e) => return Some(failed(e)),
-            Ok(true) => return Some(signed_in(node, id, req, stream).await?),
+            Ok(true) => {
+                // Only ids the store vouches for raise the floor, so a made-up one cannot use up the ids.
+                l.floor.fetch_max(id, Ordering::Relaxed);
+                return signed_in(node, l, id, req, stream).await;
+            }
             Ok(false) => {}
         }
     }
     if req.method == "GET" && req.path == "/sign_in" {
-        return Some(sign_in(node, req).await.unwrap_or_else(failed));
+        return Some(sign_in(node, l, req).await.unwrap_or_else(failed));
     }
     if req.method == "POST" && !req.body.is_empty() {
         return Some(error(GONE));
@@ -186,19 +222,24 @@ async fn handle(node: &Node, req: &Request, stream: &mut TcpStream) -> Option<Ve
     Some(sorry())
 }
 
-async fn signed_in(node: &Node, id: u64, req: &Request, stream: &mut TcpStream) -> Option<Vec<u8>> {
+async fn signed_in(node: &Node, l: &Listener, id: u64, req: &Request, stream: &mut TcpStream) -> Option<Vec<u8>> {
     let svc = &node.service;
     if req.path == "/wait" {
         return wait(node, id, stream).await;
     }
     if let Some(to) = req.int_arg("to") {
+        // Text, as the client sends (SDP and JSON): no control characters but
+        // tab and line ends, so a message kept as JSON is at most twice its size.
+        let Ok(data) = String::from_utf8(req.body.clone()) else {
+            return Some(error(b"A message must be UTF-8 text."));
+        };
+        if data.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) {
+            return Some(error(b"A message must be text, without control characters."));
+        }
         if to == id {
             // To oneself: the sample answers the message straight back.
             return Some(wire::response("200 OK", &req.content_type, Some(id), &req.body));
         }
-        let Ok(data) = String::from_utf8(req.body.clone()) else {
-            return Some(error(b"A message must be UTF-8 text."));
-        };
         let ct = if req.content_type.is_empty() { "text/plain" } else { req.content_type.as_str() };
         return Some(match svc.peer_message(id, to, ct, data).await {
             Ok(()) => ok(),
@@ -206,6 +247,9 @@ async fn signed_in(node: &Node, id: u64, req: &Request, stream: &mut TcpStream) 
         });
     }
     if req.path == "/sign_out" {
+        let Ok(Ok(_turn)) = tokio::time::timeout(LOBBY_WAIT, l.lobby.acquire()).await else {
+            return Some(busy());
+        };
         return Some(match svc.peer_sign_out(id).await {
             Ok(()) | Err(Error::Forbidden(_) | Error::MeetingNotFound) => ok(),
             Err(e) => failed(e),
@@ -229,9 +273,17 @@ fn peer_name(args: &str, id: u64) -> String {
     name
 }
 
-async fn sign_in(node: &Node, req: &Request) -> crate::error::Result<Vec<u8>> {
+async fn sign_in(node: &Node, l: &Listener, req: &Request) -> crate::error::Result<Vec<u8>> {
+    let Ok(Ok(_turn)) = tokio::time::timeout(LOBBY_WAIT, l.lobby.acquire()).await else {
+        return Ok(busy());
+    };
     let store = node.service.store();
-    let id = store.next_peer_id().await?;
+    let id = store.next_peer_id(l.floor.load(Ordering::Relaxed)).await?;
+    l.floor.fetch_max(id, Ordering::Relaxed);
+    if id > i32::MAX as u64 {
+        // The client keeps its id in an `int`.
+        return Ok(error(b"No peer ids are left."));
+    }
     let user = peer_user(id);
     tracing::Span::current().record("user_id", user.as_str());
     // The cursor first: every notification after the sign-in is after it.
@@ -253,17 +305,30 @@ fn cursor_keep(node: &Node) -> Duration {
 async fn wait(node: &Node, id: u64, stream: &mut TcpStream) -> Option<Vec<u8>> {
     let user = peer_user(id);
     let store = node.service.store();
+    // Within `events.keep_s`, so that each poll keeps an idle peer's log alive.
+    let poll = POLL.min(node.settings.events.keep / 2).max(Duration::from_secs(1));
+    let mut first = true;
     loop {
         if node.service.is_draining() {
             return None; // closed unanswered: the client opens its next one elsewhere
         }
-        let since = match store.peer_cursor(&user).await {
-            Ok(c) => c.and_then(|c| c.parse::<EventId>().ok()),
+        // Signed out meanwhile (by this client or another): the sample drops the peer.
+        if !first && !matches!(node.service.peer_signed_in(id).await, Ok(true)) {
+            return Some(error(GONE));
+        }
+        first = false;
+        let cursor = match store.peer_cursor(&user).await {
+            Ok(c) => c,
             Err(e) => return Some(failed(e)),
         };
+        // Each cycle renews the cursor: it lapses only for a peer long gone.
+        if let Some(c) = &cursor {
+            let _ = store.set_peer_cursor(&user, c, cursor_keep(node)).await;
+        }
+        let since = cursor.and_then(|c| c.parse::<EventId>().ok());
         let started = tokio::time::Instant::now();
         let polled = tokio::select! {
-            p = crate::actors::poll::poll(&node.actors, &user, since, POLL) => p,
+            p = crate::actors::poll::poll(&node.actors, &user, since, poll) => p,
             _ = client_gone(stream) => return None,
         };
         let polled = match polled {
@@ -294,8 +359,9 @@ async fn wait(node: &Node, id: u64, stream: &mut TcpStream) -> Option<Vec<u8>> {
                     continue;
                 }
             };
-            // The cursor moves only once the answer is written.
-            if wire::send(stream, &bytes).await.is_ok()
+            // The cursor moves only once the client has taken the answer (closed
+            // its end after reading it); else the next hanging GET gets it again.
+            if wire::send(stream, &bytes, LINGER).await
                 && let Some(at) = frame.id
                 && let Err(e) = store.set_peer_cursor(&user, &at.to_string(), cursor_keep(node)).await
             {
@@ -308,7 +374,7 @@ async fn wait(node: &Node, id: u64, stream: &mut TcpStream) -> Option<Vec<u8>> {
             continue;
         }
         // Empty well before its time: a newer hanging GET of this peer took its place.
-        if started.elapsed() + Duration::from_secs(1) < POLL && !node.service.is_draining() {
+        if started.elapsed() + Duration::from_secs(1) < poll && !node.service.is_draining() {
             return None;
         }
     }

@@ -83,8 +83,14 @@ pub async fn read_request(stream: &mut TcpStream, head_timeout: Duration, body_t
     let target = req.path.ok_or(ReadError::Malformed)?;
     let (path, args) = target.split_once('?').unwrap_or((target, ""));
     let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).trim().to_owned());
+    // One plain length, or none; no chunked bodies (the sample reads neither).
+    let lengths = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")).count();
+    if lengths > 1 || header("Transfer-Encoding").is_some() {
+        return Err(ReadError::Malformed);
+    }
     let length: usize = match header("Content-Length") {
-        Some(v) => v.parse().map_err(|_| ReadError::Malformed)?,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().map_err(|_| ReadError::Malformed)?,
+        Some(_) => return Err(ReadError::Malformed),
         None => 0,
     };
     if length > max_body {
@@ -134,25 +140,29 @@ pub fn response(status: &str, content_type: &str, pragma: Option<u64>, body: &[u
     out
 }
 
-/// Writes an answer and closes; Ok when the kernel took all of it. What the
-/// client still sends (a refused body) is read and dropped for a moment, so
-/// that closing does not reset the connection before the answer is read.
-pub async fn send(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await?;
-    stream.shutdown().await?;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+/// Writes an answer and closes. What the client still sends (a refused
+/// body) is read and dropped meanwhile, so that closing does not reset the
+/// connection before the answer is read. Answers whether the client closed
+/// its end within `linger` (the sample client closes once it has read the
+/// whole answer): only then is the answer known to be taken.
+pub async fn send(stream: &mut TcpStream, bytes: &[u8], linger: Duration) -> bool {
+    if stream.write_all(bytes).await.is_err() || stream.flush().await.is_err() || stream.shutdown().await.is_err() {
+        return false;
+    }
+    tokio::time::timeout(linger, async {
         let mut sink = [0u8; 16 * 1024];
         let mut dropped = 0usize;
         while dropped < 1 << 20 {
             match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) => return true,
+                Err(_) => return false,
                 Ok(n) => dropped += n,
             }
         }
+        false
     })
-    .await;
-    Ok(())
+    .await
+    .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -384,9 +384,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn next_peer_id(&self) -> Result<u64> {
+    async fn next_peer_id(&self, above: u64) -> Result<u64> {
         let mut inner = self.lock();
-        inner.peer_ids += 1;
+        inner.peer_ids = inner.peer_ids.max(above) + 1;
         Ok(inner.peer_ids)
     }
 

@@ -322,8 +322,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     /// A new peer id for the peerconnection_client listener: 1, 2, ... over
-    /// every node (`crate::compat`).
-    async fn next_peer_id(&self) -> Result<u64>;
+    /// every node (`crate::compat`), and above `above` (the highest this node
+    /// has seen), so that a store that came back empty hands out no id a
+    /// peer still uses.
+    async fn next_peer_id(&self, above: u64) -> Result<u64>;
 
     /// Where a peer's next hanging GET resumes in its log (None: from its start).
     async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>>;

@@ -719,8 +719,14 @@ impl Store for RedisStore {
         self.r.query::<()>(redis::cmd("SET").arg(self.keys().ready()).arg(1).arg("PX").arg(10_000)).await
     }
 
-    async fn next_peer_id(&self) -> Result<u64> {
-        self.r.query(redis::cmd("INCR").arg(self.keys().peer_ids())).await
+    async fn next_peer_id(&self, above: u64) -> Result<u64> {
+        let key = self.keys().peer_ids();
+        let id: u64 = self.r.query(redis::cmd("INCR").arg(&key)).await?;
+        if id > above {
+            return Ok(id);
+        }
+        // Behind what peers still use (Redis came back empty): jump past it, atomically.
+        self.r.query(redis::cmd("INCRBY").arg(&key).arg(above + 1 - id)).await
     }
 
     async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>> {

@@ -201,6 +201,12 @@ async fn unknown_peers_and_malformed_requests_get_the_sample_servers_answers() {
     let options = exchange(p, b"OPTIONS /sign_in HTTP/1.1\r\nOrigin: http://example.com\r\n\r\n").await;
     assert_eq!(options.status, 200);
     assert!(String::from_utf8_lossy(&options.raw).contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
+    // Text only: a control character is refused (kept as JSON it would weigh six times its size).
+    assert!(error(&ann.send(p, ann.id, b"a\x01b").await));
+    // One plain Content-Length, no chunked bodies.
+    assert!(sorry(&exchange(p, format!("POST /message?peer_id={0}&to={0} HTTP/1.0\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", ann.id).as_bytes()).await));
+    assert!(sorry(&exchange(p, format!("POST /message?peer_id={0}&to={0} HTTP/1.0\r\nContent-Length: +1\r\n\r\nx", ann.id).as_bytes()).await));
+    assert!(sorry(&exchange(p, format!("POST /message?peer_id={0}&to={0} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", ann.id).as_bytes()).await));
     // Over compat.peerconnection.max_message_bytes (64 KiB): refused, nothing queued.
     let big = vec![b'x'; 64 * 1024 + 1];
     assert!(error(&ann.send(p, ann.id, &big).await));
@@ -265,4 +271,83 @@ async fn a_draining_node_closes_hanging_gets_unanswered_and_the_next_on_another_
     assert_eq!(bob.send(p2, ann.id, b"after the drain").await.status, 200);
     let got = ann.wait(p2).await;
     assert_eq!((got.pragma, got.body.as_slice()), (bob.id, &b"after the drain"[..]));
+}
+
+#[actix_web::test]
+async fn an_answer_the_client_never_read_is_sent_again() {
+    let redis = Redis::start().await;
+    let n = compat_node(&redis, "pc1").await;
+    let p = n.compat_port.unwrap();
+    let (ann, _) = Sample::sign_in(p, "ann").await;
+    let (bob, _) = Sample::sign_in(p, "bob").await;
+    assert_eq!(ann.wait(p).await.text(), format!("bob,{},1\n", bob.id));
+    // Ann's hanging GET is answered, but her end resets without reading it.
+    let held = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    let mut held = held;
+    held.write_all(&ann.wait_request()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bob.send(p, ann.id, b"the offer").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(held);
+    // The next hanging GET gets it: nothing taken for read that was not.
+    let again = ann.wait(p).await;
+    assert_eq!((again.pragma, again.body.as_slice()), (bob.id, &b"the offer"[..]));
+}
+
+#[actix_web::test]
+async fn a_signed_out_peers_hanging_get_ends_and_ids_stay_unique_after_redis_comes_back_empty() {
+    let redis = Redis::start().await;
+    let n = node_with(&redis, "pc1", |s| {
+        s.compat.peerconnection.enabled = true;
+        s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // Short polls: each one checks the peer is still signed in.
+        s.events.keep = Duration::from_secs(4);
+    })
+    .await;
+    let p = n.compat_port.unwrap();
+    let (ann, _) = Sample::sign_in(p, "ann").await;
+    let (bob, _) = Sample::sign_in(p, "bob").await;
+    assert_eq!(ann.wait(p).await.text(), format!("bob,{},1\n", bob.id));
+    let bob_waits = tokio::spawn({
+        let req = bob.wait_request();
+        async move { exchange(p, &req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bob.sign_out(p).await.status, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(10), bob_waits).await.expect("a signed-out peer's hanging GET ends").unwrap();
+    assert_eq!((ended.status, ended.text().as_str()), (500, "Peer most likely gone."));
+    // Redis comes back empty: the ids this node has seen in use are not handed out again.
+    let mut c = redis.conn().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let (carl, _) = Sample::sign_in(p, "carl").await;
+    assert!(carl.id > ann.id.max(bob.id), "carl got {}, after {} and {}", carl.id, ann.id, bob.id);
+}
+
+#[actix_web::test]
+async fn a_node_holds_at_most_max_conns_connections_on_the_listener() {
+    let redis = Redis::start().await;
+    let n = node_with(&redis, "pc1", |s| {
+        s.compat.peerconnection.enabled = true;
+        s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        s.compat.peerconnection.max_conns = 5;
+        s.compat.peerconnection.max_conns_per_ip = 100;
+    })
+    .await;
+    let p = n.compat_port.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(("127.0.0.1", p)).await.unwrap());
+    }
+    // Accepted in order: the sixth is shut at once, with nothing read or answered.
+    let mut sixth = TcpStream::connect(("127.0.0.1", p)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n6 = tokio::time::timeout(Duration::from_secs(3), sixth.read(&mut buf)).await.expect("shut at once").unwrap_or(0);
+    assert_eq!(n6, 0);
+    drop(held);
+    // Places come back as connections end.
+    let ok = crate::support::wait_until(Duration::from_secs(5), "a place on the listener", async || {
+        tokio::time::timeout(Duration::from_secs(1), exchange(p, b"OPTIONS / HTTP/1.0\r\n\r\n")).await.is_ok_and(|a| a.status == 200)
+    });
+    ok.await;
 }
