@@ -151,9 +151,9 @@ async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Lis
         span.record("user_id", peer_user(id).as_str());
     }
     async {
-        match handle(node, per_ip, &req, &mut stream).await {
-            Some(bytes) => answer(&mut stream, bytes).await,
-            None => {} // a hanging GET that ended without an answer: the client opens another
+        // None: a hanging GET that ended without an answer; the client opens another.
+        if let Some(bytes) = handle(node, per_ip, &req, &mut stream).await {
+            answer(&mut stream, bytes).await;
         }
     }
     .instrument(span)

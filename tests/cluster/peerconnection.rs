@@ -288,7 +288,7 @@ async fn an_answer_the_client_never_read_is_sent_again() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(bob.send(p, ann.id, b"the offer").await.status, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    held.set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&held).set_linger(Some(Duration::ZERO)).unwrap();
     drop(held);
     // The next hanging GET gets it: nothing taken for read that was not.
     let again = ann.wait(p).await;
