@@ -109,6 +109,9 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "peerconnection_client listener");
     let mut tidy = tokio::time::interval(Duration::from_secs(60));
+    // Each second the store's id counter is held above every id this node
+    // has seen in use: a store that came back empty is caught up within it.
+    let mut floor = tokio::time::interval(Duration::from_secs(1));
     loop {
         let (stream, addr) = tokio::select! {
             a = listener.accept() => match a {
@@ -121,6 +124,16 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
                 }
             },
             _ = tidy.tick() => { per_ip.rate.retain_recent(); continue; }
+            _ = floor.tick() => {
+                let at_least = per_ip.floor.load(Ordering::Relaxed);
+                if at_least > 0 {
+                    let (node, at_least) = (node.clone(), at_least);
+                    actix_web::rt::spawn(async move {
+                        let _ = node.service.store().raise_peer_ids(at_least).await;
+                    });
+                }
+                continue;
+            }
         };
         let Some(place) = per_ip.enter(addr.ip()) else {
             drop(stream); // over a connection limit: shut at once

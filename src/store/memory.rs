@@ -390,6 +390,12 @@ impl Store for MemoryStore {
         Ok(inner.peer_ids)
     }
 
+    async fn raise_peer_ids(&self, at_least: u64) -> Result<()> {
+        let mut inner = self.lock();
+        inner.peer_ids = inner.peer_ids.max(at_least);
+        Ok(())
+    }
+
     async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>> {
         let mut inner = self.lock();
         let now = std::time::Instant::now();

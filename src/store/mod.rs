@@ -327,6 +327,11 @@ pub trait Store: Send + Sync + 'static {
     /// peer still uses.
     async fn next_peer_id(&self, above: u64) -> Result<u64>;
 
+    /// Raises the peer id counter to at least `at_least` (a node's highest id
+    /// seen in use), so that after a store that came back empty no node hands
+    /// out an id a peer anywhere still uses.
+    async fn raise_peer_ids(&self, at_least: u64) -> Result<()>;
+
     /// Where a peer's next hanging GET resumes in its log (None: from its start).
     async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>>;
 

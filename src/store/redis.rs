@@ -729,6 +729,17 @@ impl Store for RedisStore {
         self.r.query(redis::cmd("INCRBY").arg(&key).arg(above + 1 - id)).await
     }
 
+    async fn raise_peer_ids(&self, at_least: u64) -> Result<()> {
+        let key = self.keys().peer_ids();
+        let now: Option<u64> = self.r.query(redis::cmd("GET").arg(&key)).await?;
+        let now = now.unwrap_or(0);
+        if now < at_least {
+            // INCRBY, not SET: a sign-in racing this one still gets an id of its own.
+            self.r.query::<()>(redis::cmd("INCRBY").arg(&key).arg(at_least - now)).await?;
+        }
+        Ok(())
+    }
+
     async fn peer_cursor(&self, user: &UserId) -> Result<Option<String>> {
         self.r.query(redis::cmd("GET").arg(self.keys().peer_cursor(user))).await
     }

@@ -351,3 +351,24 @@ async fn a_node_holds_at_most_max_conns_connections_on_the_listener() {
     });
     ok.await;
 }
+
+#[actix_web::test]
+async fn after_redis_comes_back_empty_no_node_hands_out_an_id_in_use() {
+    let redis = Redis::start().await;
+    let (n1, n2) = (compat_node(&redis, "pc1").await, compat_node(&redis, "pc2").await);
+    let (p1, p2) = (n1.compat_port.unwrap(), n2.compat_port.unwrap());
+    let (ann, _) = Sample::sign_in(p1, "ann").await;
+    let (bob, _) = Sample::sign_in(p1, "bob").await;
+    assert_eq!(ann.wait(p1).await.text(), format!("bob,{},1\n", bob.id));
+    let mut c = redis.conn().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    // Node 1, which saw ann and bob, raises the counter again within a second ...
+    crate::support::wait_until(Duration::from_secs(5), "the id counter raised again", async || {
+        let v: Option<i64> = redis::cmd("GET").arg("camsig:pc:ids").query_async(&mut c).await.unwrap_or(None);
+        v.is_some_and(|v| v >= ann.id.max(bob.id))
+    })
+    .await;
+    // ... so node 2, which never saw them, hands out a fresh id.
+    let (carl, _) = Sample::sign_in(p2, "carl").await;
+    assert!(carl.id > ann.id.max(bob.id), "carl got {}", carl.id);
+}
