@@ -143,7 +143,10 @@ async fn round(suite: &Path, camsig: &Path, dir: &Path, seed: u64, fault_seconds
 
 /// Rounds until `total` has passed (one at least); a smoke run is one short round.
 pub async fn run(out: &Path, total: Duration, seed: u64, smoke: bool) -> Result<Report> {
+    // Absolute: the suite changes directory, and writes CHAOS_REPORT after.
     let dir = out.join("chaos");
+    std::fs::create_dir_all(&dir)?;
+    let dir = std::fs::canonicalize(&dir)?;
     let (suite, camsig) = build(&dir)?;
     let started = Instant::now();
     let mut report = Report { seed, seconds: total.as_secs(), ..Report::default() };
