@@ -300,51 +300,42 @@ export class CamsigClient {
     const spec = OPS[op];
     if (!spec) throw new Error(`unknown call ${op}`);
     const key = newKey();
-    for (let attempt = 0; ; attempt++) {
-      let wait = 200;
-      try {
-        if (this.opts.commands === "socket" && this.live) {
-          try {
-            return await this.command(spec.cmd, { ...body, idempotency_key: key });
-          } catch (e) {
-            if (!(e instanceof ApiError)) throw new SocketLost(String(e));
-            throw e;
-          }
-        }
-        const rest: Record<string, unknown> = { ...body };
-        for (const f of spec.strip ?? []) delete rest[f];
-        return await this.request("POST", spec.path(body), rest, key);
-      } catch (e) {
-        if (e instanceof ApiError) {
-          if (e.status === 401 && this.opts.getToken && attempt < this.opts.retries) {
-            this.token = await this.opts.getToken();
-            continue;
-          }
-          if (!retryable(e.status, e.code) || attempt >= this.opts.retries) throw e;
-          wait = (e as any).retryAfterMs ?? 200;
-        } else if (attempt >= this.opts.retries) {
-          throw e;
-        }
-      }
-      await sleep(jitter(Math.min(wait, 2000)));
-    }
+    return this.retrying(() => {
+      // A command whose socket went away before its ack rejects with a plain Error: retried.
+      if (this.opts.commands === "socket" && this.live) return this.command(spec.cmd, { ...body, idempotency_key: key });
+      const rest: Record<string, unknown> = { ...body };
+      for (const f of spec.strip ?? []) delete rest[f];
+      return this.request("POST", spec.path(body), rest, key);
+    });
   }
 
   /** A GET under `/webrtc/`, retried on 429, 503 and network errors. */
-  async get(path: string): Promise<any> {
-    for (let attempt = 0; ; attempt++) {
+  get(path: string): Promise<any> {
+    return this.retrying(() => this.request("GET", path, undefined, undefined));
+  }
+
+  /**
+   * Runs `attempt` until it answers: again after a new token on 401 (with
+   * `getToken`), after `Retry-After` on 429, 503, 504 and
+   * `request_in_progress`, and after a short backoff on any other failure
+   * that is not an `ApiError`; at most `retries` times more.
+   */
+  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let n = 0; ; n++) {
       let wait = 200;
       try {
-        return await this.request("GET", path, undefined, undefined);
+        return await attempt();
       } catch (e) {
         if (e instanceof ApiError) {
-          if (e.status === 401 && this.opts.getToken && attempt < this.opts.retries) {
+          if (e.status === 401 && this.opts.getToken && n < this.opts.retries) {
             this.token = await this.opts.getToken();
             continue;
           }
-          if (!retryable(e.status, e.code) || attempt >= this.opts.retries) throw e;
+          if (!retryable(e.status, e.code) || n >= this.opts.retries) throw e;
           wait = (e as any).retryAfterMs ?? 200;
-        } else if (attempt >= this.opts.retries) throw e;
+        } else if (n >= this.opts.retries) {
+          throw e;
+        }
       }
       await sleep(jitter(Math.min(wait, 2000)));
     }
