@@ -227,6 +227,73 @@ class BarTrack(VideoStreamTrack):
         return frame
 
 
+class Nodes:
+    """redis-server and `count` camsig nodes on loopback, as scripts/cluster starts them, each its own process.
+    `per_node(i)` adds node i's own environment; `taken` are ports the caller holds for it."""
+
+    def __init__(self, name: str, count: int, env: dict[str, str],
+                 per_node: Callable[[int], dict[str, str]] = lambda i: {}, taken: tuple[int, ...] = ()) -> None:
+        self.logs = WORK / "logs" / name
+        shutil.rmtree(self.logs, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+        self.secret = secrets.token_hex(32)
+        self.redis_port, *self.ports = free_ports(count + 1, taken)
+        self.env = {
+            **os.environ,
+            "CAMSIG__AUTH__JWT_SECRET": self.secret,
+            "CAMSIG__REDIS__URL": f"redis://127.0.0.1:{self.redis_port}/",
+            **env,
+        }
+        self.procs: list[subprocess.Popen] = []
+        self.redis = self._spawn(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.logs)],
+            "redis.log", os.environ,
+        )
+        for i, port in enumerate(self.ports):
+            self.procs.append(self._spawn(
+                [CAMSIG_BIN], f"node{i + 1}.log",
+                {**self.env, "CAMSIG__SERVER__BIND": f"127.0.0.1:{port}", "CAMSIG__NODE__ID": f"node{i + 1}", **per_node(i)},
+            ))
+
+    def _spawn(self, argv: list[str], log: str, env) -> subprocess.Popen:
+        with open(self.logs / log, "w") as out:
+            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports[i]}"
+
+    def node_id(self, i: int) -> str:
+        return f"node{i + 1}"
+
+    async def ready(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            for i in range(len(self.ports)):
+                async def up() -> bool:
+                    if self.procs[i].poll() is not None:
+                        raise AssertionError(f"{self.node_id(i)} exited ({self.procs[i].returncode}); see {self.logs}")
+                    async with http.get(f"{self.url(i)}/readyz") as r:
+                        return r.status == 200
+                await until(f"readyz on {self.node_id(i)}", up, 60)
+
+    def token(self, user: str) -> str:
+        return subprocess.check_output([CAMSIG_BIN, "token", user, "--ttl", "900"], env=self.env, text=True).strip()
+
+    def kill(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait(10)
+
+    def close(self) -> None:
+        for p in [*self.procs, self.redis]:  # redis last: nodes stop cleanly while it is there
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+
+
 def picture_has_bar(frame: av.VideoFrame) -> bool:
     """The decoded picture is the sent one: bright bar pixels and dark background on one row."""
     plane = frame.planes[0]

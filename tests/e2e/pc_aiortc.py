@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import sys
 
-import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from harness import CAMSIG_BIN, WORK, H, T, W, BarTrack, free_ports, ice_config, picture_has_bar, say, sigterm_exits, split_candidates, until
+from harness import H, T, W, BarTrack, Nodes, free_ports, ice_config, picture_has_bar, say, sigterm_exits, split_candidates, until
 
 TAG = "pc_aiortc"
 MEDIA_T = 45.0  # two VP8 encoders and decoders in Python on a small machine
@@ -43,60 +39,15 @@ FRAMES = 30
 
 # ---------- the nodes ----------
 
-class Nodes:
-    """redis-server and two dev-mode camsig nodes on it, each with the compat listener on its own port."""
-
-    def __init__(self) -> None:
-        self.logs = WORK / "logs" / TAG
-        shutil.rmtree(self.logs, ignore_errors=True)
-        self.logs.mkdir(parents=True)
-        self.redis_port, *ports = free_ports(5)
-        self.http = ports[0::2]
-        self.compat = ports[1::2]
-        base = {k: v for k, v in os.environ.items() if not k.startswith("CAMSIG")}
-        self.procs: list[subprocess.Popen] = []
-        self.redis = self._spawn(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.logs)],
-            "redis.log", base,
-        )
-        for i, (http, compat) in enumerate(zip(self.http, self.compat)):
-            data = self.logs / f"node{i + 1}-data"
-            data.mkdir()
-            self.procs.append(self._spawn([CAMSIG_BIN], f"node{i + 1}.log", {
-                **base,
-                "CAMSIG__SERVER__BIND": f"127.0.0.1:{http}",
-                "CAMSIG__SERVER__DATA_DIR": str(data),
-                "CAMSIG__NODE__ID": f"node{i + 1}",
-                "CAMSIG__REDIS__URL": f"redis://127.0.0.1:{self.redis_port}/",
-                "CAMSIG__COMPAT__PEERCONNECTION__ENABLED": "true",
-                "CAMSIG__COMPAT__PEERCONNECTION__BIND": f"127.0.0.1:{compat}",
-            }))
-
-    def _spawn(self, argv: list[str], log: str, env) -> subprocess.Popen:
-        with open(self.logs / log, "w") as out:
-            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-    async def ready(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            for i, port in enumerate(self.http):
-                async def up() -> bool:
-                    if self.procs[i].poll() is not None:
-                        raise AssertionError(f"node{i + 1} exited ({self.procs[i].returncode}); see {self.logs}")
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        return r.status == 200
-                await until(f"readyz on node{i + 1}", up, 60)
-
-    def close(self) -> None:
-        for p in [*self.procs, self.redis]:  # redis last: the nodes stop cleanly while it is there
-            if p.poll() is None:
-                p.terminate()
-        for p in [*self.procs, self.redis]:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+def compat_nodes() -> Nodes:
+    """redis-server and two camsig nodes on it, each with the compat listener on its own port."""
+    compat = free_ports(2)
+    nodes = Nodes(TAG, 2, {}, lambda i: {
+        "CAMSIG__COMPAT__PEERCONNECTION__ENABLED": "true",
+        "CAMSIG__COMPAT__PEERCONNECTION__BIND": f"127.0.0.1:{compat[i]}",
+    }, taken=tuple(compat))
+    nodes.compat = compat
+    return nodes
 
 
 # ---------- peer_connection_client.cc's wire ----------
@@ -478,7 +429,7 @@ async def wait_for(what: str, fut, timeout: float, *conductors: Conductor) -> No
 
 async def main(nodes: Nodes) -> None:
     await nodes.ready()
-    say(TAG, f"nodes up: http {nodes.http}, compat {nodes.compat}, redis {nodes.redis_port}")
+    say(TAG, f"nodes up: http {nodes.ports}, compat {nodes.compat}, redis {nodes.redis_port}")
 
     a_wire, b_wire = Wire("A", nodes.compat[0]), Wire("B", nodes.compat[1])
     a, b = Conductor("A", a_wire), Conductor("B", b_wire)
@@ -553,7 +504,7 @@ async def until_true(fn) -> None:
 
 if __name__ == "__main__":
     sigterm_exits()
-    nodes = Nodes()
+    nodes = compat_nodes()
     try:
         asyncio.run(main(nodes))
         say(TAG, "PASS")
