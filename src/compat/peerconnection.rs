@@ -98,7 +98,7 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
         Err(e) => return tracing::error!(error = %e, "compat.peerconnection: cannot serve"),
     };
     let pc = node.settings.compat.peerconnection.clone();
-    let per_ip = Arc::new(Listener {
+    let state = Arc::new(Listener {
         open: Mutex::new(HashMap::new()),
         open_total: AtomicUsize::new(0),
         max_open: pc.max_conns_per_ip,
@@ -123,9 +123,9 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
                     continue;
                 }
             },
-            _ = tidy.tick() => { per_ip.rate.retain_recent(); continue; }
+            _ = tidy.tick() => { state.rate.retain_recent(); continue; }
             _ = floor.tick() => {
-                let at_least = per_ip.floor.load(Ordering::Relaxed);
+                let at_least = state.floor.load(Ordering::Relaxed);
                 if at_least > 0 {
                     let (node, at_least) = (node.clone(), at_least);
                     actix_web::rt::spawn(async move {
@@ -135,19 +135,19 @@ pub async fn serve(node: Node, listener: std::net::TcpListener) {
                 continue;
             }
         };
-        let Some(place) = per_ip.enter(addr.ip()) else {
+        let Some(place) = state.enter(addr.ip()) else {
             drop(stream); // over a connection limit: shut at once
             continue;
         };
-        let (node, per_ip) = (node.clone(), per_ip.clone());
+        let (node, state) = (node.clone(), state.clone());
         actix_web::rt::spawn(async move {
             let _place = place;
-            connection(&node, stream, addr.ip(), &per_ip).await;
+            connection(&node, stream, addr.ip(), &state).await;
         });
     }
 }
 
-async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Listener) {
+async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, state: &Listener) {
     let s = &node.settings;
     let req = match wire::read_request(&mut stream, s.server.header_timeout, s.server.body_timeout, s.compat.peerconnection.max_message_bytes).await {
         Ok(r) => r,
@@ -155,7 +155,7 @@ async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Lis
         Err(ReadError::Malformed) => return answer(&mut stream, sorry()).await,
         Err(ReadError::TooLarge(max)) => return answer(&mut stream, error(format!("A message is at most {max} bytes.").as_bytes())).await,
     };
-    if per_ip.rate.check_key(&ip).is_err() {
+    if state.rate.check_key(&ip).is_err() {
         return answer(&mut stream, wire::response("429 Too Many Requests", "text/plain", None, b"Too many requests; slow down.")).await;
     }
     let peer = req.int_arg("peer_id");
@@ -165,7 +165,7 @@ async fn connection(node: &Node, mut stream: TcpStream, ip: IpAddr, per_ip: &Lis
     }
     async {
         // None: a hanging GET that ended without an answer; the client opens another.
-        if let Some(bytes) = handle(node, per_ip, &req, &mut stream).await {
+        if let Some(bytes) = handle(node, state, &req, &mut stream).await {
             answer(&mut stream, bytes).await;
         }
     }

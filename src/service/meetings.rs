@@ -117,9 +117,11 @@ impl Service {
             }
             meeting.leave(user);
             close_rooms(&mut step, &s.pairs, user, reason, now);
-            for other in meeting.members.iter().filter(|_| !id.is_lobby()) {
-                let data = MemberLeftData { meeting_id: id.clone(), user_id: user.clone(), reason: reason.to_owned() };
-                step.events.push((other.user_id.clone(), Event::MemberLeft(data)));
+            if !id.is_lobby() {
+                for other in &meeting.members {
+                    let data = MemberLeftData { meeting_id: id.clone(), user_id: user.clone(), reason: reason.to_owned() };
+                    step.events.push((other.user_id.clone(), Event::MemberLeft(data)));
+                }
             }
             let gone_after = meeting.members.is_empty().then_some(ttl);
             step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after });

@@ -98,10 +98,18 @@ impl Sample {
     }
 }
 
-async fn compat_node(redis: &Redis, name: &str) -> TestApp {
+/// A node on `redis` with the listener on (port 0), then `f`.
+async fn compat_node_with(redis: &Redis, name: &str, f: impl FnOnce(&mut camsig::config::Settings)) -> TestApp {
     node_with(redis, name, |s| {
         s.compat.peerconnection.enabled = true;
         s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        f(s);
+    })
+    .await
+}
+
+async fn compat_node(redis: &Redis, name: &str) -> TestApp {
+    compat_node_with(redis, name, |s| {
         // A peer that stops polling ends after this (a long poll's presence outlives its last poll by silent_after).
         s.ws.heartbeat = Duration::from_secs(1);
     })
@@ -219,9 +227,7 @@ async fn unknown_peers_and_malformed_requests_get_the_sample_servers_answers() {
 async fn max_peers_holds_under_200_concurrent_sign_ins_over_two_nodes() {
     let redis = Redis::start().await;
     let limited = async |name: &str| {
-        node_with(&redis, name, |s| {
-            s.compat.peerconnection.enabled = true;
-            s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        compat_node_with(&redis, name, |s| {
             s.compat.peerconnection.max_peers = 50;
             s.compat.peerconnection.rate_per_s = std::num::NonZeroU32::new(10_000).unwrap();
             s.compat.peerconnection.max_conns_per_ip = 1_000;
@@ -298,9 +304,7 @@ async fn an_answer_the_client_never_read_is_sent_again() {
 #[actix_web::test]
 async fn a_signed_out_peers_hanging_get_ends_and_ids_stay_unique_after_redis_comes_back_empty() {
     let redis = Redis::start().await;
-    let n = node_with(&redis, "pc1", |s| {
-        s.compat.peerconnection.enabled = true;
-        s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let n = compat_node_with(&redis, "pc1", |s| {
         // Short polls: each one checks the peer is still signed in.
         s.events.keep = Duration::from_secs(4);
     })
@@ -327,9 +331,7 @@ async fn a_signed_out_peers_hanging_get_ends_and_ids_stay_unique_after_redis_com
 #[actix_web::test]
 async fn a_node_holds_at_most_max_conns_connections_on_the_listener() {
     let redis = Redis::start().await;
-    let n = node_with(&redis, "pc1", |s| {
-        s.compat.peerconnection.enabled = true;
-        s.compat.peerconnection.bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let n = compat_node_with(&redis, "pc1", |s| {
         s.compat.peerconnection.max_conns = 5;
         s.compat.peerconnection.max_conns_per_ip = 100;
     })
