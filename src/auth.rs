@@ -36,6 +36,8 @@ pub struct Caller {
     pub name: Option<String>,
     /// The token's `exp` (seconds since the epoch): a session lives until then.
     pub exp: u64,
+    /// The token carries `"admin": true`: it may use `/admin`.
+    pub admin: bool,
 }
 
 pub struct Auth {
@@ -106,7 +108,8 @@ impl Auth {
             Some(Value::String(n)) => Some(n.clone()),
             Some(_) => return Err(unauthorized("token's name must be a string")),
         };
-        Ok(Caller { user, name, exp })
+        let admin = claims.get("admin") == Some(&Value::Bool(true));
+        Ok(Caller { user, name, exp, admin })
     }
 
     /// Reads `Authorization: Bearer <jwt>`, or `?token=` where `allow_query` (WebSocket).

@@ -49,6 +49,7 @@ pub struct Settings {
     pub ws: WsSettings,
     pub log: LogSettings,
     pub compat: CompatSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +395,50 @@ impl Default for PeerConnectionSettings {
     }
 }
 
+/// Webhooks (`crate::webhooks`): where each change is POSTed, signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Receivers; each gets every webhook. Empty: none are recorded.
+    pub urls: Vec<String>,
+    /// The HMAC-SHA256 key of `Camsig-Signature`.
+    pub secret: Option<SecretString>,
+    /// Tries of one webhook to one receiver before it goes to the dead letters.
+    pub max_attempts: u32,
+    /// An answer later than this is a failed try.
+    #[serde(rename = "timeout_s", deserialize_with = "de::secs")]
+    pub timeout: Duration,
+    /// Deliveries in flight at once, per node and receiver.
+    pub max_in_flight: usize,
+    /// Webhooks a node holds in memory per receiver while it delivers; the
+    /// rest wait in the store.
+    pub max_buffered: usize,
+    /// Webhooks kept per shard and receiver not yet delivered; past it the
+    /// oldest are dropped (and counted in `/metrics`).
+    pub max_backlog: usize,
+    /// The first retry's delay; each next one doubles it, with jitter, up to `max_backoff`.
+    #[serde(rename = "backoff_ms", deserialize_with = "de::millis")]
+    pub backoff: Duration,
+    #[serde(rename = "max_backoff_s", deserialize_with = "de::secs")]
+    pub max_backoff: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            urls: vec![],
+            secret: None,
+            max_attempts: 8,
+            timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+            max_buffered: 10_000,
+            max_backlog: 1_000_000,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -460,7 +505,8 @@ fn plain_message(key: &str, m: &str) -> String {
 }
 
 /// Names other servers give, per section, to what camsig calls otherwise.
-const ALIASES: [(&str, &[&str], &str); 3] = [
+const ALIASES: [(&str, &[&str], &str); 4] = [
+    ("auth", &["secret"], "auth.jwt_secret"),
     ("server", &["port", "host", "listen", "address", "addr"], "server.bind"),
     ("server", &["threads"], "server.workers"),
     ("redis", &["host", "port", "password", "address", "addr"], "redis.url"),
@@ -538,7 +584,7 @@ fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     fields
 }
 
-const LIST_KEYS: [&str; 5] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies", "server.allowed_origins", "redis.cluster_urls"];
+const LIST_KEYS: [&str; 6] = ["ice.stun_urls", "ice.turn_urls", "server.trusted_proxies", "server.allowed_origins", "redis.cluster_urls", "webhooks.urls"];
 
 impl Settings {
     /// Every key, `section.field`, in the structs' order.
@@ -558,6 +604,7 @@ impl Settings {
         ];
         let mut keys: Vec<String> = sections.iter().flat_map(|(section, fields)| fields.iter().map(move |f| format!("{section}.{f}"))).collect();
         keys.extend(fields_of::<PeerConnectionSettings>().iter().map(|f| format!("compat.peerconnection.{f}")));
+        keys.extend(fields_of::<WebhookSettings>().iter().map(|f| format!("webhooks.{f}")));
         keys
     }
 
@@ -682,10 +729,24 @@ impl Settings {
             ("compat.peerconnection.max_message_bytes", self.compat.peerconnection.max_message_bytes as u64),
             ("compat.peerconnection.max_conns_per_ip", self.compat.peerconnection.max_conns_per_ip as u64),
             ("compat.peerconnection.max_conns", self.compat.peerconnection.max_conns as u64),
+            ("webhooks.max_attempts", self.webhooks.max_attempts as u64),
+            ("webhooks.timeout_s", self.webhooks.timeout.as_secs()),
+            ("webhooks.max_in_flight", self.webhooks.max_in_flight as u64),
+            ("webhooks.max_buffered", self.webhooks.max_buffered as u64),
+            ("webhooks.max_backlog", self.webhooks.max_backlog as u64),
+            ("webhooks.max_backoff_s", self.webhooks.max_backoff.as_secs()),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
+        }
+        for u in &self.webhooks.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
+                return Err(bad("webhooks.urls", format!("{u:?} is not an http:// or https:// URL")));
+            }
+        }
+        if !self.webhooks.urls.is_empty() && self.webhooks.secret.as_ref().is_none_or(|s| s.expose_secret().len() < 16) {
+            return Err(bad("webhooks.secret", "must be set, at least 16 bytes, when webhooks.urls is set"));
         }
         for u in &self.ice.stun_urls {
             if !u.starts_with("stun:") && !u.starts_with("stuns:") {

@@ -23,3 +23,4 @@ pub mod store;
 pub mod sweeper;
 pub mod telemetry;
 pub mod turn;
+pub mod webhooks;

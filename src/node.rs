@@ -56,6 +56,7 @@ impl Node {
         let id: Arc<str> = settings.node_id().into();
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::new(&id));
+        metrics.webhook_receivers(&settings.webhooks.urls);
         let bounds = LogBounds { keep: settings.events.keep, keep_max: settings.events.keep_max };
         let claim_hold = crate::store::claim_hold(settings.presence.grace);
         let backend = match &settings.redis.url {
@@ -74,11 +75,11 @@ impl Node {
                 let r = Arc::new(Redis::new(backend, &settings.redis.prefix, settings.redis.shards, metrics.redis_round_trips.clone()).with_min_replicas_acked(settings.redis.min_replicas_acked));
                 let probe = settings.redis.probe;
                 let b = Arc::new(RedisBroker::start(r.clone(), registry.clone(), bounds, probe));
-                (Arc::new(RedisStore::new(r, bounds, claim_hold)), b.clone(), None, Some(b))
+                (Arc::new(RedisStore::new(r, bounds, claim_hold, settings.webhooks.max_backlog)), b.clone(), None, Some(b))
             }
             None => {
                 let b = Arc::new(MemoryBroker::new(registry.clone(), bounds));
-                (Arc::new(MemoryStore::new(b.clone(), claim_hold)), b.clone(), Some(b), None)
+                (Arc::new(MemoryStore::new(b.clone(), claim_hold, settings.webhooks.max_backlog)), b.clone(), Some(b), None)
             }
         };
         let service = Service::new(store, broker, settings.clone(), id.clone());

@@ -101,6 +101,7 @@ impl Application {
     /// which the binary calls on SIGTERM and SIGINT), or at once by `handle().stop()`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let sweeper = crate::sweeper::start(self.node.clone());
+        let hooks = actix_web::rt::spawn(crate::webhooks::delivery::run(self.node.service.clone(), self.node.metrics.clone()));
         let compat = self.compat.map(|l| actix_web::rt::spawn(crate::compat::peerconnection::serve(self.node.clone(), l)));
         let (node, handle) = (self.node.clone(), self.server.handle());
         let drainer = actix_web::rt::spawn(async move {
@@ -109,6 +110,7 @@ impl Application {
         });
         let served = self.server.await;
         drainer.abort();
+        hooks.abort();
         if let Some(c) = compat {
             c.abort();
         }

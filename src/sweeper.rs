@@ -60,6 +60,10 @@ pub fn start(node: Node) -> Sweeper {
             {
                 failed("dead-node sweep", &e);
             }
+            match service.refresh_bans().await {
+                Ok(banned) => banned.iter().for_each(|u| node.registry.to_user_actor(u, crate::actors::push::Push::Banned)),
+                Err(e) => failed("reading bans", &e),
+            }
             if let Err(e) = service.expire_due().await {
                 failed("presence expiry", &e);
             }

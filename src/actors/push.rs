@@ -17,4 +17,7 @@ pub enum Push {
     Reload,
     /// The node drains: `server-action:reconnect`, then close with 1012.
     Drain,
+    /// The user is banned: close with 4003 (a session that opened after the
+    /// `kicked` event, before this node's copy of the bans had the ban).
+    Banned,
 }

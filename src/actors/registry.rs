@@ -91,6 +91,14 @@ where
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
+    /// Hands `push` to the user's actor here, if any, which passes it to each of their sessions.
+    pub fn to_user_actor(&self, user: &UserId, push: Push) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = users.get(user) {
+            a.do_send(push);
+        }
+    }
+
     /// Hands `push` to every user actor, which passes it to each of its sessions.
     pub fn to_every_user(&self, push: Push) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());

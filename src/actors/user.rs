@@ -327,8 +327,10 @@ impl Handler<Push> for UserActor {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
-        if matches!(msg, Push::Drain) {
-            // Polls see the drain when woken below; their presence session ends now.
+        let kicked = matches!(&msg, Push::Event(f) if f.action == crate::domain::names::EventKind::Kicked.name());
+        if matches!(msg, Push::Drain | Push::Banned) || kicked {
+            // Polls see the drain (or the kick) when woken below; their
+            // presence session ends now, so a poll after a kick opens a new one.
             self.end_poll_session(ctx, true);
         }
         for to in self.sessions.values() {

@@ -172,6 +172,13 @@ pub struct PeerMessageData {
     pub data: String,
 }
 
+/// An operator disconnected the user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KickedData {
+    /// As the operator gave it (default `kicked`).
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResyncData {
     /// Events after `since` are gone; reload state through REST and resume from here.
@@ -220,6 +227,8 @@ pub enum Event {
     Peer(PeerData),
     #[serde(rename = "server-action:peer_message")]
     PeerMessage(PeerMessageData),
+    #[serde(rename = "server-action:kicked")]
+    Kicked(KickedData),
 }
 
 impl Event {
@@ -240,6 +249,7 @@ impl Event {
             Event::MemberLeft(_) => EventKind::MemberLeft,
             Event::Peer(_) => EventKind::Peer,
             Event::PeerMessage(_) => EventKind::PeerMessage,
+            Event::Kicked(_) => EventKind::Kicked,
         }
     }
 

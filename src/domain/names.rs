@@ -167,6 +167,7 @@ pub enum EventKind {
     MemberLeft,
     Peer,
     PeerMessage,
+    Kicked,
 }
 
 /// An event: its name, the schema of its `data`, whether it carries a log
@@ -284,6 +285,13 @@ pub const EVENTS: &[EventSpec] = &[
         data: "PeerMessageData",
         logged: true,
         doc: "Only to the peers of the peerconnection_client listener: a message from another peer, passed on byte for byte by a hanging GET.",
+    },
+    EventSpec {
+        kind: EventKind::Kicked,
+        name: "kicked",
+        data: "KickedData",
+        logged: true,
+        doc: "An operator disconnected this user (`POST /admin/users/{id}/disconnect`): every session that was open then gets it and is closed with code 4003. A session opened later (a replay with `since`) gets it and stays open.",
     },
 ];
 

@@ -12,6 +12,8 @@ use crate::error::ErrorCode::{self, *};
 /// code alone does not say when.
 type Documented = (ErrorCode, &'static str);
 
+const BANNED: &str = "the user is banned (`admin/users/{id}/disconnect` with `ban_s`)";
+
 /// Beyond the rules in `add`: each operation's own errors.
 const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("healthz", &[]),
@@ -39,6 +41,13 @@ const BY_OPERATION: &[(&str, &[Documented])] = &[
     ("meetingJoin", &[(MeetingNotFound, ""), (NameTaken, ""), (MeetingFull, ""), (Unavailable, "")]),
     ("meetingLeave", &[(Forbidden, "not a member"), (MeetingNotFound, ""), (Unavailable, "")]),
     ("getMeeting", &[(Forbidden, "not a member"), (MeetingNotFound, ""), (Unavailable, "")]),
+    ("adminStats", &[(Unavailable, "")]),
+    ("adminNodes", &[(Unavailable, "")]),
+    ("adminUser", &[(UserNotFound, ""), (Unavailable, "")]),
+    ("adminDisconnect", &[(UserNotFound, "never seen, and no `ban_s`"), (Unavailable, ""), (OutcomeUnknown, "a step was sent but Redis did not answer in time; disconnecting again is safe")]),
+    ("adminCloseRoom", &[(RoomNotFound, ""), (Unavailable, ""), (OutcomeUnknown, "the step was sent but Redis did not answer in time; closing again is safe")]),
+    ("adminDeadWebhooks", &[(BadRequest, ""), (Unavailable, "")]),
+    ("adminReplayWebhook", &[(NotFound, "no such dead letter"), (Unavailable, "")]),
 ];
 
 /// Adds every operation's error responses to `api`, grouped by status.
@@ -56,16 +65,28 @@ pub fn add(api: &mut OpenApi) {
                 codes.extend([(RequestInProgress, ""), (IdempotencyKeyReused, "")]);
             }
             if path.starts_with("/webrtc/") {
-                codes.extend([(Unauthorized, ""), (RateLimited, "")]);
+                codes.extend([(Unauthorized, ""), (RateLimited, ""), (Forbidden, BANNED)]);
+            }
+            if id == "openWebSocket" {
+                codes.push((Forbidden, BANNED));
+            }
+            if path.starts_with("/admin/") {
+                codes.extend([(Unauthorized, ""), (Forbidden, "not an admin token"), (RateLimited, "")]);
             }
             if op.request_body.is_some() && path.starts_with("/webrtc/") {
                 codes.push((OutcomeUnknown, "the step was sent but Redis did not answer in time; retry with the same `Idempotency-Key`"));
             }
-            codes.sort();
-            codes.dedup_by_key(|(c, _)| *c);
-            let mut by_status: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+            // One line per code, with every note it has.
+            let mut notes: BTreeMap<ErrorCode, Vec<&str>> = BTreeMap::new();
             for (code, note) in codes {
-                let told = if note.is_empty() { code.as_str() } else { format!("{}: {note}", code.as_str()) };
+                let n = notes.entry(code).or_default();
+                if !note.is_empty() && !n.contains(&note) {
+                    n.push(note);
+                }
+            }
+            let mut by_status: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+            for (code, n) in notes {
+                let told = if n.is_empty() { code.as_str() } else { format!("{}: {}", code.as_str(), n.join("; ")) };
                 by_status.entry(code.status().as_u16()).or_default().push(told);
             }
             for (status, told) in by_status {

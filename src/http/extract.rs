@@ -28,6 +28,7 @@ impl FromRequest for Caller {
                 span.record("user_id", caller.user.as_str());
             }
             crate::http::connections::authenticated(req);
+            node.service.bans().check(&caller.user)?;
             node.rates.check_call(&caller.user)?;
             Ok(caller)
         }))

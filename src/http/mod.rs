@@ -2,6 +2,7 @@
 //! contract's checks in order (401, 429, 413/400), request metrics and spans,
 //! and the OpenAPI document derived from the handlers.
 
+pub mod admin;
 pub mod connections;
 pub mod errors;
 pub mod extract;
@@ -50,6 +51,7 @@ use crate::node::Node;
         crate::domain::event::MemberLeftData,
         crate::domain::event::PeerData,
         crate::domain::event::PeerMessageData,
+        crate::domain::event::KickedData,
         crate::protocol::bodies::MeetingJoinFields,
         crate::protocol::bodies::MeetingRef,
         crate::protocol::bodies::CameraOnBody,
@@ -63,6 +65,7 @@ use crate::node::Node;
         (name = "directory", description = "Who is online, who has a camera on, rooms and ICE servers"),
         (name = "events", description = "My events by long poll, for clients that cannot hold the WebSocket `/ws`"),
         (name = "ops", description = "Health, readiness, metrics"),
+        (name = "admin", description = "For operators, with an admin token (its claims hold `\"admin\": true`; `camsig token <id> --admin`): what the service holds, disconnecting and banning users, closing rooms, dead webhooks"),
     )
 )]
 struct ApiDoc;
@@ -75,6 +78,10 @@ impl Modify for BearerAuth {
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.bearer_format = Some("JWT".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+        let mut admin = Http::new(HttpAuthScheme::Bearer);
+        admin.bearer_format = Some("JWT".into());
+        admin.description = Some("A JWT whose claims hold `\"admin\": true` (`camsig token <id> --admin`); any other token gets 403 `forbidden`".into());
+        components.add_security_scheme("admin", SecurityScheme::Http(admin));
     }
 }
 
@@ -102,6 +109,16 @@ where
                 .service(webrtc::connection)
                 .service(webrtc::ice_servers)
                 .service(webrtc::events),
+        )
+        .service(
+            scope::scope("/admin")
+                .service(admin::stats)
+                .service(admin::nodes)
+                .service(admin::user)
+                .service(admin::disconnect)
+                .service(admin::close_room)
+                .service(admin::dead_webhooks)
+                .service(admin::replay_webhook),
         )
         .service(ops::healthz)
         .service(ops::readyz)

@@ -254,6 +254,7 @@ fn presence_mode<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
 pub async fn websocket(req: HttpRequest, stream: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
     let caller = node.auth.authenticate(&req, true)?;
     crate::http::connections::authenticated(&req);
+    node.service.bans().check(&caller.user)?;
     // A handshake is a call: opening and closing again and again is bounded
     // by the user's rate, like every command.
     node.rates.check_call(&caller.user)?;

@@ -219,6 +219,38 @@ impl Keys {
         format!("{}:relayed", self.tag(n))
     }
 
+    /// Stream: shard `n`'s webhooks (`u` subject, `b` body, `o` the one
+    /// receiver group of a replayed dead letter), written by the step that
+    /// made each change; one consumer group per receiver (`crate::webhooks`).
+    pub fn hooks(&self, n: Shard) -> String {
+        format!("{}:hooks", self.tag(n))
+    }
+
+    /// Stream: shard `n`'s webhooks that a receiver never took.
+    pub fn hooks_dead(&self, n: Shard) -> String {
+        format!("{}:hooks:dead", self.tag(n))
+    }
+
+    /// String: the lease of the node delivering shard `n`'s webhooks, for a few seconds.
+    pub fn hooks_holder(&self, n: Shard) -> String {
+        format!("{}:hooks:holder", self.tag(n))
+    }
+
+    /// Hash: shard `n`'s counters of `admin/stats`, moved by the steps.
+    pub fn stats(&self, n: Shard) -> String {
+        format!("{}:stats", self.tag(n))
+    }
+
+    /// Sorted set: banned user scored by when the ban ends (ms); in shard 0.
+    pub fn bans(&self) -> String {
+        format!("{}:bans", self.tag(0))
+    }
+
+    /// Hash: session id → `transport SEP opened ms`, for `admin/users/{id}`.
+    pub fn session_info(&self, u: &UserId) -> String {
+        format!("{}:sinfo:{u}", self.at(u.as_str()))
+    }
+
     /// Stream: the user's event log, capped by `events.keep_max` and `keep_s`.
     pub fn log(&self, u: &UserId) -> String {
         format!("{}:log:{u}", self.at(u.as_str()))

@@ -61,6 +61,7 @@ pub struct Scripts {
     pub claim_due: Script,
     pub lease: Script,
     pub idle: Script,
+    pub hooks: Script,
 }
 
 impl Scripts {
@@ -72,12 +73,13 @@ impl Scripts {
             claim_due: Script::new(include_str!("lua/claim_due.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             idle: Script::new(include_str!("lua/idle.lua")),
+            hooks: Script::new(include_str!("lua/hooks.lua")),
         }
     }
 
     /// Each script with its name, for the key checker (tests/conformance/script_keys.rs).
-    pub fn all(&self) -> [(&'static str, &Script); 6] {
-        [("commit", &self.commit), ("read", &self.read), ("log_read", &self.log_read), ("claim_due", &self.claim_due), ("lease", &self.lease), ("idle", &self.idle)]
+    pub fn all(&self) -> [(&'static str, &Script); 7] {
+        [("commit", &self.commit), ("read", &self.read), ("log_read", &self.log_read), ("claim_due", &self.claim_due), ("lease", &self.lease), ("idle", &self.idle), ("hooks", &self.hooks)]
     }
 }
 

@@ -67,7 +67,7 @@ impl Service {
                             rooms.push(room);
                         }
                         step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after: None });
-                        step.memberships.push((caller.clone(), id.clone(), true));
+                        step.memberships.push((caller.clone(), id.clone(), true, String::new()));
                         if s.sessions.is_empty() {
                             // As cameraOn: with no session anywhere, the grace period runs from now.
                             step.expiries.push((caller.clone(), Some(expire_at)));
@@ -125,7 +125,7 @@ impl Service {
             }
             let gone_after = meeting.members.is_empty().then_some(ttl);
             step.meetings.push(MeetingWrite { meeting: meeting.clone(), gone_after });
-            step.memberships.push((user.clone(), id.clone(), false));
+            step.memberships.push((user.clone(), id.clone(), false, reason.to_owned()));
             Ok(Plan { step, reply: Some(Reply::MeetingLeft(MeetingReply { meeting })) })
         })
         .await
@@ -133,9 +133,19 @@ impl Service {
 
     /// A user whose grace period ended without a session leaves every meeting (`gone`).
     pub(crate) async fn leave_meetings(&self, user: &UserId, reason: &str) -> Result<()> {
+        self.leave_all(user, reason, true).await
+    }
+
+    /// A user an operator disconnected leaves every meeting, sessions or not.
+    pub(crate) async fn leave_meetings_now(&self, user: &UserId, reason: &str) -> Result<()> {
+        self.leave_all(user, reason, false).await
+    }
+
+    async fn leave_all(&self, user: &UserId, reason: &str, only_if_gone: bool) -> Result<()> {
         let s = self.store.read(&Read { meetings_of: Some(user.clone()), ..Read::default() }).await?;
-        for id in &s.member_of {
-            match self.leave(user, id, reason, true, crate::domain::event::now_us(), None).await {
+        // A kicked peer of the lobby leaves it when its sessions end, as a gone one does.
+        for id in s.member_of.iter().filter(|m| only_if_gone || !m.is_lobby()) {
+            match self.leave(user, id, reason, only_if_gone, crate::domain::event::now_us(), None).await {
                 // Gone meanwhile, or already left: nothing to do.
                 Ok(_) | Err(Error::MeetingNotFound | Error::Forbidden(_)) => {}
                 Err(e) => return Err(e),

@@ -8,12 +8,16 @@
 //! guard finds that another node changed what was read, the operation reads
 //! again and decides again (`Service::run`, here).
 //!
-//! One file per concept: `command` (dispatch), `camera`, `rooms` (signaling
+//! One file per concept: `command` (dispatch), `changes` (webhooks and
+//! counters derived from every step), `admin` (the operators' API), `camera`, `rooms` (signaling
 //! and idle rooms), `meetings`, `peers` (the peerconnection_client lobby), `directory` (reads), `presence` (sessions,
 //! grace, forgetting), `lease` (node incarnations and dead-node sweeps),
 //! `idempotency`, and `reply` (what commands answer).
 
+pub mod admin;
+pub mod bans;
 pub mod camera;
+pub(crate) mod changes;
 pub mod command;
 pub mod directory;
 pub mod idempotency;
@@ -69,13 +73,17 @@ pub struct Service {
     unrecorded: Arc<Mutex<HashMap<SessionId, (UserId, bool)>>>,
     /// The highest `version` this node has seen (see `keep_versions_ahead`).
     version_floor: Arc<AtomicU64>,
+    /// This node's copy of the bans (see `bans`).
+    bans: Arc<bans::Bans>,
+    /// Told when a step recorded webhooks, so this node delivers them at once.
+    pub(crate) hooks_recorded: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, settings: Arc<Settings>, node_id: Arc<str>) -> Self {
         // A lease is this process's incarnation of the node id.
         let lease = format!("{node_id}#{}", ulid::Ulid::new()).into();
-        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default(), unrecorded: Arc::default(), version_floor: Arc::default() }
+        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default(), unrecorded: Arc::default(), version_floor: Arc::default(), bans: Arc::default(), hooks_recorded: Arc::default() }
     }
 
     /// This incarnation's lease name.
@@ -115,6 +123,7 @@ impl Service {
                 return i.replay(raw, Some(&snap)).map(Some);
             }
             let Plan { mut step, reply } = decide(&snap)?;
+            changes::derive(&snap, &mut step, !self.settings.webhooks.urls.is_empty());
             if let (Some(i), Some(reply)) = (idem, &reply) {
                 i.seal(&mut step, reply);
             }
@@ -124,6 +133,9 @@ impl Service {
             }
             match self.commit(&step).await? {
                 Commit::Done => {
+                    if !step.hooks.is_empty() {
+                        self.hooks_recorded.notify_one();
+                    }
                     for u in &step.users {
                         self.version_floor.fetch_max(u.version, Ordering::Relaxed);
                     }

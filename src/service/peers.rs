@@ -79,7 +79,7 @@ impl Service {
                 .collect();
             meeting.members.push(Member { user_id: me.clone(), name: name.to_owned(), joined_at: now });
             step.meetings.push(MeetingWrite { meeting, gone_after: None });
-            step.memberships.push((me.clone(), lobby.clone(), true));
+            step.memberships.push((me.clone(), lobby.clone(), true, String::new()));
             if s.sessions.is_empty() {
                 // As a meeting join: with no session anywhere yet, the grace period runs from now.
                 step.expiries.push((me.clone(), Some(now + self.grace())));

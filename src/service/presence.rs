@@ -22,7 +22,7 @@ use crate::domain::event::now_us;
 use crate::domain::{Camera, Event, EventId, SessionId, UserId, UserState};
 use crate::error::Result;
 use super::{Plan, Service, close_rooms};
-use crate::store::{Guard, Read, SessionWrite, Step};
+use crate::store::{Guard, Read, SessionInfo, SessionWrite, Step};
 
 /// What a new session needs before it goes live.
 pub struct Opened {
@@ -41,7 +41,8 @@ impl Service {
     /// (0: all); the session reads on from the log as its client takes them.
     pub async fn open_session(&self, user: &UserId, session: &SessionId, since: Option<EventId>, registered: bool, budget: usize) -> Result<Opened> {
         // Online only now that the session hears events, so it hears its own `update_user` too.
-        self.register_as(user, session, !registered, true).await?;
+        // Not registered before: a long poll's presence session.
+        self.register_as(user, session, !registered, true, (!registered).then_some("poll")).await?;
         let read = async {
             let replay = match since {
                 Some(since) => Some(self.broker.replay(user, since, budget).await?),
@@ -66,16 +67,16 @@ impl Service {
     /// racing for the last place, on any nodes, cannot both pass.
     /// The user comes online when the session opens (`open_session`).
     pub async fn register_new(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        self.register_as(user, session, true, false).await
+        self.register_as(user, session, true, false, Some("websocket")).await
     }
 
     /// Records again a session this node holds (after a sweep): never refused.
     pub(crate) async fn register(&self, user: &UserId, session: &SessionId) -> Result<()> {
-        self.register_as(user, session, false, true).await
+        self.register_as(user, session, false, true, None).await
     }
 
     /// Writes the session; with `online`, the user comes online with it.
-    async fn register_as(&self, user: &UserId, session: &SessionId, capped: bool, online: bool) -> Result<()> {
+    async fn register_as(&self, user: &UserId, session: &SessionId, capped: bool, online: bool, transport: Option<&'static str>) -> Result<()> {
         let read = Read { users: vec![user.clone()], sessions_of: capped.then(|| user.clone()), ..Read::default() };
         let accepted = now_us();
         let max = self.settings.limits.max_sessions_per_user;
@@ -89,7 +90,8 @@ impl Service {
                 }
                 step = step.guard(Guard::Sessions(user.clone(), s.sessions.len()));
             }
-            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.lease.to_string(), open: true });
+            let info = transport.filter(|_| !s.sessions.contains_key(session)).map(|transport| SessionInfo { transport, opened_at: now });
+            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: self.lease.to_string(), open: true, info });
             step.expiries.push((user.clone(), None));
             step.forgets.push((user.clone(), None));
             if online {
@@ -151,7 +153,7 @@ impl Service {
             let mut step = Step::new(accepted);
             let Some(node) = s.sessions.get(session) else { return Ok(Plan { step, reply: None }) };
             step = step.guard(Guard::HasSession(user.clone(), session.clone())).guard(Guard::Sessions(user.clone(), s.sessions.len()));
-            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: node.clone(), open: false });
+            step.sessions.push(SessionWrite { user: user.clone(), session: session.clone(), node: node.clone(), open: false, info: None });
             if s.sessions.len() == 1 {
                 step.expiries.push((user.clone(), Some(expire_at.unwrap_or(s.now + self.grace()))));
                 // Kept online (a drain): nothing is held back either.

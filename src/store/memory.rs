@@ -11,8 +11,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::hook_queue::HookQueue;
 use super::{
-    CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+    CLOSED_ROOM_KEEP_S, Commit, Counter, DeadHook, Guard, HookEntry, MeetingRead, RECORD_KEEP_S, Read, RoomRead, SessionInfo, Snapshot, Step, Store, UserPage, UserQuery, listed,
 };
 use crate::broker::memory::MemoryBroker;
 use crate::domain::meeting::pair_key;
@@ -52,6 +53,10 @@ struct Inner {
     memberships: HashMap<UserId, BTreeSet<MeetingId>>,
     /// Meetings by creator, pruned of gone ones when counted.
     created: HashMap<UserId, BTreeSet<MeetingId>>,
+    counters: HashMap<Counter, i64>,
+    session_infos: HashMap<UserId, HashMap<SessionId, SessionInfo>>,
+    bans: HashMap<UserId, DateTime<Utc>>,
+    hooks: HookQueue,
 }
 
 fn index_len(ix: &HashMap<UserId, BTreeMap<UserId, RoomId>>, u: &UserId) -> usize {
@@ -175,12 +180,14 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     broker: Arc<MemoryBroker>,
     claim_hold: Duration,
+    /// `webhooks.max_backlog`.
+    max_backlog: usize,
 }
 
 impl MemoryStore {
-    pub fn new(broker: Arc<MemoryBroker>, claim_hold: std::time::Duration) -> Self {
+    pub fn new(broker: Arc<MemoryBroker>, claim_hold: std::time::Duration, max_backlog: usize) -> Self {
         let claim_hold = Duration::from_std(claim_hold).unwrap_or(Duration::seconds(1));
-        Self { inner: Mutex::new(Inner::default()), broker, claim_hold }
+        Self { inner: Mutex::new(Inner::default()), broker, claim_hold, max_backlog }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -261,7 +268,7 @@ impl Store for MemoryStore {
             *set = live;
             set.insert(m.clone());
         }
-        for (u, m, joined) in &step.memberships {
+        for (u, m, joined, _) in &step.memberships {
             let set = inner.memberships.entry(u.clone()).or_default();
             if *joined {
                 set.insert(m.clone());
@@ -277,7 +284,26 @@ impl Store for MemoryStore {
         {
             r.room.updated_at = r.room.updated_at.max(*at);
         }
+        for (c, _, d) in &step.counts {
+            *inner.counters.entry(*c).or_default() += d;
+        }
+        for h in &step.hooks {
+            inner.hooks.push(h.subject.as_str(), &h.body, None, self.max_backlog);
+        }
         for w in &step.sessions {
+            let infos = inner.session_infos.entry(w.user.clone()).or_default();
+            match (&w.info, w.open) {
+                (Some(i), true) => {
+                    infos.insert(w.session.clone(), i.clone());
+                }
+                (_, false) => {
+                    infos.remove(&w.session);
+                }
+                (None, true) => {}
+            }
+            if infos.is_empty() {
+                inner.session_infos.remove(&w.user);
+            }
             if w.open {
                 inner.sessions.entry(w.user.clone()).or_default().insert(w.session.clone(), w.node.clone());
             } else if let Some(m) = inner.sessions.get_mut(&w.user) {
@@ -406,5 +432,62 @@ impl Store for MemoryStore {
     async fn set_peer_cursor(&self, user: &UserId, at: &str, keep: std::time::Duration) -> Result<()> {
         self.lock().peer_cursors.insert(user.clone(), (at.to_owned(), std::time::Instant::now() + keep));
         Ok(())
+    }
+
+    async fn counters(&self) -> Result<HashMap<Counter, i64>> {
+        Ok(self.lock().counters.clone())
+    }
+
+    async fn session_infos(&self, user: &UserId) -> Result<HashMap<SessionId, SessionInfo>> {
+        Ok(self.lock().session_infos.get(user).cloned().unwrap_or_default())
+    }
+
+    async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<DateTime<Utc>> {
+        let until = Utc::now() + for_;
+        self.lock().bans.insert(user.clone(), until);
+        Ok(until)
+    }
+
+    async fn bans(&self) -> Result<Vec<(UserId, DateTime<Utc>)>> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        inner.bans.retain(|_, until| *until > now);
+        Ok(inner.bans.iter().map(|(u, t)| (u.clone(), *t)).collect())
+    }
+
+    async fn hold_hooks(&self, _n: u16, _holder: &str, _hold: std::time::Duration) -> Result<bool> {
+        Ok(true)
+    }
+
+    async fn release_hooks(&self, _n: u16, _holder: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn read_hooks(&self, _n: u16, group: &str, _holder: &str, count: usize, take_over: bool) -> Result<Vec<HookEntry>> {
+        Ok(self.lock().hooks.read(group, count, take_over))
+    }
+
+    async fn ack_hooks(&self, _n: u16, group: &str, ids: &[String]) -> Result<()> {
+        self.lock().hooks.ack(group, ids);
+        Ok(())
+    }
+
+    async fn bury_hook(&self, _n: u16, group: &str, url: &str, e: &HookEntry, error: &str, attempts: u32) -> Result<()> {
+        self.lock().hooks.bury(group, url, e, error, attempts, Utc::now());
+        Ok(())
+    }
+
+    async fn trim_hooks(&self, _n: u16, groups: &[String]) -> Result<()> {
+        self.lock().hooks.trim(groups);
+        Ok(())
+    }
+
+    async fn dead_hooks(&self, limit: usize) -> Result<Vec<DeadHook>> {
+        Ok(self.lock().hooks.dead(limit))
+    }
+
+    async fn replay_dead_hook(&self, id: &str) -> Result<bool> {
+        let max = self.max_backlog;
+        Ok(self.lock().hooks.replay(id, max))
     }
 }

@@ -8,6 +8,7 @@
 //! serves one node behind one lock; `redis` serves many nodes through one Lua
 //! script (see `crate::redis`).
 
+pub mod hook_queue;
 pub mod memory;
 pub mod redis;
 
@@ -195,6 +196,17 @@ pub struct SessionWrite {
     pub session: SessionId,
     pub node: String,
     pub open: bool,
+    /// On open: how the session connects and when it opened, for
+    /// `admin/users/{id}` (None: a re-registration keeps what is there).
+    pub info: Option<SessionInfo>,
+}
+
+/// How a session connects, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// `websocket` or `poll`.
+    pub transport: &'static str,
+    pub opened_at: DateTime<Utc>,
 }
 
 /// A meeting's new state. With no member left, it is gone after `gone_after`
@@ -215,8 +227,8 @@ pub struct Step {
     /// meeting's pairs), closed ones leave them.
     pub rooms: Vec<(Connection, bool)>,
     pub meetings: Vec<MeetingWrite>,
-    /// A user joins (true) or leaves (false) a meeting.
-    pub memberships: Vec<(UserId, MeetingId, bool)>,
+    /// A user joins (true) or leaves (false, with the reason) a meeting.
+    pub memberships: Vec<(UserId, MeetingId, bool, String)>,
     /// A meeting its creator made, counted until it is gone.
     pub created: Option<(UserId, MeetingId)>,
     /// Signaling activity on an open room that changes nothing else (ice).
@@ -239,6 +251,68 @@ pub struct Step {
     pub record: Option<Kept>,
     /// When the call that caused the step was accepted (µs), for latency metrics.
     pub accepted_us: i64,
+    /// Webhooks, each recorded with the change it tells of (`crate::webhooks`).
+    pub hooks: Vec<Hook>,
+    /// Changes of the counters `admin/stats` reads, each kept in the shard of
+    /// the id it names.
+    pub counts: Vec<(Counter, String, i64)>,
+}
+
+/// A webhook as recorded: `subject` orders deliveries (one user's go in
+/// order), `body` is the JSON sent and signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub subject: UserId,
+    pub body: String,
+}
+
+/// A counter of `admin/stats`, kept by the steps that change what it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    UsersOnline,
+    CamerasOn,
+    RoomsOpen,
+    MeetingsOpen,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 4] = [Counter::UsersOnline, Counter::CamerasOn, Counter::RoomsOpen, Counter::MeetingsOpen];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::UsersOnline => "users_online",
+            Counter::CamerasOn => "cameras_on",
+            Counter::RoomsOpen => "rooms_open",
+            Counter::MeetingsOpen => "meetings_open",
+        }
+    }
+}
+
+/// A webhook as its shard keeps it, until every receiver has it.
+#[derive(Debug, Clone)]
+pub struct HookEntry {
+    /// Its place in the shard's queue (a stream id on Redis).
+    pub id: String,
+    pub subject: String,
+    pub body: String,
+    /// A replayed dead letter: for this receiver group only.
+    pub only: Option<String>,
+}
+
+/// A webhook that one receiver never took within `webhooks.max_attempts`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadHook {
+    /// Pass it to `admin/webhooks/dead/{id}/replay`.
+    pub id: String,
+    pub url: String,
+    pub attempts: u32,
+    /// The last failure: an HTTP status or why no answer came.
+    pub error: String,
+    /// When it was given up, RFC 3339.
+    pub dead_at: String,
+    /// The webhook as sent.
+    #[schema(value_type = Object)]
+    pub webhook: serde_json::Value,
 }
 
 /// An idempotent answer to keep for `RECORD_KEEP_S`. A user keeps at most
@@ -352,6 +426,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(vec![])
     }
 
+    /// Every lease held or not yet swept, with when it ends.
+    async fn leases_until(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Ok(vec![])
+    }
+
+    /// How many sessions are registered under a lease.
+    async fn lease_session_count(&self, lease: &str) -> Result<usize> {
+        Ok(self.lease_sessions(lease).await?.len())
+    }
+
     /// Leases that have ended, by the store's clock, with when each ended.
     /// Each is held for the caller for the claim hold, until `forget_lease`.
     async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
@@ -372,5 +456,54 @@ pub trait Store: Send + Sync + 'static {
     /// made it died before relaying them (Redis with `redis.shards` > 1).
     async fn relay_stale(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The `admin/stats` counters, summed over shards.
+    async fn counters(&self) -> Result<HashMap<Counter, i64>>;
+
+    /// A user's sessions, with how each connects and since when (`admin/users/{id}`).
+    async fn session_infos(&self, user: &UserId) -> Result<HashMap<SessionId, SessionInfo>>;
+
+    /// Bans `user` until `for_` from now, by the store's clock; returns when it ends.
+    async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<DateTime<Utc>>;
+
+    /// Every ban not over yet, with when it ends (the ended ones go).
+    async fn bans(&self) -> Result<Vec<(UserId, DateTime<Utc>)>>;
+
+    // Webhook queues (`crate::webhooks`): one per shard, read by one
+    // consumer group per receiver, delivered by the node holding the shard.
+
+    /// Takes or renews shard `n`'s delivery for `holder` for `hold`; false
+    /// while another node holds it.
+    async fn hold_hooks(&self, n: u16, holder: &str, hold: std::time::Duration) -> Result<bool>;
+
+    /// Lets shard `n`'s delivery go (a drain), if `holder` has it.
+    async fn release_hooks(&self, n: u16, holder: &str) -> Result<()>;
+
+    /// Up to `count` webhooks of shard `n` for receiver `group`: with
+    /// `take_over`, those read before and not acked (by this holder or a
+    /// previous one), oldest first; else new ones.
+    async fn read_hooks(&self, n: u16, group: &str, holder: &str, count: usize, take_over: bool) -> Result<Vec<HookEntry>>;
+
+    /// Receiver `group` has these webhooks of shard `n`.
+    async fn ack_hooks(&self, n: u16, group: &str, ids: &[String]) -> Result<()>;
+
+    /// Receiver `group` never took `e`: it leaves the queue for the dead
+    /// letters, in one step.
+    async fn bury_hook(&self, n: u16, group: &str, url: &str, e: &HookEntry, error: &str, attempts: u32) -> Result<()>;
+
+    /// Drops what every one of `groups` has taken from shard `n`'s queue.
+    async fn trim_hooks(&self, n: u16, groups: &[String]) -> Result<()>;
+
+    /// The dead letters, newest first, at most `limit`.
+    async fn dead_hooks(&self, limit: usize) -> Result<Vec<DeadHook>>;
+
+    /// Puts dead letter `id` back in its queue, for its receiver only; false
+    /// when there is no such dead letter.
+    async fn replay_dead_hook(&self, id: &str) -> Result<bool>;
+
+    /// How many shards hold webhook queues.
+    fn hook_shards(&self) -> u16 {
+        1
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{
-    CLOSED_ROOM_KEEP_S, Commit, Guard, MeetingRead, RECORD_KEEP_S, Read, RoomRead, Snapshot, Step, Store, UserPage, UserQuery, listed,
+    CLOSED_ROOM_KEEP_S, Commit, Counter, DeadHook, Guard, HookEntry, MeetingRead, RECORD_KEEP_S, Read, RoomRead, SessionInfo, Snapshot, Step, Store, UserPage, UserQuery, listed,
 };
 use crate::broker::LogBounds;
 use crate::domain::meeting::pair_key;
@@ -26,6 +26,14 @@ use crate::redis::{Keys, Redis};
 
 /// A stream entry: its id and flat field-value pairs.
 type Entry = (String, Vec<String>);
+
+/// The error code of a Redis error reply (`NOGROUP`, `BUSYGROUP`), if that is what failed.
+fn redis_code(e: &Error) -> Option<&str> {
+    match e {
+        Error::Unavailable(cause) => cause.downcast_ref::<redis::RedisError>().and_then(|r| r.code()),
+        _ => None,
+    }
+}
 
 /// A stream id (`ms-seq`), to compare.
 fn stream_id(id: &str) -> (u64, u64) {
@@ -43,7 +51,12 @@ pub struct RedisStore {
     bounds: LogBounds,
     /// `super::claim_hold`, in ms.
     claim_hold_ms: i64,
+    /// `webhooks.max_backlog`.
+    max_backlog: usize,
 }
+
+/// Dead letters kept per shard; past it the oldest go.
+const MAX_DEAD: usize = 10_000;
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -111,8 +124,13 @@ fn room_of(h: &HashMap<String, String>) -> Result<Option<RoomRead>> {
 }
 
 impl RedisStore {
-    pub fn new(r: Arc<Redis>, bounds: LogBounds, claim_hold: std::time::Duration) -> Self {
-        Self { r, seen: std::sync::Mutex::default(), bounds, claim_hold_ms: claim_hold.as_millis() as i64 }
+    pub fn new(r: Arc<Redis>, bounds: LogBounds, claim_hold: std::time::Duration, max_backlog: usize) -> Self {
+        Self { r, seen: std::sync::Mutex::default(), bounds, claim_hold_ms: claim_hold.as_millis() as i64, max_backlog }
+    }
+
+    async fn hooks_script(&self, keys: &[String], args: &[String]) -> Result<i64> {
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.clone().into_bytes()).collect();
+        self.r.run(&self.r.scripts.hooks, keys, &args).await
     }
 
     fn keys(&self) -> &Keys {
@@ -255,7 +273,7 @@ impl RedisStore {
             let c = &w.meeting.created_by;
             ps.at(of(c.as_str())).op("gone").key(k.created(c)).arg(&w.meeting.meeting_id).arg(gone);
         }
-        for (u, m, joined) in &step.memberships {
+        for (u, m, joined, _) in &step.memberships {
             let p = ps.at(of(u.as_str()));
             if *joined {
                 p.op("hset").key(k.memberships(u)).arg(1).arg(m).arg(1);
@@ -274,9 +292,13 @@ impl RedisStore {
             if w.open {
                 p.op("hset").key(k.sessions(&w.user)).arg(1).arg(&w.session).arg(&w.node);
                 p.op("sadd").key(k.lease_sessions(&w.node, n)).arg(member);
+                if let Some(i) = &w.info {
+                    p.op("hset").key(k.session_info(&w.user)).arg(1).arg(&w.session).arg(format!("{}{SEP}{}", i.transport, ms(i.opened_at)));
+                }
             } else {
                 p.op("hdel").key(k.sessions(&w.user)).arg(&w.session);
                 p.op("srem").key(k.lease_sessions(&w.node, n)).arg(member);
+                p.op("hdel").key(k.session_info(&w.user)).arg(&w.session);
             }
         }
         for (set, entries) in [(Keys::expiries as fn(&Keys, Shard) -> String, &step.expiries), (Keys::flaps, &step.flaps), (Keys::forgets, &step.forgets)] {
@@ -322,6 +344,14 @@ impl RedisStore {
             let Some(user) = ev.presence_of() else { continue };
             let n = of(user.as_str());
             ps.at(n).op("plog").key(k.presence_log(n)).key(k.presence(n)).key(k.presence_of(user)).arg(step.accepted_us).arg(ev.to_json()).arg(PRESENCE_LOG_MAX);
+        }
+        for (c, id, d) in &step.counts {
+            let n = of(id);
+            ps.at(n).op("count").key(k.stats(n)).arg(c.name()).arg(d);
+        }
+        for h in &step.hooks {
+            let n = of(h.subject.as_str());
+            ps.at(n).op("hook").key(k.hooks(n)).arg(&h.subject).arg(&h.body).arg(self.max_backlog);
         }
         for (to, ev) in &step.events {
             let p = ps.at(of(to.as_str()));
@@ -761,6 +791,21 @@ impl Store for RedisStore {
         self.r.query(redis::cmd("ZRANGE").arg(self.keys().leases()).arg(0).arg(-1)).await
     }
 
+    async fn leases_until(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let l: Vec<(String, i64)> = self.r.query(redis::cmd("ZRANGE").arg(self.keys().leases()).arg(0).arg(-1).arg("WITHSCORES")).await?;
+        Ok(l.into_iter().filter_map(|(n, at)| Some((n, Utc.timestamp_millis_opt(at).single()?))).collect())
+    }
+
+    async fn lease_session_count(&self, lease: &str) -> Result<usize> {
+        let k = self.keys();
+        let mut p = redis::pipe();
+        for n in 0..k.shards() {
+            p.cmd("SCARD").arg(k.lease_sessions(lease, n));
+        }
+        let counts: Vec<usize> = self.r.pipe(&p).await?;
+        Ok(counts.iter().sum())
+    }
+
     async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
         let dead = self.claim(self.keys().leases()).await?;
         Ok(dead.into_iter().filter_map(|(n, at)| Some((n, Utc.timestamp_millis_opt(at).single()?))).collect())
@@ -800,5 +845,182 @@ impl Store for RedisStore {
             r?;
         }
         self.r.query(redis::cmd("ZREM").arg(k.leases()).arg(lease)).await
+    }
+
+    async fn counters(&self) -> Result<HashMap<Counter, i64>> {
+        let k = self.keys();
+        let reads = (0..k.shards()).map(|n| {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(k.stats(n));
+            async move { self.r.query::<HashMap<String, i64>>(&cmd).await }
+        });
+        let mut out: HashMap<Counter, i64> = HashMap::new();
+        for h in futures_util::future::join_all(reads).await {
+            let h = h?;
+            for c in Counter::ALL {
+                *out.entry(c).or_default() += h.get(c.name()).copied().unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn session_infos(&self, user: &UserId) -> Result<HashMap<SessionId, SessionInfo>> {
+        let h: HashMap<String, String> = self.r.query(redis::cmd("HGETALL").arg(self.keys().session_info(user))).await?;
+        Ok(h.into_iter()
+            .filter_map(|(s, v)| {
+                let (t, at) = v.split_once(SEP)?;
+                let transport = if t == "poll" { "poll" } else { "websocket" };
+                Some((SessionId::from_string(s), SessionInfo { transport, opened_at: Utc.timestamp_millis_opt(at.parse().ok()?).single()? }))
+            })
+            .collect())
+    }
+
+    async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<DateTime<Utc>> {
+        let (s, us): (i64, i64) = self.r.query(&redis::cmd("TIME")).await?;
+        let until = s * 1000 + us / 1000 + for_.as_millis() as i64;
+        self.r.query::<()>(redis::cmd("ZADD").arg(self.keys().bans()).arg(until).arg(user.as_str())).await?;
+        Ok(Utc.timestamp_millis_opt(until).single().unwrap_or_else(Utc::now))
+    }
+
+    async fn bans(&self) -> Result<Vec<(UserId, DateTime<Utc>)>> {
+        let k = self.keys().bans();
+        let (s, us): (i64, i64) = self.r.query(&redis::cmd("TIME")).await?;
+        let now = s * 1000 + us / 1000;
+        let (_, live): ((), Vec<(String, i64)>) = self
+            .r
+            .pipe(redis::pipe().cmd("ZREMRANGEBYSCORE").arg(&k).arg("-inf").arg(now).cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES"))
+            .await?;
+        Ok(live.into_iter().filter_map(|(u, at)| Some((UserId::parse(&u).ok()?, Utc.timestamp_millis_opt(at).single()?))).collect())
+    }
+
+    fn hook_shards(&self) -> u16 {
+        self.keys().shards()
+    }
+
+    async fn hold_hooks(&self, n: u16, holder: &str, hold: std::time::Duration) -> Result<bool> {
+        let got = self.hooks_script(&[self.keys().hooks_holder(n)], &["hold".into(), holder.into(), hold.as_millis().to_string()]).await?;
+        Ok(got == 1)
+    }
+
+    async fn release_hooks(&self, n: u16, holder: &str) -> Result<()> {
+        self.hooks_script(&[self.keys().hooks_holder(n)], &["release".into(), holder.into()]).await?;
+        Ok(())
+    }
+
+    async fn read_hooks(&self, n: u16, group: &str, holder: &str, count: usize, take_over: bool) -> Result<Vec<HookEntry>> {
+        let key = self.keys().hooks(n);
+        let read = || async {
+            if take_over {
+                // Whatever any consumer of the group left unacked, oldest
+                // first; min-idle 0, for only the holder of the shard delivers.
+                let (_, entries, _): (String, Vec<Entry>, Vec<String>) =
+                    self.r.query(redis::cmd("XAUTOCLAIM").arg(&key).arg(group).arg(holder).arg(0).arg("0-0").arg("COUNT").arg(count)).await?;
+                Ok::<_, Error>(entries)
+            } else {
+                let reply: Option<Vec<(String, Vec<Entry>)>> =
+                    self.r.query(redis::cmd("XREADGROUP").arg("GROUP").arg(group).arg(holder).arg("COUNT").arg(count).arg("STREAMS").arg(&key).arg(">")).await?;
+                Ok(reply.into_iter().flatten().flat_map(|(_, e)| e).collect())
+            }
+        };
+        let entries = match read().await {
+            Err(e) if redis_code(&e) == Some("NOGROUP") => {
+                // The first read of this receiver, or a Redis that came back
+                // empty: the group reads from the stream's start, so what was
+                // recorded before any node delivered is delivered too.
+                match self.r.query::<()>(redis::cmd("XGROUP").arg("CREATE").arg(&key).arg(group).arg("0").arg("MKSTREAM")).await {
+                    Err(e) if redis_code(&e) != Some("BUSYGROUP") => return Err(e),
+                    _ => read().await?,
+                }
+            }
+            r => r?,
+        };
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let mut f: HashMap<String, String> = fields.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                Some(HookEntry { id, subject: f.remove("u")?, body: f.remove("b")?, only: f.remove("o") })
+            })
+            .collect())
+    }
+
+    async fn ack_hooks(&self, n: u16, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.r.query(redis::cmd("XACK").arg(self.keys().hooks(n)).arg(group).arg(ids)).await
+    }
+
+    async fn bury_hook(&self, n: u16, group: &str, url: &str, e: &HookEntry, error: &str, attempts: u32) -> Result<()> {
+        let k = self.keys();
+        let args = ["bury".into(), group.into(), e.id.clone(), e.subject.clone(), e.body.clone(), url.into(), error.into(), attempts.to_string(), MAX_DEAD.to_string()];
+        self.hooks_script(&[k.hooks(n), k.hooks_dead(n)], &args).await?;
+        Ok(())
+    }
+
+    async fn trim_hooks(&self, n: u16, groups: &[String]) -> Result<()> {
+        let key = self.keys().hooks(n);
+        let infos: Vec<HashMap<String, Value>> = match self.r.query(redis::cmd("XINFO").arg("GROUPS").arg(&key)).await {
+            Ok(v) => v,
+            Err(_) => return Ok(()),
+        };
+        let mut keep_from: Option<(u64, u64)> = None;
+        for g in groups {
+            let Some(info) = infos.iter().find(|i| i.get("name").and_then(text).as_deref() == Some(g)) else { return Ok(()) };
+            let pending = info.get("pending").and_then(|v| int(v).ok()).unwrap_or(0);
+            let from = if pending > 0 {
+                let (_, oldest, _, _): (u64, Option<String>, Option<String>, Value) = self.r.query(redis::cmd("XPENDING").arg(&key).arg(g)).await?;
+                stream_id(&oldest.unwrap_or_default())
+            } else {
+                let (ms, seq) = stream_id(&info.get("last-delivered-id").and_then(text).unwrap_or_default());
+                (ms, seq + 1)
+            };
+            keep_from = Some(keep_from.map_or(from, |k| k.min(from)));
+        }
+        if let Some((ms, seq)) = keep_from {
+            self.r.query::<()>(redis::cmd("XTRIM").arg(&key).arg("MINID").arg("~").arg(format!("{ms}-{seq}"))).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_hooks(&self, limit: usize) -> Result<Vec<DeadHook>> {
+        let k = self.keys();
+        let reads = (0..k.shards()).map(|n| {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(k.hooks_dead(n)).arg("+").arg("-").arg("COUNT").arg(limit);
+            async move { self.r.query::<Vec<Entry>>(&cmd).await.map(|e| (n, e)) }
+        });
+        let mut all = Vec::new();
+        for r in futures_util::future::join_all(reads).await {
+            let (n, entries) = r?;
+            for (id, fields) in entries {
+                let f: HashMap<String, String> = fields.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                let at: i64 = f.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
+                let dead_at = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
+                all.push((
+                    at,
+                    DeadHook {
+                        id: format!("{n}:{id}"),
+                        url: f.get("url").cloned().unwrap_or_default(),
+                        attempts: f.get("n").and_then(|a| a.parse().ok()).unwrap_or(0),
+                        error: f.get("err").cloned().unwrap_or_default(),
+                        dead_at: dead_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        webhook: f.get("b").and_then(|b| serde_json::from_str(b).ok()).unwrap_or(serde_json::Value::Null),
+                    },
+                ));
+            }
+        }
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(all.into_iter().take(limit).map(|(_, d)| d).collect())
+    }
+
+    async fn replay_dead_hook(&self, id: &str) -> Result<bool> {
+        let k = self.keys();
+        let Some((n, sid)) = id.split_once(':').and_then(|(n, s)| Some((n.parse::<u16>().ok().filter(|n| *n < k.shards())?, s))) else { return Ok(false) };
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !sid.split_once('-').is_some_and(|(a, b)| digits(a) && digits(b)) {
+            return Ok(false);
+        }
+        let done = self.hooks_script(&[k.hooks(n), k.hooks_dead(n)], &["replay".into(), sid.into(), self.max_backlog.to_string()]).await?;
+        Ok(done == 1)
     }
 }

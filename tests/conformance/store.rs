@@ -50,7 +50,7 @@ async fn backend(kind: Kind) -> Backend {
     match kind {
         Kind::Memory => {
             let mem = Arc::new(MemoryBroker::new(Arc::new(Collect::default()), BOUNDS));
-            Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone(), camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: mem, _redis: None }
+            Backend { name: "memory", store: Arc::new(MemoryStore::new(mem.clone(), camsig::store::claim_hold(std::time::Duration::from_secs(10)), 1000)), broker: mem, _redis: None }
         }
         Kind::Redis | Kind::Sharded => {
             let redis = Redis::start().await;
@@ -59,7 +59,7 @@ async fn backend(kind: Kind) -> Backend {
             let shards = if matches!(kind, Kind::Sharded) { 4 } else { 1 };
             let r = Arc::new(camsig::redis::Redis::new(camsig::redis::Backend::Single(client), "conf", shards, counter));
             let rb = Arc::new(RedisBroker::start(r.clone(), Arc::new(Collect::default()), BOUNDS, std::time::Duration::from_secs(2)));
-            Backend { name: if shards == 1 { "redis" } else { "sharded" }, store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)))), broker: rb, _redis: Some(redis) }
+            Backend { name: if shards == 1 { "redis" } else { "sharded" }, store: Arc::new(RedisStore::new(r, BOUNDS, camsig::store::claim_hold(std::time::Duration::from_secs(10)), 1000)), broker: rb, _redis: Some(redis) }
         }
     }
 }
@@ -210,13 +210,13 @@ async fn sessions_are_counted_and_guarded(kind: Kind) {
     let (s1, s2) = (SessionId::new(), SessionId::new());
     for s in [&s1, &s2] {
         let mut step = Step::new(0);
-        step.sessions.push(SessionWrite { user: u.clone(), session: s.clone(), node: "n1".into(), open: true });
+        step.sessions.push(SessionWrite { user: u.clone(), session: s.clone(), node: "n1".into(), open: true, info: None });
         assert_eq!(b.store.commit(&step).await.unwrap(), Commit::Done);
     }
     let read = Read { sessions_of: Some(u.clone()), ..Read::default() };
     assert_eq!(b.store.read(&read).await.unwrap().sessions.len(), 2, "{}", b.name);
     let mut close = Step::new(0).guard(Guard::HasSession(u.clone(), s1.clone())).guard(Guard::Sessions(u.clone(), 2));
-    close.sessions.push(SessionWrite { user: u.clone(), session: s1.clone(), node: "n1".into(), open: false });
+    close.sessions.push(SessionWrite { user: u.clone(), session: s1.clone(), node: "n1".into(), open: false, info: None });
     assert_eq!(b.store.commit(&close).await.unwrap(), Commit::Done, "{}", b.name);
     assert_eq!(b.store.commit(&close).await.unwrap(), Commit::Conflict, "{}: closed twice", b.name);
     assert_eq!(b.store.read(&read).await.unwrap().sessions.len(), 1, "{}", b.name);

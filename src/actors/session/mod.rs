@@ -29,7 +29,7 @@ use crate::auth::Caller;
 use crate::broker::Replay;
 use crate::config::WsSettings;
 use crate::domain::event::{Hello, ReconnectData, ResyncData, TokenExpiringData, now_us};
-use crate::domain::names::CommandKind;
+use crate::domain::names::{CommandKind, EventKind};
 use crate::domain::{Event, EventId, Frame, SessionId, UserId};
 use std::collections::HashSet;
 use crate::error::Error;
@@ -43,6 +43,8 @@ const CATCH_UP_TRIES: u32 = 4;
 const TOKEN_EXPIRED: ws::CloseCode = ws::CloseCode::Other(4001);
 /// The close code for a session that fell `ws.max_queued` frames or `ws.max_queued_bytes` behind.
 const TOO_SLOW: ws::CloseCode = ws::CloseCode::Other(4008);
+/// The close code for a session an operator disconnected (`admin/users/{id}/disconnect`).
+const KICKED: ws::CloseCode = ws::CloseCode::Other(4003);
 
 /// Closes the session with `code` and stops it.
 fn close(ctx: &mut ws::WebsocketContext<WsSession>, code: ws::CloseCode, why: &str) {
@@ -197,6 +199,11 @@ impl WsSession {
         }
         if self.send(Outgoing::Text(frame.json.to_string()), ctx) {
             self.node.metrics.delivered(frame.action, frame.accepted_us);
+        }
+        // Only a session open when the operator acted is closed: one opened
+        // since (its hello is past the kick) replays it and stays.
+        if frame.action == EventKind::Kicked.name() && frame.id.is_some_and(|id| self.hello_id.is_none_or(|h| id > h)) {
+            close(ctx, KICKED, "disconnected by an operator");
         }
     }
 
@@ -597,6 +604,7 @@ impl Handler<Push> for WsSession {
             Push::CatchUp => {}
             Push::Reload => self.resync(self.position(), ctx),
             Push::Drain => self.drain(ctx),
+            Push::Banned => close(ctx, KICKED, "banned by an operator"),
         }
     }
 }

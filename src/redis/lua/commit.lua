@@ -132,6 +132,13 @@ while more() do
     local msg = id .. '\n' .. accepted .. '\n' .. json
     redis.call(publish, chan, msg)
     redis.call(publish, mine, msg)
+  elseif op == 'hook' then
+    -- A webhook, recorded with its change (crate::webhooks delivers it).
+    local k, subject, body, max = key(), arg(), arg(), arg()
+    redis.call('XADD', k, 'MAXLEN', '~', max, '*', 'u', subject, 'b', body)
+  elseif op == 'count' then
+    local k, f, d = key(), arg(), arg()
+    redis.call('HINCRBY', k, f, d)
   elseif op == 'del' then
     redis.call('DEL', key())
   else
