@@ -54,6 +54,10 @@ impl Application {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not look for an earlier incarnation; its lease is swept when it ends"),
             Err(_) => tracing::warn!("looking for an earlier incarnation timed out; its lease is swept when it ends"),
         }
+        // Bans hold from the first request on (then each sweep reads them again).
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(5), node.service.refresh_bans()).await.map_err(|_| crate::error::Error::unavailable(anyhow::anyhow!("timed out"))) {
+            tracing::warn!(error = %e, "could not read the bans at start; the first sweep reads them");
+        }
         let app_node = node.clone();
         // Signals are ours: SIGTERM drains (crate::drain) instead of cutting sockets.
         let server = HttpServer::new(move || http::app(app_node.clone()))

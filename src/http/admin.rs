@@ -38,7 +38,7 @@ impl FromRequest for Admin {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectBody {
-    /// Sent to the user in `kicked`, and the `hangup` reason of their rooms (default `kicked`).
+    /// Sent to the user in `kicked` (default `kicked`); their rooms and meetings close and are left with reason `kicked` whatever it is.
     #[schema(example = "spam", min_length = 1, max_length = 64)]
     pub reason: Option<String>,
     /// Refuse the user's REST calls, polls and WebSocket handshakes (403) for this long, 1 to 31536000.

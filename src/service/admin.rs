@@ -162,8 +162,8 @@ impl Service {
             // No grace: the user is offline now, whatever sessions still close.
             step.expiries.push((user.clone(), None));
             step.flaps.push((user.clone(), None));
-            close_rooms(&mut step, &s.owned, &user, reason.as_str(), now);
-            close_rooms(&mut step, &s.watched, &user, reason.as_str(), now);
+            close_rooms(&mut step, &s.owned, &user, "kicked", now);
+            close_rooms(&mut step, &s.watched, &user, "kicked", now);
             step.events.push((user.clone(), Event::Kicked(KickedData { reason: reason.as_str().to_owned() })));
             Ok(Plan { step, reply: None })
         })

@@ -798,12 +798,17 @@ impl Store for RedisStore {
 
     async fn lease_session_count(&self, lease: &str) -> Result<usize> {
         let k = self.keys();
-        let mut p = redis::pipe();
-        for n in 0..k.shards() {
-            p.cmd("SCARD").arg(k.lease_sessions(lease, n));
+        // One command per shard: on a Redis Cluster each is in its own slot.
+        let counts = (0..k.shards()).map(|n| {
+            let mut cmd = redis::cmd("SCARD");
+            cmd.arg(k.lease_sessions(lease, n));
+            async move { self.r.query::<usize>(&cmd).await }
+        });
+        let mut sum = 0;
+        for c in futures_util::future::join_all(counts).await {
+            sum += c?;
         }
-        let counts: Vec<usize> = self.r.pipe(&p).await?;
-        Ok(counts.iter().sum())
+        Ok(sum)
     }
 
     async fn claim_dead_leases(&self) -> Result<Vec<(String, DateTime<Utc>)>> {

@@ -8,6 +8,7 @@ pub mod support;
 
 mod proxy;
 
+mod admin;
 mod bounds;
 mod failures;
 mod flow;
@@ -19,3 +20,4 @@ mod replicas;
 mod rolling;
 mod slow_clients;
 mod watched;
+mod webhooks;

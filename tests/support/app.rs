@@ -66,6 +66,11 @@ pub fn token(user: &str) -> String {
     token_with(json!({"sub": user, "exp": now() + 3600}), SECRET)
 }
 
+/// An operator's token (the `admin` claim), valid for an hour.
+pub fn admin_token() -> String {
+    token_with(json!({"sub": "ops", "exp": now() + 3600, "admin": true}), SECRET)
+}
+
 pub fn token_with(claims: Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -140,6 +145,13 @@ impl TestApp {
             req = req.insert_header(("Authorization", a.to_owned()));
         }
         self.send(req, None, body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    /// `/admin<path>` with an admin token: GET, or POST with `body`.
+    pub async fn admin(&self, path: &str, body: Option<Value>) -> Res {
+        let auth = format!("Bearer {}", admin_token());
+        let method = if body.is_some() { "POST" } else { "GET" };
+        self.request_with_header(method, &format!("/admin{path}"), Some(&auth), body).await
     }
 
     /// POST `/webrtc/<op>` as the holder of `token`.

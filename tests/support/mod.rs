@@ -6,6 +6,7 @@
 //! - `ws`: WebSocket clients of a node (`Ws`), and one that misbehaves.
 //! - `process`: a node in its own process, to kill, signal or measure.
 //! - `cluster`: a `redis-server` each test owns, and nodes on it.
+//! - `receiver`: a webhook receiver, and signature checks.
 //!
 //! The crates declare it `pub`: rustc counts what a crate's root makes public
 //! as used, so the helpers one crate does not call raise no `dead_code`
@@ -14,6 +15,7 @@
 mod app;
 pub mod cluster;
 pub mod process;
+pub mod receiver;
 mod ws;
 
 pub use app::*;

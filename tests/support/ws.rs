@@ -50,6 +50,17 @@ impl TestApp {
         }
     }
 
+    /// The status of a `/ws` handshake: 101 when it upgrades (the socket is then dropped).
+    pub async fn ws_status(&self, query: &str, authorization: &str) -> u16 {
+        let mut req = self.ws_url(&format!("/ws{query}")).into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", HeaderValue::from_str(authorization).unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+            Err(e) => panic!("expected an HTTP answer, got {e}"),
+            Ok(_) => 101,
+        }
+    }
+
     /// Opens `/ws` with no header at all (e.g. `?token=`), reading the hello frame.
     pub async fn ws_bare(&self, query: &str) -> Ws {
         Ws::connect(&self.ws_url(&format!("/ws{query}")), None).await

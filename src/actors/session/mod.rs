@@ -45,6 +45,8 @@ const TOKEN_EXPIRED: ws::CloseCode = ws::CloseCode::Other(4001);
 const TOO_SLOW: ws::CloseCode = ws::CloseCode::Other(4008);
 /// The close code for a session an operator disconnected (`admin/users/{id}/disconnect`).
 const KICKED: ws::CloseCode = ws::CloseCode::Other(4003);
+/// How long a session of a user this node just learned is banned stays open.
+const BANNED_CLOSE_AFTER: Duration = Duration::from_secs(1);
 
 /// Closes the session with `code` and stops it.
 fn close(ctx: &mut ws::WebsocketContext<WsSession>, code: ws::CloseCode, why: &str) {
@@ -604,7 +606,11 @@ impl Handler<Push> for WsSession {
             Push::CatchUp => {}
             Push::Reload => self.resync(self.position(), ctx),
             Push::Drain => self.drain(ctx),
-            Push::Banned => close(ctx, KICKED, "banned by an operator"),
+            // Later: a session open at the kick closes on its `kicked` event
+            // first, so its client hears why; this is for one opened since.
+            Push::Banned => {
+                ctx.run_later(BANNED_CLOSE_AFTER, |_, ctx| close(ctx, KICKED, "banned by an operator"));
+            }
         }
     }
 }
