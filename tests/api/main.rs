@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 pub mod support;
 
+mod admin;
 mod smoke;
 mod camera_flow;
 mod errors;

@@ -5,21 +5,13 @@
 //! afterwards in order per user while the nodes' memory stays bounded, and
 //! what never gets through lands in the dead letters, which replay.
 
-use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use serde_json::json;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::support::cluster::*;
 use crate::support::receiver::*;
 use crate::support::*;
-
-/// A node's settings for webhooks to `url`, with quick retries.
-pub fn hooked(s: &mut camsig::config::Settings, url: &str) {
-    s.webhooks.urls = vec![url.to_owned()];
-    s.webhooks.secret = Some(secrecy::SecretString::from(HOOK_SECRET));
-    s.webhooks.backoff = Duration::from_millis(50);
-    s.webhooks.max_backoff = Duration::from_secs(1);
-}
 
 /// The same, for a node in its own process.
 fn hooked_env(url: &str) -> Vec<(&'static str, String)> {
@@ -33,74 +25,6 @@ fn hooked_env(url: &str) -> Vec<(&'static str, String)> {
 
 fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-pub async fn wait_for(rx: &Receiver, what: &str, limit: Duration, f: impl Fn(&[Value]) -> bool) {
-    wait_until(limit, what, async || f(&rx.taken())).await;
-}
-
-fn has(list: &[Value], t: &str, user: &str) -> bool {
-    list.iter().any(|v| v["type"] == t && (v["data"]["user_id"] == user || v["data"]["owner"] == user))
-}
-
-/// Every type of webhook, caused through `nodes` in turn; each arrives once
-/// with a signature that verifies, and one user's arrive in the order of
-/// their changes.
-pub async fn every_type_arrives_signed_through(nodes: &[TestApp], rx: &Receiver) {
-    let n = |i: usize| &nodes[i % nodes.len()];
-    let (ann, bob) = (token("ann"), token("bob"));
-    let ann_ws = n(0).ws_query(&ann, "?presence=false").await;
-    let bob_ws = n(1).ws_query(&bob, "?presence=false").await;
-    assert_eq!(n(0).camera_on(&ann).await.status, 200);
-    let room = n(1).show(&bob, "ann").await;
-    assert_eq!(n(0).post("hangup", &bob, json!({"room_id": room})).await.status, 200);
-    let m = n(1).post("meetings", &ann, json!({"title": "standup"})).await;
-    let id = m.body["meeting"]["meeting_id"].as_str().unwrap().to_owned();
-    assert_eq!(n(0).post(&format!("meetings/{id}/join"), &ann, json!({"name": "Ann"})).await.status, 200);
-    assert_eq!(n(1).post(&format!("meetings/{id}/join"), &bob, json!({"name": "Bob"})).await.status, 200);
-    assert_eq!(n(0).post(&format!("meetings/{id}/leave"), &bob, json!({})).await.status, 200);
-    assert_eq!(n(1).post("cameraOff", &ann, json!({})).await.status, 200);
-    bob_ws.close().await;
-    wait_for(rx, "every type of webhook", WAIT, |l| {
-        has(l, "user.online", "ann")
-            && has(l, "user.online", "bob")
-            && has(l, "camera.on", "ann")
-            && has(l, "camera.off", "ann")
-            && l.iter().filter(|v| v["type"] == "room.opened").count() >= 2
-            && l.iter().filter(|v| v["type"] == "room.closed").count() >= 2
-            && has(l, "meeting.member_joined", "ann")
-            && has(l, "meeting.member_joined", "bob")
-            && has(l, "meeting.member_left", "bob")
-            && has(l, "user.offline", "bob")
-    })
-    .await;
-    ann_ws.close().await;
-    let all = rx.all();
-    let mut ids = HashSet::new();
-    for r in all.iter().filter(|r| r.status == 200) {
-        assert!(verify(HOOK_SECRET, &r.signature, &r.raw), "the signature verifies: {} {}", r.signature, r.raw);
-        assert!(!verify("another-secret-0123456", &r.signature, &r.raw));
-        assert!(ids.insert(r.body["id"].as_str().unwrap().to_owned()), "each webhook once (a 2xx was never retried): {}", r.raw);
-        let at = r.body["at"].as_str().expect("at");
-        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
-    }
-    let taken = rx.taken();
-    let room_opened = taken.iter().find(|v| v["type"] == "room.opened" && v["data"]["room_id"] == room.as_str()).expect("the camera's room");
-    assert_eq!((room_opened["data"]["owner"].as_str(), room_opened["data"]["abonent"].as_str()), (Some("ann"), Some("bob")));
-    assert!(room_opened["data"].get("offer").is_none(), "no SDP in webhooks");
-    let left = taken.iter().find(|v| v["type"] == "meeting.member_left").unwrap();
-    assert_eq!(left["data"], json!({"meeting_id": id, "user_id": "bob", "name": "Bob", "reason": "left"}));
-    let joined = taken.iter().find(|v| v["type"] == "meeting.member_joined" && v["data"]["user_id"] == "ann").unwrap();
-    assert_eq!(joined["data"]["name"], "Ann");
-    let on = taken.iter().find(|v| v["type"] == "camera.on").unwrap();
-    assert_eq!((on["data"]["user_id"].as_str(), on["data"]["camera"].as_str()), (Some("ann"), Some("on")));
-    // Ann's own changes, in the order they happened.
-    let anns: Vec<&str> = taken
-        .iter()
-        .filter(|v| v["data"]["user_id"] == "ann" && v["type"].as_str().is_some_and(|t| t.starts_with("user.") || t.starts_with("camera.")))
-        .map(|v| v["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(&anns[..3], ["user.online", "camera.on", "camera.off"], "{anns:?}");
 }
 
 #[actix_web::test]
