@@ -19,6 +19,7 @@ mod long_poll;
 mod idempotency;
 mod meetings;
 mod session_edges;
+mod operating;
 mod readme;
 mod deploy;
 mod watch;

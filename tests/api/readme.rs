@@ -10,14 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Block {
-    terminal: bool,
-    text: String,
+pub(crate) struct Block {
+    pub terminal: bool,
+    pub text: String,
 }
 
 fn walkthrough(readme: &str) -> Vec<Block> {
-    let start = readme.find("<!-- walkthrough").expect("README.md marks its walkthrough");
-    let end = readme.find("<!-- /walkthrough -->").expect("README.md ends its walkthrough");
+    marked(readme, "walkthrough")
+}
+
+/// The ```sh blocks between `<!-- name` and `<!-- /name -->`.
+pub(crate) fn marked(readme: &str, name: &str) -> Vec<Block> {
+    let start = readme.find(&format!("<!-- {name}")).unwrap_or_else(|| panic!("README.md marks its {name}"));
+    let end = readme.find(&format!("<!-- /{name} -->")).unwrap_or_else(|| panic!("README.md ends its {name}"));
     let mut blocks = Vec::new();
     let mut lines = readme[start..end].lines();
     while let Some(line) = lines.next() {
@@ -29,7 +34,7 @@ fn walkthrough(readme: &str) -> Vec<Block> {
 }
 
 /// A command (with its `\` continuations) and the output documented below it.
-fn commands(block: &str) -> Vec<(String, Vec<String>)> {
+pub(crate) fn commands(block: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     let mut open = false;
     for line in block.lines() {
@@ -50,7 +55,7 @@ fn commands(block: &str) -> Vec<(String, Vec<String>)> {
 }
 
 /// `pattern` with `...` standing for anything.
-fn matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split("...").collect();
     let [first, middle @ .., last] = parts.as_slice() else { return text == pattern };
     let Some(mut rest) = text.strip_prefix(first) else { return false };
