@@ -29,6 +29,13 @@
 //! the facts checked per invariant and the violations; `--seed` fixes the
 //! first round's seed. It runs only when asked (`--only chaos`), and one
 //! short round in `--smoke`. A violation exits non-zero, except with `--smoke`.
+//!
+//! The `webhooks` scenario (`webhooks.rs`) makes the bench a webhook receiver,
+//! toggles cameras open loop on two fresh nodes that POST each change to it,
+//! and reports the calls' latency, webhooks received per second, delivery
+//! latency (receipt − the change's `at`), missing, duplicates and out of order;
+//! then the same load on fresh nodes with webhooks off (the cost on the
+//! calls), then (full plan only) a saturation ramp.
 
 mod chaos;
 mod cluster;
@@ -38,13 +45,14 @@ mod presence;
 mod report;
 mod scenarios;
 mod sio;
+mod webhooks;
 mod ws;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIOS: [&str; 13] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas", "presence", "rediscluster"];
+const SCENARIOS: [&str; 14] = ["control", "latency", "throughput", "socketio", "peerjs", "fanout", "idle", "stalled", "hostile", "chaos", "replicas", "presence", "rediscluster", "webhooks"];
 
 struct Plan {
     pairs: usize,
@@ -62,6 +70,9 @@ struct Plan {
     idle_vs_peerjs: usize,
     /// The presence scenario: sessions, pool of changing users, watched per session, changes/s, for how long.
     presence: (usize, usize, usize, u64, Duration),
+    /// The webhooks scenario: users, camera toggles/s (for `latency_for`), then
+    /// the saturation rates and how long each (none: no saturation ramp).
+    webhooks: (usize, u64, Vec<u64>, Duration),
 }
 
 impl Plan {
@@ -77,6 +88,7 @@ impl Plan {
             idle: vec![10000, 18000],
             idle_vs_peerjs: 5000,
             presence: (10_000, 1000, 50, 20, Duration::from_secs(10)),
+            webhooks: (200, 1000, vec![1000, 2000, 4000, 8000, 16000], Duration::from_secs(5)),
         }
     }
 
@@ -92,6 +104,7 @@ impl Plan {
             idle: vec![100],
             idle_vs_peerjs: 50,
             presence: (100, 20, 5, 10, Duration::from_secs(1)),
+            webhooks: (20, 100, vec![], Duration::from_secs(1)),
         }
     }
 }
@@ -138,7 +151,7 @@ async fn main() -> Result<()> {
                 topologies = Some(t);
             }
             "-h" | "--help" => {
-                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas,presence,rediscluster] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
+                println!("camsig-bench [--smoke] [--camsig PATH] [--out DIR] [--only latency,throughput,socketio,peerjs,fanout,idle,stalled,control,hostile,chaos,replicas,presence,rediscluster,webhooks] [--rates R1,R2] [--seconds S] [--seed N] [--relay DIR] [--peerjs DIR] [--attacks slow,ping,poll,chunked,header,flap,idem,big] [--topology solo,two-nodes]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}"),
@@ -338,6 +351,14 @@ async fn main() -> Result<()> {
         }
     }
 
+    // Webhooks to the bench's own receiver, then the same load with none (their own processes).
+    let mut webhooks = Vec::new();
+    if runs("webhooks") {
+        let (users, rate, saturation, saturation_for) = plan.webhooks.clone();
+        let p = webhooks::Plan { users, rate, duration: plan.latency_for, warmup: plan.warmup, saturation, saturation_for };
+        webhooks = webhooks::run(&camsig, &p).await?;
+    }
+
     // The cost of redis.min_replicas_acked = 1: the same load on the same
     // topology (a master with one replica), without and with the WAIT.
     let mut replicas = Vec::new();
@@ -413,9 +434,11 @@ async fn main() -> Result<()> {
         replicas,
         presence,
         redis_cluster,
+        webhooks,
     };
     let (json, svg) = report::write(&run, &out)?;
     print!("{}", report::load_table(&run));
+    print!("{}", report::webhooks_table(&run));
     print!("{}", report::hostile_table(&run));
     if let Some(c) = &run.chaos {
         print!("{}", chaos::table(c));

@@ -77,6 +77,9 @@ pub struct Run {
     pub redis_cluster: Vec<LoadResult>,
     /// The chaos suite's rounds, when asked for.
     pub chaos: Option<crate::chaos::Report>,
+    /// Camera toggles with webhooks on (and its cost on the calls), the same
+    /// load with webhooks off, then the saturation ramp.
+    pub webhooks: Vec<crate::webhooks::WebhooksResult>,
 }
 
 pub fn write(run: &Run, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -121,6 +124,43 @@ pub fn load_table(run: &Run) -> String {
     }
     if let Some(why) = &run.peerjs_skipped {
         out += &format!("peerjs: skipped ({why})\n");
+    }
+    out += "\n";
+    out
+}
+
+/// The webhooks scenario, one row per step: the calls' latency, and with
+/// webhooks on what the receiver got.
+pub fn webhooks_table(run: &Run) -> String {
+    let mut out = String::new();
+    if run.webhooks.is_empty() {
+        return out;
+    }
+    out += "\n| webhooks | users | offered/s | calls p50 / p99 / p99.9 ms | call errors | webhooks/s | delivery p50 / p99 / p99.9 ms | missing / dup / reordered | bad signatures | retried |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in &run.webhooks {
+        let l = &r.call_latency;
+        let calls = format!("{:.2} / {:.2} / {:.2}", l.p50_ms, l.p99_ms, l.p999_ms);
+        let hooks = match &r.webhooks {
+            None => "n/a | n/a | n/a | n/a | n/a".to_owned(),
+            Some(d) => format!(
+                "{:.0} | {:.2} / {:.2} / {:.2} | {} / {} / {} | {} of {} | {}",
+                d.received_per_s,
+                d.latency.p50_ms,
+                d.latency.p99_ms,
+                d.latency.p999_ms,
+                d.missing,
+                d.duplicates,
+                d.out_of_order,
+                d.bad_signatures,
+                d.signatures_checked,
+                d.retried.map_or("n/a".to_owned(), |n| format!("{n:.0}"))
+            ),
+        };
+        out += &format!("| {} | {} | {} | {calls} | {} | {hooks} |\n", r.step, r.users, r.offered_per_s, r.call_errors);
+    }
+    if let Some(c) = run.webhooks.iter().find_map(|r| r.call_cost_ms.as_ref()) {
+        out += &format!("\nwebhooks' cost on the calls (on − off): p50 {:+.3} ms, p99 {:+.3} ms, p99.9 {:+.3} ms\n", c.p50_ms, c.p99_ms, c.p999_ms);
     }
     out += "\n";
     out
