@@ -49,6 +49,11 @@ pub async fn run(node: &Node, server: ServerHandle, sweeper: Sweeper) {
     while (node.registry.session_count() > 0 || Instant::now() < linger_until) && Instant::now() < close_by {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Webhooks: on Redis the deliverer lets its shards go at once (another
+    // node takes them); on the embedded store it first sends what it holds.
+    if !node.settings.webhooks.urls.is_empty() && node.settings.webhooks.secret.is_some() {
+        let _ = tokio::time::timeout(share(total, 5), node.service.hooks_drained.notified()).await;
+    }
     // No renewal may bring the lease back once it is released.
     let _ = tokio::time::timeout(share(total, 1), sweeper.stop()).await;
     match tokio::time::timeout(share(total, 2), node.service.release_lease()).await {

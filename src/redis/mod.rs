@@ -162,6 +162,9 @@ impl Redis {
         let r = r.unwrap_or_else(|_| Err(Error::unavailable(anyhow::anyhow!("Redis did not answer in {OP_TIMEOUT:?}"))));
         match &r {
             Ok(_) => self.answered(),
+            // A consumer group's expected replies (a first read, a group made
+            // twice) come from a Redis that answers: the link is fine.
+            Err(Error::Unavailable(cause)) if cause.downcast_ref::<redis::RedisError>().and_then(redis::RedisError::code).is_some_and(|c| c == "NOGROUP" || c == "BUSYGROUP") => self.answered(),
             Err(Error::Unavailable(cause)) => {
                 // Ours, or the connection's own response timeout (the same length).
                 let timed_out = timed_out || cause.downcast_ref::<redis::RedisError>().is_some_and(redis::RedisError::is_timeout);

@@ -201,3 +201,25 @@ impl Service {
         Ok(c)
     }
 }
+
+/// Bans (see `super::bans`): the store's, and this node's copy.
+impl Service {
+    pub fn bans(&self) -> &super::bans::Bans {
+        &self.bans
+    }
+
+    /// Bans `user` for `for_` (in the store, and at once in this node's copy).
+    pub(crate) async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<chrono::DateTime<chrono::Utc>> {
+        let until = self.store.ban(user, for_).await?;
+        self.bans.add(user);
+        Ok(until)
+    }
+
+    /// Reads the store's bans into this node's copy; returns the users banned
+    /// since the last read, whose sessions here the caller closes (a session
+    /// opened here between the ban and this read).
+    pub async fn refresh_bans(&self) -> Result<Vec<UserId>> {
+        let now = self.store.bans().await?;
+        Ok(self.bans.replace(now.into_iter().map(|(u, _)| u).collect()))
+    }
+}

@@ -77,13 +77,15 @@ pub struct Service {
     bans: Arc<bans::Bans>,
     /// Told when a step recorded webhooks, so this node delivers them at once.
     pub(crate) hooks_recorded: Arc<tokio::sync::Notify>,
+    /// Told when the webhook deliverer has let go for a drain (`crate::drain` waits for it).
+    pub hooks_drained: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>, settings: Arc<Settings>, node_id: Arc<str>) -> Self {
         // A lease is this process's incarnation of the node id.
         let lease = format!("{node_id}#{}", ulid::Ulid::new()).into();
-        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default(), unrecorded: Arc::default(), version_floor: Arc::default(), bans: Arc::default(), hooks_recorded: Arc::default() }
+        Self { store, broker, settings, node_id, lease, draining: Arc::default(), members: Arc::default(), in_flight: Arc::default(), unrecorded: Arc::default(), version_floor: Arc::default(), bans: Arc::default(), hooks_recorded: Arc::default(), hooks_drained: Arc::default() }
     }
 
     /// This incarnation's lease name.

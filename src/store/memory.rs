@@ -444,8 +444,11 @@ impl Store for MemoryStore {
 
     async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<DateTime<Utc>> {
         let until = Utc::now() + for_;
-        self.lock().bans.insert(user.clone(), until);
-        Ok(until)
+        let mut inner = self.lock();
+        let end = inner.bans.entry(user.clone()).or_insert(until);
+        // A shorter ban never cuts a longer one short.
+        *end = (*end).max(until);
+        Ok(*end)
     }
 
     async fn bans(&self) -> Result<Vec<(UserId, DateTime<Utc>)>> {

@@ -883,8 +883,10 @@ impl Store for RedisStore {
     async fn ban(&self, user: &UserId, for_: std::time::Duration) -> Result<DateTime<Utc>> {
         let (s, us): (i64, i64) = self.r.query(&redis::cmd("TIME")).await?;
         let until = s * 1000 + us / 1000 + for_.as_millis() as i64;
-        self.r.query::<()>(redis::cmd("ZADD").arg(self.keys().bans()).arg(until).arg(user.as_str())).await?;
-        Ok(Utc.timestamp_millis_opt(until).single().unwrap_or_else(Utc::now))
+        // GT: a shorter ban never cuts a longer one short.
+        let k = self.keys().bans();
+        let (_, end): ((), i64) = self.r.pipe(redis::pipe().cmd("ZADD").arg(&k).arg("GT").arg(until).arg(user.as_str()).cmd("ZSCORE").arg(&k).arg(user.as_str())).await?;
+        Ok(Utc.timestamp_millis_opt(end).single().unwrap_or_else(Utc::now))
     }
 
     async fn bans(&self) -> Result<Vec<(UserId, DateTime<Utc>)>> {
@@ -1014,7 +1016,7 @@ impl Store for RedisStore {
                 ));
             }
         }
-        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.sort_by_key(|d| std::cmp::Reverse(d.0));
         Ok(all.into_iter().take(limit).map(|(_, d)| d).collect())
     }
 

@@ -26,6 +26,10 @@ const RENEW_EVERY: Duration = Duration::from_millis(1000);
 /// How often the queues are read when no local step said there is more.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 const TRIM_EVERY: Duration = Duration::from_secs(2);
+/// How often a holder claims again what any consumer left pending: a node
+/// that kept reading for a moment after its hold lapsed leaves entries in
+/// its own pending list, which nobody else would ever claim.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 /// Entries read at once.
 const PAGE: usize = 256;
 
@@ -94,15 +98,31 @@ pub async fn run(service: Service, metrics: Arc<Metrics>) {
     let groups: Vec<String> = receivers.iter().map(|r| r.group.clone()).collect();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut held: Vec<bool> = vec![false; shards as usize];
-    let (mut renewed, mut trimmed) = (Instant::now() - RENEW_EVERY, Instant::now());
+    let (mut renewed, mut trimmed, mut reclaimed) = (Instant::now() - RENEW_EVERY, Instant::now(), Instant::now());
+    // The embedded store: nobody else will deliver what this node holds, so a drain sends it first.
+    let alone = service.settings.redis.url.is_none() && service.settings.redis.cluster_urls.is_empty();
+    let mut drain_until: Option<Instant> = None;
     let recorded = service.hooks_recorded.clone();
     loop {
         if service.is_draining() {
-            for n in (0..shards).filter(|n| held[*n as usize]) {
-                let _ = store.release_hooks(n, &holder).await;
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + service.settings.server.drain / 2);
+            let left: usize = receivers.iter().map(|r| r.buffered).sum();
+            if !alone || left == 0 || Instant::now() >= until {
+                for n in (0..shards).filter(|n| held[*n as usize]) {
+                    let _ = store.release_hooks(n, &holder).await;
+                }
+                tracing::info!(left, "webhooks: shards let go for the drain");
+                service.hooks_drained.notify_one();
+                return;
             }
-            tracing::info!("webhooks: shards let go for the drain");
-            return;
+        }
+        if reclaimed.elapsed() >= RECLAIM_EVERY {
+            reclaimed = Instant::now();
+            for r in receivers.iter_mut() {
+                for lane in r.lanes.values_mut() {
+                    lane.taken_over = false;
+                }
+            }
         }
         if renewed.elapsed() >= RENEW_EVERY {
             renewed = Instant::now();

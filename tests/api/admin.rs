@@ -86,3 +86,24 @@ async fn a_kicked_poller_comes_back_online_with_its_next_poll() {
     let _again = app.parked_poll(&cid, &format!("?since={last}&timeout_s=5")).await;
     wait_until(WAIT, "cid online again", async || app.admin("/users/cid", None).await.body["user"]["online"] == true).await;
 }
+
+/// On the embedded broker nobody else will deliver what a node holds: a
+/// drain sends every webhook first (within `server.drain_s`), retries included.
+#[actix_web::test]
+async fn a_drain_on_one_node_sends_every_webhook_first() {
+    let rx = Receiver::start().await;
+    rx.set(Mode::FailFirst(1));
+    let url = rx.url();
+    let app = spawn_app_with(|s| {
+        hooked(s, &url);
+        s.server.drain = Duration::from_secs(10);
+    })
+    .await;
+    for u in 0..20 {
+        let t = token(&format!("d{u}"));
+        assert_eq!(app.camera_on(&t).await.status, 200);
+        assert_eq!(app.post("cameraOff", &t, json!({})).await.status, 200);
+    }
+    app.node.request_drain();
+    wait_for(&rx, "all 40 webhooks, though the node drains", WAIT, |l| l.iter().filter(|v| v["type"].as_str().is_some_and(|t| t.starts_with("camera."))).count() == 40).await;
+}

@@ -47,7 +47,15 @@ async fn a_non_admin_token_gets_403_everywhere_under_admin() {
 /// every node, also on a node started after the ban, until it ends.
 #[actix_web::test]
 async fn disconnect_closes_sessions_on_two_nodes_and_bans_for_ban_s() {
-    let redis = Redis::start().await;
+    disconnect_closes_sessions_on_two_nodes_and_bans_on(Redis::start().await).await;
+}
+
+#[actix_web::test]
+async fn disconnect_closes_sessions_on_two_nodes_and_bans_on_a_redis_cluster() {
+    disconnect_closes_sessions_on_two_nodes_and_bans_on(RedisCluster::start(3, 0).await).await;
+}
+
+async fn disconnect_closes_sessions_on_two_nodes_and_bans_on(redis: impl Backing) {
     let nodes = three_nodes(&redis).await;
     let (ann, bob, carol) = (token("ann"), token("bob"), token("carol"));
     let mut a1 = nodes[0].ws_query(&ann, "?presence=false").await;

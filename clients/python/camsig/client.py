@@ -80,6 +80,8 @@ class Client:
         self._seen: dict[str, None] = {}
         self._task: Optional[asyncio.Task] = None
         self._closed = False
+        # An operator disconnected this user (a `kicked` event): the client stopped.
+        self.kicked = False
         self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
         self._connected = asyncio.Event()
 
@@ -277,6 +279,7 @@ class Client:
             return "reconnect"
         elif name == "token_expiring":
             return "refresh"
+        todo = "kicked" if name == "kicked" else None
         if eid is not None:
             if eid in self._seen:
                 return None
@@ -288,7 +291,7 @@ class Client:
         self._queue.put_nowait(ev)
         for q in self._subscribers:
             q.put_nowait(ev)
-        return None
+        return todo
 
     async def _run(self) -> None:
         failures = 0
@@ -329,6 +332,12 @@ class Client:
                 todo = await self._deliver(raw)
                 if todo == "reconnect":
                     return
+                if todo == "kicked":
+                    # An operator disconnected this user: stop, rather than knock on a ban.
+                    self._closed = True
+                    self.kicked = True
+                    self._ws = None
+                    return
                 if todo == "refresh" and self._get_token is not None:
                     self._token = await self._fresh_token()
                     await ws.send_json({"cmd": "refresh", "ack": str(uuid.uuid4()), "token": self._token})
@@ -348,6 +357,9 @@ class Client:
             self._connected.set()
             page = await r.json()
         for raw in page.get("events", []):
-            await self._deliver(raw)
+            if await self._deliver(raw) == "kicked":
+                self._closed = True
+                self.kicked = True
+                return
         if page.get("last_id") and self.since is None:
             self.since = page["last_id"]

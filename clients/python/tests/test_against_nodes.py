@@ -260,6 +260,23 @@ async def a_drain_moves_the_client_with_no_flicker(nodes: Nodes) -> None:
     lb.server.close()
 
 
+async def a_kicked_client_stops(nodes: Nodes) -> None:
+    """An operator disconnects the user: the client hands on `kicked` and
+    stops, rather than knocking on the ban."""
+    async with camsig.Client(f"http://127.0.0.1:{nodes.ports[0]}", token=nodes.token("kk-user")) as c:
+        admin = subprocess.check_output([BIN, "token", "ops", "--admin"], env=nodes.env, text=True).strip()
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{nodes.ports[1]}/admin/users/kk-user/disconnect"
+            async with http.post(url, json={"reason": "test", "ban_s": 60}, headers={"Authorization": f"Bearer {admin}"}) as r:
+                assert r.status == 200, await r.text()
+        ev = await c.next_event("kicked")
+        assert ev.data == {"reason": "test"}, ev.data
+        await until("the client to stop", lambda: c.kicked and c._ws is None)
+        connects = c.connects
+        await asyncio.sleep(1)
+        assert c.connects == connects, "no reconnect after a kick"
+
+
 async def run(name: str, test, env: dict[str, str] | None = None) -> None:
     nodes = Nodes(env)
     try:
@@ -276,6 +293,7 @@ async def main() -> None:
               {"CAMSIG__AUTH__REFRESH_BEFORE_S": "5"})
     await run("a_since_too_old_takes_the_resync_path", a_since_too_old_takes_the_resync_path, {"CAMSIG__EVENTS__KEEP_MAX": "4"})
     await run("a_drain_moves_the_client_with_no_flicker", a_drain_moves_the_client_with_no_flicker)
+    await run("a_kicked_client_stops", a_kicked_client_stops)
 
 
 if __name__ == "__main__":

@@ -183,11 +183,11 @@ export class CamsigClient {
     await this.connected;
   }
 
-  close(): void {
+  close(why?: string): void {
     this.closed = true;
     this.live = false;
     this.resume();
-    this.setStatus("closed");
+    this.setStatus("closed", why);
     for (const p of this.acks.values()) p.reject(new Error("the client was closed"));
     this.acks.clear();
     try {
@@ -436,11 +436,11 @@ export class CamsigClient {
   }
 
   /** Hands an event on once; returns what the loop must do. */
-  private async deliver(raw: any): Promise<"reconnect" | "refresh" | undefined> {
+  private async deliver(raw: any): Promise<"reconnect" | "refresh" | "kicked" | undefined> {
     const action: string = raw.action ?? "";
     const data = raw.data ?? {};
     const name = action.replace(/^server-action:/, "");
-    let todo: "reconnect" | "refresh" | undefined;
+    let todo: "reconnect" | "refresh" | "kicked" | undefined;
     if (name === "hello") {
       this.hello = data;
       if (this.since === undefined) this.since = data.last_id;
@@ -457,6 +457,10 @@ export class CamsigClient {
       todo = "refresh";
     } else if (name === "ice_servers") {
       this.iceServersNow = data.ice_servers;
+    } else if (name === "kicked") {
+      // An operator disconnected this user: the client stops (status
+      // "closed", why "kicked") rather than knock on a ban; the app decides.
+      todo = "kicked";
     }
     if (raw.id !== undefined) {
       if (this.seen.has(raw.id)) return;
@@ -547,6 +551,7 @@ export class CamsigClient {
             this.setStatus("reconnecting", "drain");
             ws.close();
           }
+          if (todo === "kicked") this.close("kicked");
           if (todo === "refresh" && this.opts.getToken) {
             this.token = await this.opts.getToken();
             await this.command("refresh", { token: this.token }).catch(() => undefined);
@@ -591,6 +596,7 @@ export class CamsigClient {
     for (const raw of page.events ?? []) {
       const todo = await this.deliver(raw);
       if (todo === "refresh" && this.opts.getToken) this.token = await this.opts.getToken();
+      if (todo === "kicked") return this.close("kicked");
     }
     if (page.last_id && this.since === undefined) this.since = page.last_id;
   }

@@ -21,6 +21,144 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The nodes holding a lease, with their sessions. */
+        get: operations["adminNodes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/rooms/{room_id}/close": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Close a room: both sides get `hangup` (with the operator's user id).
+         * @description A room closed already is answered as it is. The Connection comes without its SDPs.
+         */
+        post: operations["adminCloseRoom"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Counts of what the service holds now, over every node.
+         * @description `users_online`, `cameras_on`, `rooms_open` and `meetings_open` are kept
+         *     by the steps that change them; `nodes` and `sessions` come from the
+         *     nodes' leases.
+         */
+        get: operations["adminStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A user: their state, sessions (on which node, how connected, since
+         *     when), open rooms and meetings.
+         */
+        get: operations["adminUser"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{user_id}/disconnect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Disconnect a user everywhere, and optionally ban them.
+         * @description Every session of the user, on every node, gets `kicked` and closes with
+         *     code 4003; the camera goes off, rooms close and meetings are left at
+         *     once (reason `kicked`, or the one given). With `ban_s`, the user's REST
+         *     calls, polls and handshakes get 403 `forbidden` for that long, on every
+         *     node (within one sweep, 250 ms, of the ban on the others), across
+         *     restarts. A user never seen is 404 unless `ban_s` is given.
+         */
+        post: operations["adminDisconnect"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/webhooks/dead": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Webhooks a receiver never took within `webhooks.max_attempts`, newest first. */
+        get: operations["adminDeadWebhooks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/webhooks/dead/{id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a dead letter again, to its receiver only (with the same webhook `id`). */
+        post: operations["adminReplayWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/asyncapi.json": {
         parameters: {
             query?: never;
@@ -531,6 +669,13 @@ export interface components {
             /** @description As the `Idempotency-Key` header. */
             idempotency_key?: string;
         };
+        CloseRoomBody: {
+            /**
+             * @description The `hangup` reason both sides get (default `closed`).
+             * @example abuse
+             */
+            reason?: string | null;
+        };
         /** @description A text frame a client sends on `/ws`: `{"cmd", "ack"?, ...the REST body's fields}`. */
         Command: components["schemas"]["CameraOnCommand"] | components["schemas"]["CameraOffCommand"] | components["schemas"]["CameraShowCommand"] | components["schemas"]["OfferCommand"] | components["schemas"]["AnswerCommand"] | components["schemas"]["IceCommand"] | components["schemas"]["HangupCommand"] | components["schemas"]["MeetingCreateCommand"] | components["schemas"]["MeetingJoinCommand"] | components["schemas"]["MeetingLeaveCommand"] | components["schemas"]["PingCommand"] | components["schemas"]["RefreshCommand"] | components["schemas"]["WatchCommand"] | components["schemas"]["UnwatchCommand"];
         /** @description The reply to a command that succeeded; `result` is the REST reply body (`{}` for ping). */
@@ -578,6 +723,23 @@ export interface components {
         ConnectionReply: {
             connection: components["schemas"]["Connection"];
         };
+        /** @description A webhook that one receiver never took within `webhooks.max_attempts`. */
+        DeadHook: {
+            /** Format: int32 */
+            attempts: number;
+            /** @description When it was given up, RFC 3339. */
+            dead_at: string;
+            /** @description The last failure: an HTTP status or why no answer came. */
+            error: string;
+            /** @description Pass it to `admin/webhooks/dead/{id}/replay`. */
+            id: string;
+            url: string;
+            /** @description The webhook as sent. */
+            webhook: Record<string, never>;
+        };
+        DeadHooks: {
+            dead: components["schemas"]["DeadHook"][];
+        };
         DevToken: {
             /** @description A JWT valid for 12 hours. */
             token: string;
@@ -589,6 +751,29 @@ export interface components {
              * @description Who the token is for.
              * @example ann
              */
+            user_id: string;
+        };
+        DisconnectBody: {
+            /**
+             * Format: int64
+             * @description Refuse the user's REST calls, polls and WebSocket handshakes (403) for this long, 1 to 31536000.
+             * @example 3600
+             */
+            ban_s?: number | null;
+            /**
+             * @description Sent to the user in `kicked` (default `kicked`); their rooms and meetings close and are left with reason `kicked` whatever it is.
+             * @example spam
+             */
+            reason?: string | null;
+        };
+        Disconnected: {
+            /**
+             * Format: date-time
+             * @description When the ban ends, with `ban_s`.
+             */
+            banned_until?: string | null;
+            /** @description Sessions open when the operator acted (each closes with 4003). */
+            sessions: number;
             user_id: string;
         };
         /** @description `{"code", "message"}`: the inside of every error answer, REST or WebSocket. */
@@ -606,7 +791,7 @@ export interface components {
             error: components["schemas"]["ErrorBody"];
         };
         /** @description Everything the server pushes on `/ws` (and `GET /webrtc/events` returns): `{"action": "server-action:<name>", "id"?, "data"}`. */
-        Event: components["schemas"]["HelloEvent"] | components["schemas"]["UpdateUserEvent"] | components["schemas"]["ShowCamEvent"] | components["schemas"]["PutOfferEvent"] | components["schemas"]["PutAnswerEvent"] | components["schemas"]["PutIceEvent"] | components["schemas"]["HangupEvent"] | components["schemas"]["ResyncEvent"] | components["schemas"]["ReconnectEvent"] | components["schemas"]["TokenExpiringEvent"] | components["schemas"]["IceServersEvent"] | components["schemas"]["MemberJoinedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["PeerEvent"] | components["schemas"]["PeerMessageEvent"];
+        Event: components["schemas"]["HelloEvent"] | components["schemas"]["UpdateUserEvent"] | components["schemas"]["ShowCamEvent"] | components["schemas"]["PutOfferEvent"] | components["schemas"]["PutAnswerEvent"] | components["schemas"]["PutIceEvent"] | components["schemas"]["HangupEvent"] | components["schemas"]["ResyncEvent"] | components["schemas"]["ReconnectEvent"] | components["schemas"]["TokenExpiringEvent"] | components["schemas"]["IceServersEvent"] | components["schemas"]["MemberJoinedEvent"] | components["schemas"]["MemberLeftEvent"] | components["schemas"]["PeerEvent"] | components["schemas"]["PeerMessageEvent"] | components["schemas"]["KickedEvent"];
         EventsPage: {
             /**
              * @description Events after `since`, oldest first, as the WebSocket carries them; or a
@@ -735,6 +920,25 @@ export interface components {
             connections: components["schemas"]["Connection"][];
             meeting: components["schemas"]["Meeting"];
         };
+        /** @description An operator disconnected the user. */
+        KickedData: {
+            /** @description As the operator gave it (default `kicked`). */
+            reason: string;
+        };
+        /** @description An operator disconnected this user (`POST /admin/users/{id}/disconnect`): every session that was open then gets it and is closed with code 4003. A session opened later (a replay with `since`) gets it and stays open. */
+        KickedEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            action: "server-action:kicked";
+            data: components["schemas"]["KickedData"];
+            /**
+             * @description This event's place in the user's log: pass it as `since` to resume after it.
+             * @example 1732212000123-0
+             */
+            id: string;
+        };
         Meeting: {
             /** Format: date-time */
             created_at: string;
@@ -853,6 +1057,18 @@ export interface components {
              * @example 1732212000123-0
              */
             id: string;
+        };
+        NodeInfo: {
+            /**
+             * Format: date-time
+             * @description When its lease ends unless renewed; a node that died is swept after it.
+             */
+            lease_expires_at?: string | null;
+            node_id: string;
+            sessions: number;
+        };
+        Nodes: {
+            nodes: components["schemas"]["NodeInfo"][];
         };
         OfferBody: {
             offer: components["schemas"]["SessionDescription"];
@@ -1023,6 +1239,10 @@ export interface components {
              */
             exp: number;
         };
+        Replayed: {
+            /** @description Back in its queue, for its receiver only. */
+            replayed: boolean;
+        };
         ResyncData: {
             /** @description Events after `since` are gone; reload state through REST and resume from here. */
             last_id: string;
@@ -1057,6 +1277,14 @@ export interface components {
              */
             type: string;
         };
+        SessionView: {
+            node_id: string;
+            /** Format: date-time */
+            opened_at?: string | null;
+            session_id: string;
+            /** @description `websocket` or `poll` (None: not known, for a session registered before this was kept). */
+            transport?: string | null;
+        };
         ShowBody: {
             /**
              * @description The owner of the camera to see.
@@ -1086,6 +1314,26 @@ export interface components {
         ShowReply: {
             connection: components["schemas"]["Connection"];
             ice_servers: components["schemas"]["IceServer"][];
+        };
+        Stats: {
+            /** Format: int64 */
+            cameras_on: number;
+            /**
+             * Format: int64
+             * @description Meetings with at least one member.
+             */
+            meetings_open: number;
+            /** @description Nodes holding a lease. */
+            nodes: number;
+            /**
+             * Format: int64
+             * @description Connections not closed, meeting pairs included.
+             */
+            rooms_open: number;
+            /** @description Sessions (sockets and long polls) open on them. */
+            sessions: number;
+            /** Format: int64 */
+            users_online: number;
         };
         Status: {
             node_id: string;
@@ -1156,6 +1404,13 @@ export interface components {
             /** Format: int64 */
             version: number;
         };
+        UserView: {
+            meetings: string[];
+            /** @description Open connections where the user is owner or abonent. */
+            rooms: components["schemas"]["Connection"][];
+            sessions: components["schemas"]["SessionView"][];
+            user: components["schemas"]["UserState"];
+        };
         UsersPage: {
             /** @description Pass as `cursor` for the next page; null on the last page. */
             next_cursor?: string | null;
@@ -1210,6 +1465,540 @@ export interface operations {
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+        };
+    };
+    adminNodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The nodes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Nodes"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminCloseRoom: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The room */
+                room_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional `reason` */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["CloseRoomBody"];
+            };
+        };
+        responses: {
+            /** @description The room, closed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Connection"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description room_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_timeout: the body did not arrive within `server.body_timeout_s` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description payload_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description outcome_unknown: the step was sent but Redis did not answer in time; closing again is safe */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminStats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The counts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description user_not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminDisconnect: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional `reason` and `ban_s` */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["DisconnectBody"];
+            };
+        };
+        responses: {
+            /** @description Disconnected */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Disconnected"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description user_not_found: never seen, and no `ban_s` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_timeout: the body did not arrive within `server.body_timeout_s` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description payload_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description outcome_unknown: a step was sent but Redis did not answer in time; disconnecting again is safe */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminDeadWebhooks: {
+        parameters: {
+            query?: {
+                /** @description At most this many, newest first (1 to 1000, default 100). */
+                limit?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The dead letters */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadHooks"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    adminReplayWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A dead letter's `id` */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Replayed"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: not an admin token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found: no such dead letter */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1464,7 +2253,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden */
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1597,6 +2386,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description request_timeout: the body did not arrive within `server.body_timeout_s` */
             408: {
                 headers: {
@@ -1705,6 +2503,15 @@ export interface operations {
             };
             /** @description unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1835,6 +2642,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description user_not_found */
             404: {
                 headers: {
@@ -1939,7 +2755,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden */
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2015,6 +2831,15 @@ export interface operations {
             };
             /** @description unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2100,7 +2925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden */
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2232,7 +3057,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden */
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2342,6 +3167,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description rate_limited */
             429: {
                 headers: {
@@ -2396,6 +3230,15 @@ export interface operations {
             };
             /** @description unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2498,7 +3341,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden: not a member */
+            /** @description forbidden: not a member; the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2581,6 +3424,15 @@ export interface operations {
             };
             /** @description unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2715,7 +3567,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden: not a member */
+            /** @description forbidden: not a member; the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2847,7 +3699,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden */
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2973,6 +3825,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description rate_limited */
             429: {
                 headers: {
@@ -3016,6 +3877,15 @@ export interface operations {
             };
             /** @description unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description forbidden: the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3098,7 +3968,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description forbidden: an `Origin` not in `server.allowed_origins` */
+            /** @description forbidden: an `Origin` not in `server.allowed_origins`; the user is banned (`admin/users/{id}/disconnect` with `ban_s`) */
             403: {
                 headers: {
                     [name: string]: unknown;

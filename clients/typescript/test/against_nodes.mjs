@@ -284,6 +284,25 @@ async function theLongPollStandsInWhileNoSocketCanBeHeld(nodes) {
   lb.server.close();
 }
 
+/** An operator disconnects the user: the client hands on `kicked` and stops (status closed, why kicked). */
+async function aKickedClientStops(nodes) {
+  const client = new CamsigClient({ WebSocket, baseUrl: nodes.url(0), token: nodes.token("tk-user") });
+  const statuses = [];
+  client.onStatus((s, why) => statuses.push(`${s}:${why ?? ""}`));
+  await client.connect();
+  const kicked = client.next("kicked");
+  const admin = execFileSync(BIN, ["token", "ops", "--admin"], { env: nodes.env }).toString().trim();
+  const r = await fetch(`${nodes.url(1)}/admin/users/tk-user/disconnect`, { method: "POST", headers: { Authorization: `Bearer ${admin}`, "content-type": "application/json" }, body: JSON.stringify({ reason: "test", ban_s: 60 }) });
+  if (r.status !== 200) throw new Error(`disconnect answered ${r.status}`);
+  const ev = await kicked;
+  if (ev.data.reason !== "test") throw new Error(`kicked: ${JSON.stringify(ev)}`);
+  await until("the client to stop", () => client.status === "closed");
+  if (!statuses.includes("closed:kicked")) throw new Error(`statuses: ${statuses}`);
+  const connects = client.connects;
+  await new Promise((r) => setTimeout(r, 1000));
+  if (client.connects !== connects) throw new Error("reconnected after a kick");
+}
+
 const TESTS = [
   ["the_long_poll_stands_in_while_no_socket_can_be_held", theLongPollStandsInWhileNoSocketCanBeHeld],
   ["calls_go_over_the_socket_and_fall_back_to_rest", callsGoOverTheSocketAndFallBackToRest],
@@ -291,6 +310,7 @@ const TESTS = [
   ["a_token_that_expires_is_refreshed_without_a_reconnect", aTokenThatExpiresIsRefreshedWithoutAReconnect, { CAMSIG__AUTH__REFRESH_BEFORE_S: "5" }],
   ["a_since_too_old_takes_the_resync_path", aSinceTooOldTakesTheResyncPath, { CAMSIG__EVENTS__KEEP_MAX: "4" }],
   ["a_drain_moves_the_client_with_no_flicker", aDrainMovesTheClientWithNoFlicker],
+  ["a_kicked_client_stops", aKickedClientStops],
 ];
 const only = process.argv.slice(2);
 for (const [name, test, env] of TESTS) {

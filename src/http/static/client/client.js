@@ -110,11 +110,11 @@ export class CamsigClient {
         void this.run();
         await this.connected;
     }
-    close() {
+    close(why) {
         this.closed = true;
         this.live = false;
         this.resume();
-        this.setStatus("closed");
+        this.setStatus("closed", why);
         for (const p of this.acks.values())
             p.reject(new Error("the client was closed"));
         this.acks.clear();
@@ -390,6 +390,11 @@ export class CamsigClient {
         else if (name === "ice_servers") {
             this.iceServersNow = data.ice_servers;
         }
+        else if (name === "kicked") {
+            // An operator disconnected this user: the client stops (status
+            // "closed", why "kicked") rather than knock on a ban; the app decides.
+            todo = "kicked";
+        }
         if (raw.id !== undefined) {
             if (this.seen.has(raw.id))
                 return;
@@ -489,6 +494,8 @@ export class CamsigClient {
                         this.setStatus("reconnecting", "drain");
                         ws.close();
                     }
+                    if (todo === "kicked")
+                        this.close("kicked");
                     if (todo === "refresh" && this.opts.getToken) {
                         this.token = await this.opts.getToken();
                         await this.command("refresh", { token: this.token }).catch(() => undefined);
@@ -538,6 +545,8 @@ export class CamsigClient {
             const todo = await this.deliver(raw);
             if (todo === "refresh" && this.opts.getToken)
                 this.token = await this.opts.getToken();
+            if (todo === "kicked")
+                return this.close("kicked");
         }
         if (page.last_id && this.since === undefined)
             this.since = page.last_id;
