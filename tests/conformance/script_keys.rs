@@ -151,10 +151,16 @@ fn ok(r: Res) {
 /// the limit of 2), a meeting, a resume, expiries and forgetting, and a
 /// dead node's lease swept.
 async fn workload(redis: &Redis) {
+    // Webhooks to a receiver that refuses them: held, buried, replayed.
+    let rx = crate::support::receiver::Receiver::start().await;
+    rx.set(crate::support::receiver::Mode::Fail);
+    let url = rx.url();
     let a = node_with(redis, "keys-a", |s| {
         s.redis.shards = SHARDS;
         s.limits.max_idempotency_keys = 2;
         s.presence.forget_after = Duration::from_secs(1);
+        crate::support::receiver::hooked(s, &url);
+        s.webhooks.max_attempts = 2;
     })
     .await;
     let (ann, bob) = (token("ann"), token("bob"));
@@ -193,6 +199,12 @@ async fn workload(redis: &Redis) {
     // Bob's socket closes: his grace ends, then he is forgotten.
     bob_ws.close().await;
     wait_until(Duration::from_secs(20), "bob forgotten", async || a.get("/webrtc/users/bob", Some(&ann)).await.status == 404).await;
+
+    // A dead letter, replayed; an operator's disconnect with a ban.
+    wait_until(Duration::from_secs(20), "a dead letter", async || a.admin("/webhooks/dead", None).await.body["dead"].as_array().is_some_and(|d| !d.is_empty())).await;
+    let dead = a.admin("/webhooks/dead", None).await.body["dead"][0]["id"].as_str().unwrap().to_owned();
+    ok(a.admin(&format!("/webhooks/dead/{dead}/replay"), Some(json!({}))).await);
+    ok(a.admin("/users/eve/disconnect", Some(json!({"ban_s": 60}))).await);
 
     // A node dies: its lease is claimed and swept.
     let shards = SHARDS.to_string();
