@@ -201,16 +201,6 @@ pub async fn run(service: Service, metrics: Arc<Metrics>) {
                 }
             }
         }
-        // Acks, in one round trip per lane.
-        for r in receivers.iter_mut() {
-            for (n, lane) in r.lanes.iter_mut().filter(|(_, l)| !l.acks.is_empty()) {
-                let acks = std::mem::take(&mut lane.acks);
-                if let Err(e) = store.ack_hooks(*n, &r.group, &acks).await {
-                    // Unacked, it is delivered again by whoever holds the shard next: at least once.
-                    tracing::debug!(error = %e, "webhooks: ack failed");
-                }
-            }
-        }
         if trimmed.elapsed() >= TRIM_EVERY {
             trimmed = Instant::now();
             for n in (0..shards).filter(|n| held[*n as usize]) {
@@ -232,6 +222,17 @@ pub async fn run(service: Service, metrics: Arc<Metrics>) {
         }
         for d in finished {
             finish(&service, &metrics, &settings, &mut receivers, d).await;
+        }
+        // Acks at once, in one round trip per lane: before the next read, whose
+        // periodic claim would otherwise take a delivered webhook back.
+        for r in receivers.iter_mut() {
+            for (n, lane) in r.lanes.iter_mut().filter(|(_, l)| !l.acks.is_empty()) {
+                let acks = std::mem::take(&mut lane.acks);
+                if let Err(e) = store.ack_hooks(*n, &r.group, &acks).await {
+                    // Unacked, it is delivered again by whoever holds the shard next: at least once.
+                    tracing::debug!(error = %e, "webhooks: ack failed");
+                }
+            }
         }
     }
 }
