@@ -54,6 +54,55 @@ pub(crate) fn commands(block: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// Adds a block's commands to `script`; those with documented output are
+/// fenced by `@@n` markers and their output kept in `expected`.
+pub(crate) fn push_commands(script: &mut String, expected: &mut Vec<(String, Vec<String>)>, block: &str, here: &dyn Fn(&str) -> String) {
+    for (cmd, expect) in commands(block) {
+        if expect.is_empty() {
+            script.push_str(&here(&cmd));
+            script.push('\n');
+        } else {
+            let n = expected.len();
+            // curl's JSON ends without a newline: the `echo` gives it one.
+            script.push_str(&format!("echo '@@{n}'\n{}\necho\necho '@@/{n}'\n", here(&cmd)));
+            expected.push((cmd, expect));
+        }
+    }
+}
+
+/// Runs `script` in one bash in `dir`, in its own process group (killed
+/// after, with whatever it started), for at most `secs`: status, stdout, stderr.
+pub(crate) fn run_bash(script: &str, dir: &Path, secs: u32) -> (std::process::ExitStatus, String, String) {
+    let script = format!("{script}kill $(jobs -p) 2>/dev/null || true\n");
+    let mut run = Command::new("timeout");
+    std::os::unix::process::CommandExt::process_group(&mut run, 0);
+    let mut run = run
+        .args([secs.to_string().as_str(), "bash", "-c", &script])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    run.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    run.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = run.wait().unwrap();
+    let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", run.id())]).stderr(Stdio::null()).status();
+    (status, stdout, stderr)
+}
+
+/// Each fenced command printed what the README documents below it.
+pub(crate) fn check_printed(stdout: &str, expected: &[(String, Vec<String>)]) {
+    for (n, (cmd, expect)) in expected.iter().enumerate() {
+        let got = stdout.split(&format!("@@{n}\n")).nth(1).and_then(|s| s.split(&format!("@@/{n}")).next()).unwrap_or_default();
+        let got: Vec<&str> = got.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(got.len(), expect.len(), "{cmd}\nprinted:\n{}", got.join("\n"));
+        for (g, e) in got.iter().zip(expect) {
+            assert!(matches(e, g), "{cmd}\nprinted:  {g}\nREADME:   {e}");
+        }
+    }
+}
+
 /// `pattern` with `...` standing for anything.
 pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split("...").collect();
@@ -117,46 +166,13 @@ fn the_readme_walkthrough_runs_as_written() {
             terminals.push(out);
             continue;
         }
-        for (cmd, expect) in commands(&block.text) {
-            if expect.is_empty() {
-                script.push_str(&here(&cmd));
-                script.push('\n');
-            } else {
-                let n = expected.len();
-                // curl's JSON ends without a newline: the `echo` gives it one.
-                script.push_str(&format!("echo '@@{n}'\n{}\necho\necho '@@/{n}'\n", here(&cmd)));
-                expected.push((cmd, expect));
-            }
-        }
+        push_commands(&mut script, &mut expected, &block.text, &here);
     }
-    script.push_str("kill $(jobs -p) 2>/dev/null || true\n");
-    let mut run = Command::new("timeout");
-    // Its own process group, so that whatever the terminals started goes with it.
-    std::os::unix::process::CommandExt::process_group(&mut run, 0);
-    let mut run = run
-        .args(["300", "bash", "-c", &script])
-        .current_dir(&root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bash runs");
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    run.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    run.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let status = run.wait().unwrap();
-    let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", run.id())]).stderr(Stdio::null()).status();
+    let (status, stdout, stderr) = run_bash(&script, &root, 300);
     let _ = node.kill();
     let _ = node.wait();
     assert!(status.success(), "the walkthrough failed ({status}):\n{stdout}\n{stderr}");
-
-    for (n, (cmd, expect)) in expected.iter().enumerate() {
-        let got = stdout.split(&format!("@@{n}\n")).nth(1).and_then(|s| s.split(&format!("@@/{n}")).next()).unwrap_or_default();
-        let got: Vec<&str> = got.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(got.len(), expect.len(), "{cmd}\nprinted:\n{}", got.join("\n"));
-        for (g, e) in got.iter().zip(expect) {
-            assert!(matches(e, g), "{cmd}\nprinted:  {g}\nREADME:   {e}");
-        }
-    }
+    check_printed(&stdout, &expected);
     // What the two sockets heard, as the README tells it.
     let ann = std::fs::read_to_string(&terminals[0]).unwrap();
     let bob = std::fs::read_to_string(&terminals[1]).unwrap();
